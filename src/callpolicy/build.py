@@ -1,0 +1,185 @@
+"""Merged, located policy tables -> model objects, with the checks that span several keys.
+
+Merge rule (per key): a later layer's key replaces the earlier one's; `retry`, `wait` and
+`stop` merge key by key, except that a `wait` with a different `strategy` replaces the whole
+`wait` table (an inherited `initial` means nothing to a `fixed` wait). Lists and inline
+tables (`quotas`, `on_status`, `until`) are replaced whole, never concatenated.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from callpolicy.errors import Problem
+from callpolicy.model import Policy, Quota, Retry, Stop, Wait
+from callpolicy.schema import Context, Located, QuotaRef, read_quota
+
+SECTION_NAMES = ("retry", "wait", "stop")
+INHERITED = ("quotas", "description")
+
+# Keys each wait strategy uses, besides `strategy` itself.
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "fixed": ("seconds", "jitter"),
+    "exponential": ("initial", "multiplier", "max", "jitter"),
+    "random": ("min", "max"),
+    "chain": ("steps",),
+}
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, by the rule in this module's docstring."""
+    merged = {k: v for k, v in base.items() if k != "extends"}
+    for key, value in over.items():
+        if key == "extends":
+            continue
+        if key not in SECTION_NAMES:
+            merged[key] = value
+            continue
+        below: dict[str, Located] = merged.get(key, {})
+        if key == "wait" and _strategy(value) not in (None, _strategy(below)):
+            merged[key] = dict(value)
+        else:
+            merged[key] = {**below, **value}
+    return merged
+
+
+def build_policy(
+    name: str,
+    layers: Mapping[str, Any],
+    quotas: Mapping[str, Quota],
+    problems: list[Problem],
+    source: str,
+) -> Policy:
+    """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit."""
+    retry = _build_retry(layers.get("retry", {}))
+    wait = build_wait(layers.get("wait", {}), problems)
+    stop_keys = layers.get("stop", {})
+    stop = Stop(
+        attempts=_value(stop_keys, "attempts", 3),
+        deadline=_value(stop_keys, "deadline", None),
+    )
+    quota_list = _resolve_quotas(name, layers.get("quotas"), quotas, problems)
+    description = _value(layers, "description", "")
+    return Policy(name, retry, wait, stop, quota_list, description, source)
+
+
+def build_wait(keys: Mapping[str, Located], problems: list[Problem]) -> Wait:
+    strategy = _value(keys, "strategy", "exponential")
+    used = STRATEGY_KEYS[strategy]
+    for key, leaf in keys.items():
+        if key != "strategy" and key not in used:
+            uses = f"it uses {', '.join(used)}" if used else "it takes no other keys"
+            fix = _strategy_for(key)
+            hint = f'; set strategy = "{fix}" to use {key}' if fix else ""
+            _report(problems, leaf, f"is not used by strategy {strategy!r} ({uses}){hint}")
+    if strategy == "random" and "max" not in keys:
+        _report(problems, keys.get("strategy"), 'strategy "random" needs max, e.g. max = "5s"')
+    if strategy == "chain" and "steps" not in keys:
+        _report(problems, keys.get("strategy"), 'strategy "chain" needs steps = [ {...}, ... ]')
+    low_key = "min" if strategy == "random" else "initial"
+    low, high = _value(keys, low_key, 0.0), _value(keys, "max", None)
+    if strategy in ("random", "exponential") and high is not None and low > high:
+        _report(problems, keys["max"], f"must be >= {low_key} ({high:g}s < {low:g}s)")
+    steps = tuple(build_wait(step, problems) for step in _value(keys, "steps", []))
+    return Wait(
+        strategy=strategy,
+        seconds=_value(keys, "seconds", 1.0),
+        initial=_value(keys, "initial", 1.0),
+        multiplier=_value(keys, "multiplier", 2.0),
+        max=_value(keys, "max", 30.0),
+        min=_value(keys, "min", 0.0),
+        jitter=_value(keys, "jitter", 0.0),
+        steps=steps,
+    )
+
+
+def build_quota(name: str, keys: Mapping[str, Located]) -> Quota:
+    return Quota(
+        name=name,
+        rate=keys["limit"].value,
+        algorithm=_value(keys, "algorithm", "fixed-window"),
+        max_wait=_value(keys, "max_wait", 60.0),
+    )
+
+
+def _build_retry(keys: Mapping[str, Located]) -> Retry:
+    exceptions = tuple(e for e in _value(keys, "on_exceptions", []) if e is not None)
+    statuses: frozenset[int] = frozenset().union(*_value(keys, "on_status", []))
+    return Retry(
+        on_exceptions=exceptions,
+        on_status=statuses,
+        until=_value(keys, "until", None),
+        while_=_value(keys, "while", None),
+        result_predicate=_value(keys, "result_predicate", None),
+        exception_predicate=_value(keys, "exception_predicate", None),
+    )
+
+
+def _resolve_quotas(
+    policy: str, leaf: Located | None, named: Mapping[str, Quota], problems: list[Problem]
+) -> tuple[Quota, ...]:
+    if leaf is None:
+        return ()
+    found: dict[str, Quota] = {}
+    refs: list[QuotaRef] = leaf.value
+    for index, ref in enumerate(refs):
+        if ref.spec is not None:
+            quota = _inline_quota(policy, ref.spec, leaf, index, problems)
+        else:
+            assert ref.name is not None
+            full = ref.name if "." in ref.name else f"{ref.service}.{ref.name}"
+            quota = named.get(full)
+            if quota is None:
+                _report_unknown_quota(full, named, leaf, index, problems)
+        if quota is not None:
+            found.setdefault(quota.name, quota)
+    return tuple(found.values())
+
+
+def _inline_quota(
+    policy: str, spec: dict[str, Any], leaf: Located, index: int, problems: list[Problem]
+) -> Quota | None:
+    ctx = Context(leaf.path, {}, (), f"{leaf.key}[{index}]", policy.split(".", maxsplit=1)[0], [])
+    keys = read_quota(spec, ctx)
+    problems.extend(Problem(p.path, leaf.line, p.key, p.message) for p in ctx.problems)
+    if keys is None or ctx.problems:
+        return None
+    return build_quota(f"{policy}[{keys['limit'].value}]", keys)
+
+
+def _report_unknown_quota(
+    full: str, named: Mapping[str, Quota], leaf: Located, index: int, problems: list[Problem]
+) -> None:
+    close = difflib.get_close_matches(full, list(named), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = f" (known: {', '.join(sorted(named))})" if named and not close else ""
+    problems.append(
+        Problem(
+            leaf.path, leaf.line, f"{leaf.key}[{index}]", f"no quota named {full!r}{hint}{known}"
+        )
+    )
+
+
+def _strategy(section: Mapping[str, Located]) -> Any:
+    leaf = section.get("strategy")
+    return None if leaf is None else leaf.value
+
+
+def _strategy_for(key: str) -> str | None:
+    for strategy, keys in STRATEGY_KEYS.items():
+        if key in keys:
+            return strategy
+    return None
+
+
+def _value(keys: Mapping[str, Any], key: str, default: Any) -> Any:
+    leaf = keys.get(key)
+    return default if leaf is None else leaf.value
+
+
+def _report(problems: list[Problem], leaf: Located | None, message: str) -> None:
+    if leaf is not None:
+        problems.append(Problem(leaf.path, leaf.line, leaf.key, message))

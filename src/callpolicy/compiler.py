@@ -1,0 +1,204 @@
+"""A `Policy` compiled into a callable plan: quotas, then the call, then tenacity on failure.
+
+The success path takes the quotas, calls the function and checks the outcome, nothing more.
+Only when an attempt's outcome calls for a retry does tenacity take over: a `Retrying` built
+once per policy decides (retry? stop? how long to wait?) from a `RetryCallState` that starts
+with the failed first attempt already recorded. Its `iter()` runs without awaiting, so one
+`Retrying` serves threads (its state is thread-local) and event-loop tasks alike.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import tenacity
+
+from callpolicy.clock import CLOCK
+from callpolicy.conditions import RetryCondition
+from callpolicy.errors import RetryExhausted
+from callpolicy.events import SleepEvent, describe_exception, describe_result, emit
+from callpolicy.model import Policy
+from callpolicy.quotas import Admission, Limiter
+from callpolicy.units import format_seconds
+from callpolicy.waits import compile_wait
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+
+
+class _DeadlineStop(tenacity.stop.stop_base):
+    """Stop before a sleep that would end past the deadline (measured from the call's start)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = CLOCK.now() - retry_state.start_time
+        return elapsed + retry_state.upcoming_sleep > self.deadline
+
+
+class CompiledPolicy:
+    """Runs calls under one policy. Built once per policy name and registry generation."""
+
+    def __init__(self, policy: Policy, limiters: Mapping[str, Limiter]) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.max_attempts = policy.stop.attempts
+        self.deadline = policy.stop.deadline
+        self.condition = RetryCondition(policy.retry)
+        self.checks_results = self.condition.checks_results
+        quota_limiters = [limiters[q.name] for q in policy.quotas]
+        self.admission = Admission(policy.name, self.max_attempts, quota_limiters)
+        self.has_quotas = bool(quota_limiters)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
+        if self.deadline is not None:
+            stop = stop | _DeadlineStop(self.deadline)
+        self.retrying = tenacity.Retrying(
+            retry=self.condition,
+            wait=compile_wait(policy.wait),
+            stop=stop,
+            before_sleep=self._before_sleep,
+            retry_error_callback=self._give_up,
+            reraise=True,
+        )
+
+    # -- sync ------------------------------------------------------------------------------
+    def call(self, fn: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
+        start = CLOCK.now() if self.deadline is not None else 0.0
+        if self.has_quotas:
+            self.admission.acquire(1, self._deadline_at(start))
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not self.condition.retries_exception(exc):
+                raise
+            state = self._state_failed(fn, args, kwargs, exc, start)
+        else:
+            if not (self.checks_results and self.condition.retries_result(result)):
+                return result
+            state = self._state_returned(fn, args, kwargs, result, start)
+        # Outside the except block, so a later failure is not chained to this one.
+        return self._retry(fn, args, kwargs, start, state)
+
+    def _retry(
+        self,
+        fn: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        start: float,
+        state: tenacity.RetryCallState,
+    ) -> Any:
+        deadline_at = self._deadline_at(start)
+        while True:
+            action = self.retrying.iter(state)
+            if not isinstance(action, tenacity.DoSleep):
+                return action
+            state.prepare_for_next_attempt()
+            CLOCK.sleep(float(action))
+            if self.has_quotas:
+                self.admission.acquire(state.attempt_number, deadline_at)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            else:
+                state.set_result(result)
+
+    # -- async -----------------------------------------------------------------------------
+    async def acall(self, fn: Callable[..., Awaitable[Any]], args: Args, kwargs: Kwargs) -> Any:
+        start = CLOCK.now() if self.deadline is not None else 0.0
+        if self.has_quotas:
+            await self.admission.async_acquire(1, self._deadline_at(start))
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            if not self.condition.retries_exception(exc):
+                raise
+            state = self._state_failed(fn, args, kwargs, exc, start)
+        else:
+            if not (self.checks_results and self.condition.retries_result(result)):
+                return result
+            state = self._state_returned(fn, args, kwargs, result, start)
+        return await self._aretry(fn, args, kwargs, start, state)
+
+    async def _aretry(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Args,
+        kwargs: Kwargs,
+        start: float,
+        state: tenacity.RetryCallState,
+    ) -> Any:
+        deadline_at = self._deadline_at(start)
+        while True:
+            action = self.retrying.iter(state)
+            if not isinstance(action, tenacity.DoSleep):
+                return action
+            state.prepare_for_next_attempt()
+            await CLOCK.async_sleep(float(action))
+            if self.has_quotas:
+                await self.admission.async_acquire(state.attempt_number, deadline_at)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            else:
+                state.set_result(result)
+
+    # -- shared ----------------------------------------------------------------------------
+    def _new_state(
+        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, start: float
+    ) -> tenacity.RetryCallState:
+        self.retrying.begin()  # fresh (thread-local) statistics for this call
+        state = tenacity.RetryCallState(self.retrying, fn, args, kwargs)
+        state.start_time = start  # on CLOCK's timeline, read by _DeadlineStop
+        return state
+
+    def _state_failed(
+        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, exc: BaseException, start: float
+    ) -> tenacity.RetryCallState:
+        state = self._new_state(fn, args, kwargs, start)
+        state.set_exception((type(exc), exc, exc.__traceback__))
+        return state
+
+    def _state_returned(
+        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, result: Any, start: float
+    ) -> tenacity.RetryCallState:
+        state = self._new_state(fn, args, kwargs, start)
+        state.set_result(result)
+        return state
+
+    def _deadline_at(self, start: float) -> float | None:
+        return None if self.deadline is None else start + self.deadline
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        assert outcome is not None
+        exc = outcome.exception() if outcome.failed else None
+        cause = describe_exception(exc) if exc is not None else describe_result(outcome.result())
+        emit(
+            SleepEvent(
+                self.name,
+                state.attempt_number,
+                self.max_attempts,
+                "backoff",
+                state.upcoming_sleep,
+                cause,
+            )
+        )
+
+    def _give_up(self, state: tenacity.RetryCallState) -> NoReturn:
+        outcome = state.outcome
+        assert outcome is not None
+        if outcome.failed:
+            outcome.result()  # re-raises the last original exception, type unchanged
+        if state.attempt_number >= self.max_attempts:
+            reason = f"stop.attempts = {self.max_attempts} reached"
+        else:
+            deadline = format_seconds(self.deadline or 0.0)
+            reason = (
+                f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {deadline}"
+            )
+        raise RetryExhausted(self.name, outcome.result(), state.attempt_number, reason)

@@ -1,0 +1,128 @@
+"""Retry conditions: raised exceptions, HTTP statuses and returned values.
+
+Also resolves the dotted paths a policy names (`"requests.ConnectionError"`, `"myapp.checks.bad"`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.util
+from typing import Any
+
+import tenacity
+
+from callpolicy.http import status_of
+from callpolicy.model import Retry
+from callpolicy.units import UnitError
+
+NEVER_RETRIED = "KeyboardInterrupt, SystemExit, GeneratorExit and asyncio.CancelledError"
+
+
+def resolve_dotted(path: str) -> Any:
+    """Import `package.module.attribute`; a bare name is a builtin. Raises LookupError."""
+    parts = path.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise LookupError(f"must be a dotted Python path like 'package.module.Name' (got {path!r})")
+    if len(parts) == 1:
+        if hasattr(builtins, path):
+            return getattr(builtins, path)
+        raise LookupError(f"{path!r} is not a builtin; write its module too, e.g. 'package.{path}'")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # try a shorter module path
+            raise LookupError(f"importing {module_name!r} for {path!r} failed: {exc}") from None
+        except Exception as exc:
+            raise LookupError(f"importing {module_name!r} for {path!r} failed: {exc!r}") from None
+        for attribute in parts[split:]:
+            if not hasattr(obj, attribute):
+                raise LookupError(f"{'.'.join(parts[:split])!r} has no attribute {attribute!r}")
+            obj = getattr(obj, attribute)
+        return obj
+    raise LookupError(f"cannot import {parts[0]!r} (no module named {parts[0]!r})")
+
+
+def resolve_exception(path: str) -> type[Exception] | None:
+    """The exception class at `path`. A leading '?' makes a missing package fine (None)."""
+    optional = path.startswith("?")
+    name = path[1:] if optional else path
+    try:
+        obj = resolve_dotted(name)
+    except LookupError:
+        top = name.split(".")[0]
+        if optional and importlib.util.find_spec(top) is None:
+            return None
+        raise
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        raise LookupError(f"{name!r} is never retried ({NEVER_RETRIED} always propagate)")
+    raise LookupError(f"must name an Exception subclass (got {obj!r} for {name!r})")
+
+
+def resolve_predicate(path: str) -> Any:
+    obj = resolve_dotted(path)
+    if not callable(obj):
+        raise LookupError(f"must name a callable (got {obj!r} for {path!r})")
+    return obj
+
+
+def parse_statuses(value: object) -> frozenset[int]:
+    """One status entry: 429, "5xx" or "500-504"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 100 <= value <= 599:
+            return frozenset({value})
+        raise UnitError(f"must be an HTTP status from 100 to 599 (got {value!r})")
+    if isinstance(value, str):
+        if len(value) == 3 and value[0] in "12345" and value[1:] == "xx":
+            first = int(value[0]) * 100
+            return frozenset(range(first, first + 100))
+        low, dash, high = value.partition("-")
+        if dash and low.isascii() and high.isascii() and low.isdigit() and high.isdigit():
+            lo, hi = int(low), int(high)
+            if 100 <= lo <= hi <= 599:
+                return frozenset(range(lo, hi + 1))
+    raise UnitError(f'must be a status like 429, "5xx" or "500-504" (got {value!r})')
+
+
+class RetryCondition(tenacity.retry_base):
+    """A policy's `retry` table as a tenacity retry strategy, plus fast checks for the wrapper."""
+
+    def __init__(self, rule: Retry) -> None:
+        self.rule = rule
+        self.exceptions = rule.on_exceptions
+        self.statuses = rule.on_status
+        self.checks_results = rule.checks_results
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None:
+            return False
+        if outcome.failed:
+            exc = outcome.exception()
+            return exc is not None and self.retries_exception(exc)
+        return self.retries_result(outcome.result())
+
+    def retries_exception(self, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, CancelledError, ...
+            return False
+        if self.exceptions and isinstance(exc, self.exceptions):
+            return True
+        if self.statuses and status_of(exc) in self.statuses:
+            return True
+        predicate = self.rule.exception_predicate
+        return predicate is not None and bool(predicate(exc))
+
+    def retries_result(self, result: Any) -> bool:
+        rule = self.rule
+        if self.statuses and status_of(result) in self.statuses:
+            return True
+        if rule.until is not None and not rule.until.matches(result):
+            return True
+        if rule.while_ is not None and rule.while_.matches(result):
+            return True
+        return rule.result_predicate is not None and bool(rule.result_predicate(result))

@@ -1,0 +1,82 @@
+"""`@policy("service.endpoint")`: one decorator for functions, methods and coroutines.
+
+The name is resolved on the first call, not at decoration, so modules may be imported before
+policies are loaded; the compiled policy is cached until the registry loads again.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from callpolicy.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def policy(name: str, *, registry: Registry | None = None) -> Callable[[F], F]:
+    """Apply the retry, wait, stop and quota rules of policy `name` (e.g. "spotify.tracks").
+
+    Works on plain functions, methods and `async def` functions; generator functions are
+    refused (a generator's body runs after the call returns, out of the policy's reach).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            f"policy name must be a non-empty string like 'spotify.tracks' (got {name!r})"
+        )
+
+    def apply(fn: F) -> F:
+        from callpolicy.registry import default_registry  # noqa: PLC0415 (import cycle)
+
+        return decorate(fn, name, registry or default_registry)
+
+    return apply
+
+
+def decorate(fn: F, name: str, registry: Registry) -> F:
+    if not callable(fn):
+        raise TypeError(f"@policy({name!r}) must decorate a function (got {fn!r})")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"@policy({name!r}) cannot wrap generator function {fn.__qualname__}: its body runs "
+            "while it is iterated, after the call returned, so no retry could cover it. "
+            "Decorate a function that returns the collected results (e.g. a list) instead."
+        )
+    where = _where(fn)
+    # [generation, compiled]: re-bound when the registry loads new policies.
+    cache: list[Any] = [-1, None]
+
+    def bind() -> Any:
+        generation = registry.generation
+        compiled = registry.compiled(name, where)
+        cache[0], cache[1] = generation, compiled
+        return compiled
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            compiled = cache[1] if cache[0] == registry.generation else bind()
+            return await compiled.acall(fn, args, kwargs)
+
+        wrapper: Any = async_wrapper
+    else:
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            compiled = cache[1] if cache[0] == registry.generation else bind()
+            return compiled.call(fn, args, kwargs)
+
+        wrapper = sync_wrapper
+    wrapper.__callpolicy__ = name
+    return wrapper  # type: ignore[no-any-return]
+
+
+def _where(fn: Callable[..., Any]) -> tuple[str, int] | None:
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return None
+    return code.co_filename, code.co_firstlineno

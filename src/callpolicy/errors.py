@@ -1,0 +1,90 @@
+"""Errors: `PolicyError` for bad policy files, runtime errors for calls that give up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Problem:
+    """One problem of a policy file: where it is (file, line, key path) and what is wrong."""
+
+    path: str
+    line: int | None
+    key: str
+    message: str
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class PolicyError(ValueError):
+    """Policy files are invalid, or a policy name is unknown.
+
+    `problems` lists every problem found, each with `path`, `line`, `key` and `message`;
+    `str()` shows them one per line.
+    """
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        unique: dict[Problem, None] = dict.fromkeys(problems)
+        self.problems: tuple[Problem, ...] = tuple(sorted(unique, key=_problem_order))
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        lines = [str(p) for p in self.problems]
+        if len(lines) == 1:
+            return lines[0]
+        return f"{len(lines)} problems in policy files:\n" + "\n".join(lines)
+
+
+def _problem_order(problem: Problem) -> tuple[str, int, str, str]:
+    return (problem.path, problem.line or 0, problem.key, problem.message)
+
+
+class RetryExhausted(Exception):
+    """Retrying on a returned value ran out of attempts (or time).
+
+    `last_result` is the last value the function returned; `attempts` how many calls were made.
+    """
+
+    def __init__(self, policy: str, last_result: Any, attempts: int, reason: str) -> None:
+        self.policy = policy
+        self.last_result = last_result
+        self.attempts = attempts
+        self.reason = reason
+        super().__init__(
+            f"{policy}: gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
+            f"({reason}); last result: {_short_repr(last_result)}"
+        )
+
+
+class QuotaExceeded(Exception):
+    """A call could not be admitted by a quota within the time it may wait.
+
+    `quota` names the quota, `wait` is how many seconds from now the call could go,
+    `max_wait` the most the call was allowed to wait.
+    """
+
+    def __init__(self, policy: str, quota: str, wait: float, max_wait: float, why: str) -> None:
+        self.policy = policy
+        self.quota = quota
+        self.wait = wait
+        self.max_wait = max_wait
+        super().__init__(
+            f"{policy}: quota {quota} would admit this call in {wait:.3f}s, "
+            f"more than {why} ({max_wait:.3f}s)"
+        )
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,84 @@
+"""One event for every sleep a policy makes, logged and passed to hooks (metrics, tests)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+from callpolicy.http import status_of
+
+logger = logging.getLogger("callpolicy")
+
+SleepSource = Literal["backoff", "quota"]
+SleepHook = Callable[["SleepEvent"], None]
+_hooks: list[SleepHook] = []
+
+
+@attrs.frozen
+class SleepEvent:
+    """A sleep about to happen: which policy, after which attempt, why, how long, for what."""
+
+    policy: str
+    attempt: int  # the attempt that failed (backoff) or is waiting to start (quota)
+    max_attempts: int
+    source: SleepSource
+    seconds: float
+    cause: str  # "ConnectionError: refused", "HTTP 429", "quota spotify.app (180/30s)"
+    quota: str | None = None
+
+    def message(self) -> str:
+        if self.source == "quota":
+            return (
+                f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
+                f"{self.seconds:.3f}s for {self.cause} (quota)"
+            )
+        return (
+            f"{self.policy}: attempt {self.attempt} of {self.max_attempts} failed ({self.cause}); "
+            f"sleeping {self.seconds:.3f}s (backoff)"
+        )
+
+
+def add_sleep_hook(hook: SleepHook) -> Callable[[], None]:
+    """Call `hook(event)` before every sleep of every policy; returns a function removing it."""
+    _hooks.append(hook)
+
+    def remove() -> None:
+        if hook in _hooks:
+            _hooks.remove(hook)
+
+    return remove
+
+
+def emit(event: SleepEvent) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            event.message(),
+            extra={
+                "policy": event.policy,
+                "attempt": event.attempt,
+                "max_attempts": event.max_attempts,
+                "sleep_source": event.source,
+                "sleep_seconds": event.seconds,
+                "cause": event.cause,
+                "quota": event.quota,
+            },
+        )
+    for hook in tuple(_hooks):
+        hook(event)
+
+
+def describe_exception(exc: BaseException) -> str:
+    status = status_of(exc)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{text} (HTTP {status})" if status is not None and str(status) not in text else text
+
+
+def describe_result(result: Any) -> str:
+    status = status_of(result)
+    if status is not None:
+        return f"HTTP {status}"
+    text = repr(result)
+    return f"returned {text if len(text) <= 120 else text[:117] + '...'}"

@@ -1,0 +1,114 @@
+"""The policy model: frozen attrs classes a loaded policy file turns into.
+
+The loader validates files with line numbers and all problems at once; the validators here
+guard objects built by hand, with attrs' message grammar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+from attrs import validators as v
+
+from callpolicy.units import Rate, format_seconds
+
+WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
+WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
+ALGORITHMS: tuple[str, ...] = ("fixed-window",)
+ConditionOp = Literal["in", "not_in", "equals"]
+_MISSING = object()
+
+
+@attrs.frozen
+class Quota:
+    """At most `rate.calls` calls per `rate.period` seconds, shared by every policy naming it."""
+
+    name: str
+    rate: Rate
+    algorithm: str = attrs.field(default="fixed-window", validator=v.in_(ALGORITHMS))
+    max_wait: float = attrs.field(default=60.0, validator=v.ge(0))
+
+    def describe(self) -> str:
+        return (
+            f"{self.name} ({self.rate}, {self.algorithm}, max_wait {format_seconds(self.max_wait)})"
+        )
+
+
+@attrs.frozen
+class ResultCondition:
+    """A test on one field (mapping key or attribute, dotted for nesting) of a returned value."""
+
+    field: str
+    op: ConditionOp
+    values: tuple[Any, ...]
+
+    def matches(self, result: Any) -> bool:
+        value = result
+        for part in self.field.split("."):
+            if isinstance(value, Mapping):
+                value = value.get(part, _MISSING)
+            else:
+                value = getattr(value, part, _MISSING)
+            if value is _MISSING:
+                return False
+        if self.op == "not_in":
+            return value not in self.values
+        return value in self.values
+
+    def describe(self) -> str:
+        shown = repr(self.values[0]) if self.op == "equals" else repr(list(self.values))
+        return f"{self.field} {self.op.replace('_', ' ')} {shown}"
+
+
+@attrs.frozen
+class Retry:
+    """When an attempt's outcome calls for another attempt. Empty means never retry."""
+
+    on_exceptions: tuple[type[Exception], ...] = ()
+    on_status: frozenset[int] = frozenset()
+    until: ResultCondition | None = None
+    while_: ResultCondition | None = None
+    result_predicate: Callable[[Any], bool] | None = None
+    exception_predicate: Callable[[BaseException], bool] | None = None
+
+    @property
+    def checks_results(self) -> bool:
+        """Whether returned values (not only exceptions) can trigger a retry."""
+        return bool(self.on_status or self.until or self.while_ or self.result_predicate)
+
+
+@attrs.frozen
+class Wait:
+    """How long to sleep before the next attempt. `max` caps the strategy before jitter."""
+
+    strategy: WaitStrategy = attrs.field(default="exponential", validator=v.in_(WAIT_STRATEGIES))
+    seconds: float = attrs.field(default=1.0, validator=v.ge(0))
+    initial: float = attrs.field(default=1.0, validator=v.ge(0))
+    multiplier: float = attrs.field(default=2.0, validator=v.ge(1))
+    max: float = attrs.field(default=30.0, validator=v.ge(0))
+    min: float = attrs.field(default=0.0, validator=v.ge(0))
+    jitter: float = attrs.field(default=0.0, validator=v.ge(0))
+    steps: tuple[Wait, ...] = ()
+
+
+@attrs.frozen
+class Stop:
+    """When to give up: after `attempts` calls, or before a wait that would end past `deadline`."""
+
+    attempts: int = attrs.field(default=3, validator=v.ge(1))
+    deadline: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
+
+
+@attrs.frozen
+class Policy:
+    """Everything one endpoint's calls obey; `source` is where it was declared (file:line)."""
+
+    name: str
+    retry: Retry = Retry()
+    wait: Wait = Wait()
+    stop: Stop = Stop()
+    quotas: tuple[Quota, ...] = ()
+    description: str = ""
+    source: str = ""

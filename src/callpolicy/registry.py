@@ -1,0 +1,122 @@
+"""A registry of loaded policies: atomic reloads, lazy compiling, quota state kept across loads."""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from callpolicy.compiler import CompiledPolicy
+from callpolicy.decorator import decorate
+from callpolicy.errors import PolicyError, Problem
+from callpolicy.loader import PathLike, default_paths, load_policies
+from callpolicy.model import Policy, Quota
+from callpolicy.quotas import Limiter, make_limiter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry:
+    """Policies loaded from policy files (directories of `*.toml`, or single files).
+
+    `Registry(*paths)` loads at once and raises `PolicyError` on any problem. With no paths it
+    reads the directories in `CALLPOLICY_PATH`, else `./policies`.
+    """
+
+    def __init__(self, *paths: PathLike, lazy: bool = False) -> None:
+        self._paths: tuple[PathLike, ...] = paths
+        self._policies: dict[str, Policy] | None = None
+        self._compiled: dict[str, CompiledPolicy] = {}
+        self._limiters: dict[str, Limiter] = {}
+        self._lock = threading.RLock()
+        #: Bumped by every successful load; decorated functions re-bind when it changes.
+        self.generation = 0
+        if not lazy:
+            self.load(*paths)
+
+    def load(self, *paths: PathLike) -> Registry:
+        """Replace all policies with those under `paths` (default: the paths given before).
+
+        Atomic: if any file has a problem, `PolicyError` lists them all and the policies
+        loaded before stay in force. Quotas keep their state when their definition is unchanged.
+        """
+        chosen = paths or self._paths or tuple(default_paths())
+        policies = load_policies(chosen)
+        with self._lock:
+            self._paths = chosen
+            self._policies = policies
+            self._compiled = {}
+            quotas = {q.name: q for p in policies.values() for q in p.quotas}
+            self._limiters = {
+                name: old
+                if (old := self._limiters.get(name)) and old.quota == quota
+                else make_limiter(quota)
+                for name, quota in quotas.items()
+            }
+            self.generation += 1
+        return self
+
+    def names(self) -> list[str]:
+        """Every policy name ("service.endpoint"), sorted."""
+        return sorted(self._loaded())
+
+    def get(self, name: str) -> Policy:
+        """The `Policy` model called `name`; `PolicyError` with a did-you-mean if unknown."""
+        policies = self._loaded()
+        found = policies.get(name)
+        if found is None:
+            raise self._unknown(name, policies)
+        return found
+
+    def policy(self, name: str) -> Callable[[F], F]:
+        """A decorator applying policy `name` of this registry; see `callpolicy.policy`."""
+        return lambda fn: decorate(fn, name, self)
+
+    def compiled(self, name: str, where: tuple[str, int] | None = None) -> CompiledPolicy:
+        """The compiled form of `name`, built on first use for the current generation."""
+        found = self._compiled.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            policies = self._loaded()
+            model = policies.get(name)
+            if model is None:
+                raise self._unknown(name, policies, where)
+            found = self._compiled.get(name)
+            if found is None:
+                found = self._compiled[name] = CompiledPolicy(model, self._limiters)
+            return found
+
+    def quotas(self) -> list[Quota]:
+        """Every quota some policy uses, sorted by name."""
+        return sorted({q for p in self._loaded().values() for q in p.quotas}, key=lambda q: q.name)
+
+    def _loaded(self) -> dict[str, Policy]:
+        if self._policies is None:
+            with self._lock:
+                if self._policies is None:
+                    self.load()
+        assert self._policies is not None
+        return self._policies
+
+    def _unknown(
+        self, name: str, policies: dict[str, Policy], where: tuple[str, int] | None = None
+    ) -> PolicyError:
+        close = difflib.get_close_matches(name, list(policies), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        sources = ", ".join(str(p) for p in self._paths)
+        path, line = where if where else ("<policy>", None)
+        return PolicyError(
+            [
+                Problem(
+                    path,
+                    line,
+                    name,
+                    f"no policy named {name!r}{hint} (policies loaded from {sources})",
+                )
+            ]
+        )
+
+
+default_registry = Registry(lazy=True)
