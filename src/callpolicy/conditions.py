@@ -61,14 +61,21 @@ def resolve_exception(path: str) -> type[Exception] | None:
         return obj
     if isinstance(obj, type) and issubclass(obj, BaseException):
         raise LookupError(f"{name!r} is never retried ({NEVER_RETRIED} always propagate)")
-    raise LookupError(f"must name an Exception subclass (got {obj!r} for {name!r})")
+    raise LookupError(f"must name an Exception subclass ({name!r} is {_kind(obj)})")
 
 
 def resolve_predicate(path: str) -> Any:
     obj = resolve_dotted(path)
     if not callable(obj):
-        raise LookupError(f"must name a callable (got {obj!r} for {path!r})")
+        raise LookupError(f"must name a callable ({path!r} is {_kind(obj)})")
     return obj
+
+
+def _kind(obj: object) -> str:
+    """What `obj` is, in words, without its (address-bearing) repr."""
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    return f"a {type(obj).__name__}"
 
 
 def parse_statuses(value: object) -> frozenset[int]:

@@ -33,7 +33,8 @@ def key_lines(text: str) -> dict[KeyPath, int]:
                 header = _parse_header(stripped)
                 if header is not None:
                     table = header
-                    lines.setdefault(table, number)
+                    for end in range(1, len(table) + 1):  # [a.b] also defines a
+                        lines.setdefault(table[:end], number)
                     continue
             parsed = _parse_key(line, len(line) - len(stripped))
             if parsed is not None:

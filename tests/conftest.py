@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from callpolicy import FakeClock, Registry, fake_time
+
+WritePolicies = Callable[..., Path]
+
+
+@pytest.fixture
+def write_policies(tmp_path: Path) -> WritePolicies:
+    """write_policies(spotify="...toml...", http="...") -> the directory holding them."""
+
+    def write(**files: str) -> Path:
+        for service, text in files.items():
+            (tmp_path / f"{service}.toml").write_text(textwrap.dedent(text), encoding="utf-8")
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def registry_of(write_policies: WritePolicies) -> Callable[..., Registry]:
+    """registry_of(svc="...toml...") -> a Registry loaded from those files."""
+
+    def make(**files: str) -> Registry:
+        return Registry(write_policies(**files))
+
+    return make
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    with fake_time() as fake:
+        yield fake
+
+
+@pytest.fixture
+def default_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+    """The process-wide registry, put back as it was after the test."""
+    from callpolicy import default_registry as registry
+
+    saved = dict(vars(registry))
+    monkeypatch.delenv("CALLPOLICY_PATH", raising=False)
+    yield registry
+    generation = registry.generation
+    vars(registry).update(saved)
+    registry.generation = generation + 1

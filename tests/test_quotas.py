@@ -1,0 +1,192 @@
+"""Quotas: calls per period, shared by name, taken by every attempt, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from callpolicy import FakeClock, QuotaExceeded, Registry
+
+RegistryOf = Callable[..., Registry]
+
+SHARED = """
+[quotas.app]
+limit = "3/1s"
+max_wait = "10s"
+
+[endpoints.tracks]
+quotas = ["app"]
+
+[endpoints.albums]
+quotas = ["app"]
+"""
+
+
+def test_calls_beyond_the_quota_wait_for_the_next_window(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(spotify=SHARED)
+    times: list[float] = []
+    fn = registry.policy("spotify.tracks")(lambda: times.append(clock.now()))
+    for _ in range(7):
+        fn()
+    start = times[0]
+    offsets = [round(t - start, 6) for t in times]
+    assert offsets == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0]
+
+
+def test_a_named_quota_is_shared_by_every_endpoint_listing_it(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(spotify=SHARED)
+    tracks = registry.policy("spotify.tracks")(lambda: clock.now())
+    albums = registry.policy("spotify.albums")(lambda: clock.now())
+    start = tracks()
+    assert [albums(), tracks(), albums()] == [start, start, start + 1.0]
+
+
+def test_a_quota_of_another_file_is_shared_too(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        shared='[quotas.pool]\nlimit = "1/1s"\n',
+        a='[endpoints.x]\nquotas = ["shared.pool"]\n',
+        b='[endpoints.y]\nquotas = ["shared.pool"]\n',
+    )
+    x = registry.policy("a.x")(lambda: clock.now())
+    y = registry.policy("b.y")(lambda: clock.now())
+    first = x()
+    assert y() - first == pytest.approx(1.0)
+
+
+def test_inline_quotas_belong_to_their_endpoint(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api="""
+        [defaults]
+        quotas = ["1/1s"]
+        [endpoints.a]
+        [endpoints.b]
+        """
+    )
+    a = registry.policy("api.a")(lambda: clock.now())
+    b = registry.policy("api.b")(lambda: clock.now())
+    assert a() == b()
+    assert [q.name for q in registry.quotas()] == ["api.a[1/1s]", "api.b[1/1s]"]
+
+
+def test_every_retry_attempt_takes_quota(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(
+        api="""
+        [endpoints.get]
+        quotas = ["2/1s"]
+        retry.on_exceptions = ["ConnectionError"]
+        wait.strategy = "none"
+        stop.attempts = 3
+        """
+    )
+    outcomes = iter([ConnectionError(), ConnectionError(), "ok"])
+
+    def call() -> str:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert registry.policy("api.get")(call)() == "ok"
+    # Two attempts fill the window; the third waits for the next one.
+    assert clock.sleeps == [0.0, 0.0, pytest.approx(1.0)]
+
+
+def test_a_wait_longer_than_max_wait_raises_quota_exceeded_and_calls_nothing(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api='[quotas.q]\nlimit = "1/1m"\nmax_wait = "5s"\n[endpoints.get]\nquotas = ["q"]\n'
+    )
+    calls: list[int] = []
+    fn = registry.policy("api.get")(lambda: calls.append(1))
+    fn()
+    with pytest.raises(QuotaExceeded) as raised:
+        fn()
+    assert calls == [1]
+    assert raised.value.quota == "api.q"
+    assert raised.value.wait == pytest.approx(60.0)
+    assert raised.value.max_wait == 5.0
+    assert "api.get: quota api.q would admit this call in 60.000s" in str(raised.value)
+    assert clock.sleeps == []
+
+
+def test_a_quota_wait_past_the_deadline_fails_fast(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api="""
+        [quotas.q]
+        limit = "1/30s"
+        max_wait = "1m"
+        [endpoints.get]
+        quotas = ["q"]
+        stop.deadline = "10s"
+        """
+    )
+    fn = registry.policy("api.get")(lambda: None)
+    fn()
+    with pytest.raises(QuotaExceeded, match="the time left before the policy's deadline"):
+        fn()
+    assert clock.sleeps == []
+
+
+def test_reloading_keeps_the_state_of_unchanged_quotas(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(spotify=SHARED)
+    fn = registry.policy("spotify.tracks")(lambda: clock.now())
+    start = fn()
+    fn()
+    fn()
+    registry.load()
+    assert fn() == start + 1.0
+
+
+async def test_async_calls_wait_for_quota_with_the_async_sleep(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(spotify=SHARED)
+
+    @registry.policy("spotify.tracks")
+    async def fetch() -> float:
+        return clock.now()
+
+    times = [await fetch() for _ in range(4)]
+    assert times[3] - times[0] == pytest.approx(1.0)
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+async def test_an_async_quota_wait_does_not_block_the_event_loop(
+    registry_of: RegistryOf,
+) -> None:
+    registry = registry_of(api='[endpoints.get]\nquotas = ["1/30ms"]\n')
+    ticks = 0
+
+    @registry.policy("api.get")
+    async def call() -> None:
+        return None
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    await call()
+    tick_task = asyncio.ensure_future(ticker())
+    started = time.monotonic()
+    await call()  # waits ~30 ms for the next window
+    tick_task.cancel()
+    assert time.monotonic() - started >= 0.02
+    assert ticks > 1
