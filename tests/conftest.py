@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import callpolicy
 from callpolicy import FakeClock, Registry, fake_time
 
 WritePolicies = Callable[..., Path]
@@ -42,8 +43,7 @@ def clock() -> Iterator[FakeClock]:
 @pytest.fixture
 def default_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
     """The process-wide registry, put back as it was after the test."""
-    from callpolicy import default_registry as registry
-
+    registry = callpolicy.default_registry
     saved = dict(vars(registry))
     monkeypatch.delenv("CALLPOLICY_PATH", raising=False)
     yield registry

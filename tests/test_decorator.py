@@ -59,7 +59,7 @@ def test_default_registry_reads_callpolicy_path(
 def test_an_unknown_name_says_where_and_suggests_the_closest(
     registry_of: Callable[..., Registry],
 ) -> None:
-    registry = registry_of(spotify='[endpoints.tracks]\n')
+    registry = registry_of(spotify="[endpoints.tracks]\n")
 
     @registry.policy("spotify.trakcs")
     def track() -> None: ...
@@ -69,20 +69,22 @@ def test_an_unknown_name_says_where_and_suggests_the_closest(
     [problem] = raised.value.problems
     assert problem.path == __file__
     assert problem.line == inspect.getsourcelines(track)[1]  # the decorator line
-    assert problem.message.startswith("no policy named 'spotify.trakcs'; did you mean 'spotify.tracks'?")
+    assert problem.message.startswith(
+        "no policy named 'spotify.trakcs'; did you mean 'spotify.tracks'?"
+    )
 
 
 def test_generator_functions_are_refused_at_decoration() -> None:
     def pages() -> Iterator[int]:
         yield 1
 
-    with pytest.raises(TypeError, match="cannot wrap generator function .*pages"):
+    with pytest.raises(TypeError, match=r"cannot wrap generator function .*pages"):
         policy("api.get")(pages)
 
 
 def test_async_generator_functions_are_refused_too() -> None:
     async def pages() -> object:
-        yield 1  # type: ignore[misc]
+        yield 1
 
     with pytest.raises(TypeError, match="cannot wrap generator function"):
         policy("api.get")(pages)

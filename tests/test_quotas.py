@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -30,7 +30,11 @@ def test_calls_beyond_the_quota_wait_for_the_next_window(
 ) -> None:
     registry = registry_of(spotify=SHARED)
     times: list[float] = []
-    fn = registry.policy("spotify.tracks")(lambda: times.append(clock.now()))
+
+    def record() -> None:
+        times.append(clock.now())
+
+    fn = registry.policy("spotify.tracks")(record)
     for _ in range(7):
         fn()
     start = times[0]
@@ -42,29 +46,25 @@ def test_a_named_quota_is_shared_by_every_endpoint_listing_it(
     registry_of: RegistryOf, clock: FakeClock
 ) -> None:
     registry = registry_of(spotify=SHARED)
-    tracks = registry.policy("spotify.tracks")(lambda: clock.now())
-    albums = registry.policy("spotify.albums")(lambda: clock.now())
+    tracks = registry.policy("spotify.tracks")(clock.now)
+    albums = registry.policy("spotify.albums")(clock.now)
     start = tracks()
     assert [albums(), tracks(), albums()] == [start, start, start + 1.0]
 
 
-def test_a_quota_of_another_file_is_shared_too(
-    registry_of: RegistryOf, clock: FakeClock
-) -> None:
+def test_a_quota_of_another_file_is_shared_too(registry_of: RegistryOf, clock: FakeClock) -> None:
     registry = registry_of(
         shared='[quotas.pool]\nlimit = "1/1s"\n',
         a='[endpoints.x]\nquotas = ["shared.pool"]\n',
         b='[endpoints.y]\nquotas = ["shared.pool"]\n',
     )
-    x = registry.policy("a.x")(lambda: clock.now())
-    y = registry.policy("b.y")(lambda: clock.now())
+    x = registry.policy("a.x")(clock.now)
+    y = registry.policy("b.y")(clock.now)
     first = x()
     assert y() - first == pytest.approx(1.0)
 
 
-def test_inline_quotas_belong_to_their_endpoint(
-    registry_of: RegistryOf, clock: FakeClock
-) -> None:
+def test_inline_quotas_belong_to_their_endpoint(registry_of: RegistryOf, clock: FakeClock) -> None:
     registry = registry_of(
         api="""
         [defaults]
@@ -73,8 +73,8 @@ def test_inline_quotas_belong_to_their_endpoint(
         [endpoints.b]
         """
     )
-    a = registry.policy("api.a")(lambda: clock.now())
-    b = registry.policy("api.b")(lambda: clock.now())
+    a = registry.policy("api.a")(clock.now)
+    b = registry.policy("api.b")(clock.now)
     assert a() == b()
     assert [q.name for q in registry.quotas()] == ["api.a[1/1s]", "api.b[1/1s]"]
 
@@ -89,7 +89,7 @@ def test_every_retry_attempt_takes_quota(registry_of: RegistryOf, clock: FakeClo
         stop.attempts = 3
         """
     )
-    outcomes = iter([ConnectionError(), ConnectionError(), "ok"])
+    outcomes: Iterator[Exception | str] = iter([ConnectionError(), ConnectionError(), "ok"])
 
     def call() -> str:
         outcome = next(outcomes)
@@ -109,7 +109,11 @@ def test_a_wait_longer_than_max_wait_raises_quota_exceeded_and_calls_nothing(
         api='[quotas.q]\nlimit = "1/1m"\nmax_wait = "5s"\n[endpoints.get]\nquotas = ["q"]\n'
     )
     calls: list[int] = []
-    fn = registry.policy("api.get")(lambda: calls.append(1))
+
+    def call() -> None:
+        calls.append(1)
+
+    fn = registry.policy("api.get")(call)
     fn()
     with pytest.raises(QuotaExceeded) as raised:
         fn()
@@ -134,7 +138,7 @@ def test_a_quota_wait_past_the_deadline_fails_fast(
         stop.deadline = "10s"
         """
     )
-    fn = registry.policy("api.get")(lambda: None)
+    fn = registry.policy("api.get")(noop)
     fn()
     with pytest.raises(QuotaExceeded, match="the time left before the policy's deadline"):
         fn()
@@ -145,7 +149,7 @@ def test_reloading_keeps_the_state_of_unchanged_quotas(
     registry_of: RegistryOf, clock: FakeClock
 ) -> None:
     registry = registry_of(spotify=SHARED)
-    fn = registry.policy("spotify.tracks")(lambda: clock.now())
+    fn = registry.policy("spotify.tracks")(clock.now)
     start = fn()
     fn()
     fn()
@@ -190,3 +194,7 @@ async def test_an_async_quota_wait_does_not_block_the_event_loop(
     tick_task.cancel()
     assert time.monotonic() - started >= 0.02
     assert ticks > 1
+
+
+def noop() -> None:
+    return None

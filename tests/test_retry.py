@@ -147,7 +147,9 @@ def test_polling_until_a_terminal_status_backs_off_exponentially(
     )
 
 
-def test_until_reads_attributes_and_nested_fields(registry_of: RegistryOf, clock: FakeClock) -> None:
+def test_until_reads_attributes_and_nested_fields(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
     registry = registry_of(
         api="""
         [endpoints.job]

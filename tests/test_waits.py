@@ -123,7 +123,10 @@ def test_jitter_only_ever_adds_and_max_caps_before_it(
     [
         (Wait("none"), "retry at once"),
         (Wait("fixed", seconds=2, jitter=1), "2s + up to 1s jitter"),
-        (Wait("exponential", initial=5, multiplier=1.5, max=60), "5s x 1.5 per attempt, at most 60s"),
+        (
+            Wait("exponential", initial=5, multiplier=1.5, max=60),
+            "5s x 1.5 per attempt, at most 60s",
+        ),
         (Wait("random", min=1, max=3), "random 1s to 3s"),
         (
             Wait("chain", steps=(Wait("none"), Wait("fixed", seconds=1))),

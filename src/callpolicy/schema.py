@@ -189,7 +189,8 @@ def _steps(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
         if not isinstance(entry, dict):
             sub.report(
                 None,
-                f'must be a wait table like {{ strategy = "fixed", seconds = "1s" }} (got {entry!r})',
+                'must be a wait table like { strategy = "fixed", seconds = "1s" }'
+                f" (got {entry!r})",
             )
             continue
         if entry.get("strategy") == "chain" or "steps" in entry:

@@ -71,8 +71,13 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+        return f"{_plain(seconds * 1000)}ms"
+    return f"{_plain(seconds)}s"
+
+
+def _plain(number: float) -> str:
+    """`number` without an exponent or trailing zeros: 1e6 -> "1000000", 2.50 -> "2.5"."""
+    return f"{number:.6f}".rstrip("0").rstrip(".")
 
 
 def _is_plain_number(value: object) -> bool:
