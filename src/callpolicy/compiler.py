@@ -18,7 +18,13 @@ import tenacity
 from callpolicy.clock import CLOCK
 from callpolicy.conditions import RetryCondition
 from callpolicy.errors import RetryExhausted
-from callpolicy.events import SleepEvent, describe_exception, describe_result, emit
+from callpolicy.events import (
+    SleepEvent,
+    describe_exception,
+    describe_result,
+    emit,
+    listening,
+)
 from callpolicy.model import Policy
 from callpolicy.quotas import Admission, Limiter
 from callpolicy.units import format_seconds
@@ -174,6 +180,8 @@ class CompiledPolicy:
         return None if self.deadline is None else start + self.deadline
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        if not listening():  # describing the cause costs more than the rest of a retry
+            return
         outcome = state.outcome
         assert outcome is not None
         exc = outcome.exception() if outcome.failed else None

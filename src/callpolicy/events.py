@@ -52,6 +52,11 @@ def add_sleep_hook(hook: SleepHook) -> Callable[[], None]:
     return remove
 
 
+def listening() -> bool:
+    """Whether an event would reach anyone: a hook, or a logger enabled for INFO."""
+    return bool(_hooks) or logger.isEnabledFor(logging.INFO)
+
+
 def emit(event: SleepEvent) -> None:
     if logger.isEnabledFor(logging.INFO):
         logger.info(
