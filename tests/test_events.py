@@ -52,11 +52,11 @@ def test_backoff_and_quota_sleeps_are_events_with_cause_and_length(
     registry_of: RegistryOf, clock: FakeClock, events: list[SleepEvent]
 ) -> None:
     run(registry_of(api=POLICY))
-    assert [(e.source, e.attempt, e.cause) for e in events] == [
-        ("backoff", 1, "ConnectionError: refused"),
-        ("quota", 2, "quota api.app (1/2s)"),
-        ("backoff", 2, "HTTP 503"),
-        ("quota", 3, "quota api.app (1/2s)"),
+    assert [(e.source, e.attempt, e.trigger, e.cause) for e in events] == [
+        ("backoff", 1, "exception", "ConnectionError: refused"),
+        ("quota", 2, "quota", "quota api.app (1/2s)"),
+        ("backoff", 2, "status", "HTTP 503"),
+        ("quota", 3, "quota", "quota api.app (1/2s)"),
     ]
     assert [e.seconds for e in events] == pytest.approx([0.5, 1.5, 0.5, 1.5])
     assert {e.policy for e in events} == {"api.get"}
@@ -99,3 +99,38 @@ def test_the_success_path_logs_nothing(
     with caplog.at_level(logging.DEBUG, logger="callpolicy"):
         registry.policy("api.get")(lambda: Response(200))()
     assert caplog.records == []
+
+
+def test_a_poll_that_is_not_done_is_logged_as_such(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(
+        clari="""
+        [endpoints.status]
+        retry.until = { field = "status", equals = "DONE" }
+        quotas = ["5/1s"]
+        wait = { strategy = "fixed", seconds = "1s" }
+        """
+    )
+    states = iter([{"status": "RUNNING"}, {"status": "DONE"}])
+    with caplog.at_level(logging.INFO, logger="callpolicy"):
+        registry.policy("clari.status")(lambda: next(states))()
+    assert [r.getMessage() for r in caplog.records] == [
+        "clari.status: attempt 1 of 3 is not done yet (returned {'status': 'RUNNING'}); "
+        "sleeping 1.000s (backoff)"
+    ]
+    assert caplog.records[0].trigger == "result"  # type: ignore[attr-defined]
+
+
+def test_an_inline_quota_is_named_once_in_the_log(
+    registry_of: RegistryOf, clock: FakeClock, events: list[SleepEvent]
+) -> None:
+    registry = registry_of(api='[endpoints.get]\nquotas = ["1/1s"]\n')
+    fn = registry.policy("api.get")(noop)
+    fn()
+    fn()
+    assert [e.cause for e in events] == ["quota api.get[1/1s]"]
+
+
+def noop() -> None:
+    return None

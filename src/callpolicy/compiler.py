@@ -20,11 +20,13 @@ from callpolicy.conditions import RetryCondition
 from callpolicy.errors import RetryExhausted
 from callpolicy.events import (
     SleepEvent,
+    SleepTrigger,
     describe_exception,
     describe_result,
     emit,
     listening,
 )
+from callpolicy.http import status_of
 from callpolicy.model import Policy
 from callpolicy.quotas import Admission, Limiter
 from callpolicy.units import format_seconds
@@ -185,7 +187,13 @@ class CompiledPolicy:
         outcome = state.outcome
         assert outcome is not None
         exc = outcome.exception() if outcome.failed else None
-        cause = describe_exception(exc) if exc is not None else describe_result(outcome.result())
+        trigger: SleepTrigger
+        if exc is not None:
+            trigger, cause = "exception", describe_exception(exc)
+        else:
+            result = outcome.result()
+            trigger = "status" if status_of(result) in self.condition.statuses else "result"
+            cause = describe_result(result)
         emit(
             SleepEvent(
                 self.name,
@@ -194,6 +202,7 @@ class CompiledPolicy:
                 "backoff",
                 state.upcoming_sleep,
                 cause,
+                trigger,
             )
         )
 

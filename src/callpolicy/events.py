@@ -13,6 +13,9 @@ from callpolicy.http import status_of
 logger = logging.getLogger("callpolicy")
 
 SleepSource = Literal["backoff", "quota"]
+# Why: an exception was raised, a response came back with a retried status, a returned value
+# did not meet the policy's condition yet (polling), or a quota was full.
+SleepTrigger = Literal["exception", "status", "result", "quota"]
 SleepHook = Callable[["SleepEvent"], None]
 _hooks: list[SleepHook] = []
 
@@ -27,6 +30,7 @@ class SleepEvent:
     source: SleepSource
     seconds: float
     cause: str  # "ConnectionError: refused", "HTTP 429", "quota spotify.app (180/30s)"
+    trigger: SleepTrigger
     quota: str | None = None
 
     def message(self) -> str:
@@ -35,9 +39,10 @@ class SleepEvent:
                 f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
                 f"{self.seconds:.3f}s for {self.cause} (quota)"
             )
+        outcome = "is not done yet" if self.trigger == "result" else "failed"
         return (
-            f"{self.policy}: attempt {self.attempt} of {self.max_attempts} failed ({self.cause}); "
-            f"sleeping {self.seconds:.3f}s (backoff)"
+            f"{self.policy}: attempt {self.attempt} of {self.max_attempts} {outcome} "
+            f"({self.cause}); sleeping {self.seconds:.3f}s (backoff)"
         )
 
 
@@ -68,6 +73,7 @@ def emit(event: SleepEvent) -> None:
                 "sleep_source": event.source,
                 "sleep_seconds": event.seconds,
                 "cause": event.cause,
+                "trigger": event.trigger,
                 "quota": event.quota,
             },
         )

@@ -54,14 +54,10 @@ class Admission:
 
     def _event(self, limiter: Limiter, attempt: int, wait: float) -> SleepEvent:
         quota = limiter.quota
+        # An inline quota's name already holds its rate: "api.get[20/1s]".
+        cause = f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
         return SleepEvent(
-            self.policy,
-            attempt,
-            self.max_attempts,
-            "quota",
-            wait,
-            f"quota {quota.name} ({quota.rate})",
-            quota.name,
+            self.policy, attempt, self.max_attempts, "quota", wait, cause, "quota", quota.name
         )
 
     def acquire(self, attempt: int, deadline_at: float | None) -> None:

@@ -1,8 +1,9 @@
 """Fixed-window quotas on ratelimit's counter.
 
-ratelimit counts calls in windows that start at the first call after the previous window
-ended. Within a window it never admits more than N, but two adjacent windows can admit N each
-within less than one period: up to 2N in a period-long stretch that spans a boundary.
+ratelimit counts calls in windows of one period: the first opens when the limiter is created
+(when the policies load), each later one at the first call after the previous one ended.
+Within a window it never admits more than N, but two adjacent windows can admit N each within
+less than one period: up to 2N in a period-long stretch that spans a boundary.
 """
 
 from __future__ import annotations

@@ -1,0 +1,88 @@
+"""The examples run end to end against their mock APIs, from a foreign working directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(script: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def summary(output: str) -> dict[str, str]:
+    """The `  label   value` lines after "summary", by label."""
+    _, found, tail = output.partition("\nsummary")
+    assert found, output
+    lines = (re.fullmatch(r"  (\S.*?)\s{2,}(\S.*)", line) for line in tail.splitlines())
+    return {m[1]: m[2] for m in lines if m}
+
+
+def number(text: str) -> float:
+    match = re.match(r"\d+(?:\.\d+)?", text)
+    assert match, text
+    return float(match[0])
+
+
+def check_spotify(output: str, tracks: int) -> None:
+    values = summary(output)
+    assert values["tracks fetched"] == f"{tracks} of {tracks}"
+    requests, retries = int(number(values["requests sent"])), int(number(values["retries"]))
+    throttled, unavailable = int(number(values["HTTP 429"])), int(number(values["HTTP 503"]))
+    # Every failed attempt was retried, and every track took one successful request.
+    assert retries == throttled + unavailable
+    assert requests == tracks + retries
+    assert unavailable >= 1  # the mock's seeded 5% hit at least once (tracks 40 and 41)
+    assert number(values["quota waits"]) >= 1  # more tracks than the quota's 50 per window
+    assert 0.5 < number(values["elapsed"]) < 15
+    assert number(values["theoretical best"]) == tracks / 50
+    assert number(values["throughput"]) > 0
+
+
+def test_spotify_demo_sequential(tmp_path: Path) -> None:
+    output = run_example("spotify_demo.py", "--tracks", "60", cwd=tmp_path)
+    check_spotify(output, 60)
+    assert "fetched 50/60 tracks" in output
+    assert "spotify.tracks: attempt 1 of 5 failed (HTTPError: 503" in output  # logged sleeps
+    assert "(quota)" in output
+
+
+def test_spotify_demo_async_quiet(tmp_path: Path) -> None:
+    output = run_example(
+        "spotify_demo.py", "--tracks", "60", "--async-tasks", "3", "--quiet", cwd=tmp_path
+    )
+    check_spotify(output, 60)
+    assert output.lstrip().startswith("summary (3 asyncio tasks")  # --quiet: nothing else
+
+
+def test_clari_export(tmp_path: Path) -> None:
+    output = run_example("clari_export.py", cwd=tmp_path)
+    finished = re.findall(r"^2025-Q\d: COMPLETED after (\d+) polls", output, re.MULTILINE)
+    assert len(finished) == 4
+    assert "clari.export_status: attempt 1 of 30 is not done yet (returned {" in output
+    values = summary(output)
+    assert values["periods exported"] == "4 of 4 COMPLETED"
+    requests = int(number(values["requests sent"]))
+    starts, polls = map(int, re.findall(r"(\d+) (?:starts|polls)", values["requests sent"]))
+    assert starts == 4
+    assert polls == sum(map(int, finished))
+    retries, poll_waits = int(number(values["retries"])), int(number(values["poll waits"]))
+    assert retries == int(number(values["HTTP 429"])) + int(number(values["HTTP 503"]))
+    # 8 calls (4 starts, 4 polls to the end), each ending in one good request; every other
+    # request was followed by a wait: for the job, or after an error.
+    assert requests == 8 + poll_waits + retries
+    assert poll_waits >= 4 * 2  # each job is PENDING, then RUNNING at least once
+    assert number(values["elapsed"]) < 15
