@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from callpolicy import FakeClock, QuotaExceeded, Registry
+from callpolicy import FakeClock, QuotaExceeded, Registry, RetryExhausted
 
 RegistryOf = Callable[..., Registry]
 
@@ -140,9 +140,65 @@ def test_a_quota_wait_past_the_deadline_fails_fast(
     )
     fn = registry.policy("api.get")(noop)
     fn()
-    with pytest.raises(QuotaExceeded, match="the time left before the policy's deadline"):
+    with pytest.raises(QuotaExceeded, match=r"more than the time left before stop.deadline") as e:
         fn()
+    assert e.value.reason == "deadline"
     assert clock.sleeps == []
+
+
+RETRY_UNDER_QUOTA = """
+[quotas.q]
+limit = "2/10s"
+max_wait = "{max_wait}"
+[endpoints.get]
+quotas = ["q"]
+retry.on_exceptions = ["ConnectionError"]
+retry.until = {{ field = "done", equals = true }}
+wait = {{ strategy = "fixed", seconds = "1s" }}
+stop = {{ attempts = 5, deadline = "5s" }}
+"""
+
+
+def test_a_retry_finding_no_quota_before_the_deadline_raises_the_last_error(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(api=RETRY_UNDER_QUOTA.format(max_wait="1m"))
+    errors = [ConnectionError("first"), ConnectionError("second"), ConnectionError("third")]
+    with pytest.raises(ConnectionError) as raised:
+        registry.policy("api.get")(Raiser(errors))()
+    assert raised.value is errors[1]
+    assert isinstance(raised.value.__context__, QuotaExceeded)
+
+
+def test_a_retry_refused_by_max_wait_chains_the_last_error(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(api=RETRY_UNDER_QUOTA.format(max_wait="2s"))
+    errors = [ConnectionError("first"), ConnectionError("second")]
+    with pytest.raises(QuotaExceeded) as raised:
+        registry.policy("api.get")(Raiser(errors))()
+    assert raised.value.reason == "max_wait"
+    assert raised.value.__cause__ is errors[1]
+
+
+def test_a_poll_refused_quota_raises_retry_exhausted_with_the_last_result(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(api=RETRY_UNDER_QUOTA.format(max_wait="2s"))
+    results = iter([{"done": False, "n": 1}, {"done": False, "n": 2}])
+    with pytest.raises(RetryExhausted) as raised:
+        registry.policy("api.get")(lambda: next(results))()
+    assert raised.value.last_result == {"done": False, "n": 2}
+    assert raised.value.attempts == 2
+    assert isinstance(raised.value.__cause__, QuotaExceeded)
+
+
+class Raiser:
+    def __init__(self, errors: Sequence[Exception]) -> None:
+        self.errors = iter(errors)
+
+    def __call__(self) -> None:
+        raise next(self.errors)
 
 
 def test_reloading_keeps_the_state_of_unchanged_quotas(

@@ -297,3 +297,29 @@ async def test_async_cancellation_is_never_retried(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert clock.sleeps == []
+
+
+PROBE: list[Callable[[], Any]] = []  # set by the test below
+
+
+def probe_is_flaky(error: BaseException) -> bool:
+    """An exception predicate that itself calls a function under the same policy."""
+    return bool(PROBE[0]())
+
+
+def test_a_policy_call_nested_in_a_retry_condition_does_not_disturb_the_outer_call(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api=f"""
+        [endpoints.get]
+        retry.exception_predicate = "{__name__}.probe_is_flaky"
+        retry.on_exceptions = ["ConnectionError"]
+        wait.strategy = "none"
+        stop.attempts = 3
+        """
+    )
+    # Every probe fails once before it answers, so it retries inside the outer retry check.
+    PROBE[:] = [registry.policy("api.get")(flaky([ConnectionError("probe"), True] * 4))]
+    outer = registry.policy("api.get")(flaky([RuntimeError("1"), RuntimeError("2"), "done"]))
+    assert outer() == "done"

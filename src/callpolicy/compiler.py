@@ -1,15 +1,16 @@
 """A `Policy` compiled into a callable plan: quotas, then the call, then tenacity on failure.
 
 The success path takes the quotas, calls the function and checks the outcome, nothing more.
-Only when an attempt's outcome calls for a retry does tenacity take over: a `Retrying` built
-once per policy decides (retry? stop? how long to wait?) from a `RetryCallState` that starts
-with the failed first attempt already recorded. Its `iter()` runs without awaiting, so one
-`Retrying` serves threads (its state is thread-local) and event-loop tasks alike.
+Only when an attempt's outcome calls for a retry do tenacity's pieces take over: the policy's
+retry condition, wait and stop strategies (built once per policy) decide from a
+`RetryCallState` that starts with the failed first attempt already recorded. The loop that
+drives them is ours, not `Retrying.iter()`: it keeps no state outside the call's own
+`RetryCallState`, so calls may nest (a predicate calling another decorated function), and
+threads and tasks share a policy freely.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
@@ -17,7 +18,7 @@ import tenacity
 
 from callpolicy.clock import CLOCK
 from callpolicy.conditions import RetryCondition
-from callpolicy.errors import RetryExhausted
+from callpolicy.errors import QuotaExceeded, RetryExhausted
 from callpolicy.events import (
     SleepEvent,
     SleepTrigger,
@@ -34,6 +35,8 @@ from callpolicy.waits import compile_wait
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
+# RetryCallState wants a Retrying to point at; ours is never iterated.
+_STATE_OWNER = tenacity.Retrying()
 
 
 class _DeadlineStop(tenacity.stop.stop_base):
@@ -63,14 +66,8 @@ class CompiledPolicy:
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | _DeadlineStop(self.deadline)
-        self.retrying = tenacity.Retrying(
-            retry=self.condition,
-            wait=compile_wait(policy.wait),
-            stop=stop,
-            before_sleep=self._before_sleep,
-            retry_error_callback=self._give_up,
-            reraise=True,
-        )
+        self.stop = stop
+        self.wait = compile_wait(policy.wait)
 
     # -- sync ------------------------------------------------------------------------------
     def call(self, fn: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
@@ -82,11 +79,13 @@ class CompiledPolicy:
         except Exception as exc:
             if not self.condition.retries_exception(exc):
                 raise
-            state = self._state_failed(fn, args, kwargs, exc, start)
+            state = self._new_state(fn, args, kwargs, start)
+            state.set_exception((type(exc), exc, exc.__traceback__))
         else:
             if not (self.checks_results and self.condition.retries_result(result)):
                 return result
-            state = self._state_returned(fn, args, kwargs, result, start)
+            state = self._new_state(fn, args, kwargs, start)
+            state.set_result(result)
         # Outside the except block, so a later failure is not chained to this one.
         return self._retry(fn, args, kwargs, start, state)
 
@@ -100,18 +99,24 @@ class CompiledPolicy:
     ) -> Any:
         deadline_at = self._deadline_at(start)
         while True:
-            action = self.retrying.iter(state)
-            if not isinstance(action, tenacity.DoSleep):
-                return action
+            sleep = self._next_sleep(state)
+            last = state.outcome
             state.prepare_for_next_attempt()
-            CLOCK.sleep(float(action))
+            CLOCK.sleep(sleep)
             if self.has_quotas:
-                self.admission.acquire(state.attempt_number, deadline_at)
+                try:
+                    self.admission.acquire(state.attempt_number, deadline_at)
+                except QuotaExceeded as refused:
+                    self._no_quota_for_retry(refused, last, state)
             try:
                 result = fn(*args, **kwargs)
-            except BaseException:
-                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            except Exception as exc:
+                if not self.condition.retries_exception(exc):
+                    raise
+                state.set_exception((type(exc), exc, exc.__traceback__))
             else:
+                if not (self.checks_results and self.condition.retries_result(result)):
+                    return result
                 state.set_result(result)
 
     # -- async -----------------------------------------------------------------------------
@@ -124,11 +129,13 @@ class CompiledPolicy:
         except Exception as exc:
             if not self.condition.retries_exception(exc):
                 raise
-            state = self._state_failed(fn, args, kwargs, exc, start)
+            state = self._new_state(fn, args, kwargs, start)
+            state.set_exception((type(exc), exc, exc.__traceback__))
         else:
             if not (self.checks_results and self.condition.retries_result(result)):
                 return result
-            state = self._state_returned(fn, args, kwargs, result, start)
+            state = self._new_state(fn, args, kwargs, start)
+            state.set_result(result)
         return await self._aretry(fn, args, kwargs, start, state)
 
     async def _aretry(
@@ -141,42 +148,44 @@ class CompiledPolicy:
     ) -> Any:
         deadline_at = self._deadline_at(start)
         while True:
-            action = self.retrying.iter(state)
-            if not isinstance(action, tenacity.DoSleep):
-                return action
+            sleep = self._next_sleep(state)
+            last = state.outcome
             state.prepare_for_next_attempt()
-            await CLOCK.async_sleep(float(action))
+            await CLOCK.async_sleep(sleep)
             if self.has_quotas:
-                await self.admission.async_acquire(state.attempt_number, deadline_at)
+                try:
+                    await self.admission.async_acquire(state.attempt_number, deadline_at)
+                except QuotaExceeded as refused:
+                    self._no_quota_for_retry(refused, last, state)
             try:
                 result = await fn(*args, **kwargs)
-            except BaseException:
-                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+            except Exception as exc:
+                if not self.condition.retries_exception(exc):
+                    raise
+                state.set_exception((type(exc), exc, exc.__traceback__))
             else:
+                if not (self.checks_results and self.condition.retries_result(result)):
+                    return result
                 state.set_result(result)
 
     # -- shared ----------------------------------------------------------------------------
     def _new_state(
         self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, start: float
     ) -> tenacity.RetryCallState:
-        self.retrying.begin()  # fresh (thread-local) statistics for this call
-        state = tenacity.RetryCallState(self.retrying, fn, args, kwargs)
+        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
         state.start_time = start  # on CLOCK's timeline, read by _DeadlineStop
         return state
 
-    def _state_failed(
-        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, exc: BaseException, start: float
-    ) -> tenacity.RetryCallState:
-        state = self._new_state(fn, args, kwargs, start)
-        state.set_exception((type(exc), exc, exc.__traceback__))
-        return state
-
-    def _state_returned(
-        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, result: Any, start: float
-    ) -> tenacity.RetryCallState:
-        state = self._new_state(fn, args, kwargs, start)
-        state.set_result(result)
-        return state
+    def _next_sleep(self, state: tenacity.RetryCallState) -> float:
+        """After a retryable outcome: how long to sleep before the next attempt; raises
+        (the last error, or RetryExhausted) when the stop strategy says to give up."""
+        sleep = float(self.wait(state))
+        state.upcoming_sleep = sleep
+        if self.stop(state):
+            self._give_up(state)
+        state.idle_for += sleep
+        self._before_sleep(state)
+        return sleep
 
     def _deadline_at(self, start: float) -> float | None:
         return None if self.deadline is None else start + self.deadline
@@ -210,7 +219,7 @@ class CompiledPolicy:
         outcome = state.outcome
         assert outcome is not None
         if outcome.failed:
-            outcome.result()  # re-raises the last original exception, type unchanged
+            raise outcome.exception()  # type: ignore[misc]  # the last original exception
         if state.attempt_number >= self.max_attempts:
             reason = f"stop.attempts = {self.max_attempts} reached"
         else:
@@ -219,3 +228,17 @@ class CompiledPolicy:
                 f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {deadline}"
             )
         raise RetryExhausted(self.name, outcome.result(), state.attempt_number, reason)
+
+    def _no_quota_for_retry(
+        self, refused: QuotaExceeded, last: tenacity.Future | None, state: tenacity.RetryCallState
+    ) -> NoReturn:
+        """A retry found no quota in time: fail with the last error, losing nothing."""
+        assert last is not None
+        attempts = state.attempt_number - 1
+        if last.failed:
+            error = last.exception()
+            assert error is not None
+            if refused.reason == "deadline":
+                raise error  # the deadline rule: fail at once with the last error
+            raise refused from error
+        raise RetryExhausted(self.name, last.result(), attempts, str(refused)) from refused

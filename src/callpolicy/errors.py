@@ -71,17 +71,20 @@ class QuotaExceeded(Exception):
     """A call could not be admitted by a quota within the time it may wait.
 
     `quota` names the quota, `wait` is how many seconds from now the call could go,
-    `max_wait` the most the call was allowed to wait.
+    `max_wait` the most the call was allowed to wait, and `reason` what set that bound:
+    "max_wait" (the quota's) or "deadline" (the policy's `stop.deadline`).
     """
 
-    def __init__(self, policy: str, quota: str, wait: float, max_wait: float, why: str) -> None:
+    def __init__(self, policy: str, quota: str, wait: float, max_wait: float, reason: str) -> None:
         self.policy = policy
         self.quota = quota
         self.wait = wait
         self.max_wait = max_wait
+        self.reason = reason
+        bound = "its max_wait" if reason == "max_wait" else "the time left before stop.deadline"
         super().__init__(
             f"{policy}: quota {quota} would admit this call in {wait:.3f}s, "
-            f"more than {why} ({max_wait:.3f}s)"
+            f"more than {bound} ({max_wait:.3f}s)"
         )
 
 

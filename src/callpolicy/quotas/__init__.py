@@ -38,9 +38,7 @@ class Admission:
     ) -> None:
         quota = limiter.quota
         if waited + wait > quota.max_wait:
-            raise QuotaExceeded(
-                self.policy, quota.name, wait, quota.max_wait, "its max_wait allows"
-            )
+            raise QuotaExceeded(self.policy, quota.name, wait, quota.max_wait, "max_wait")
         if deadline_at is not None:
             left = deadline_at - CLOCK.now()
             if wait > left:
@@ -49,7 +47,7 @@ class Admission:
                     quota.name,
                     wait,
                     max(left, 0.0),
-                    "the time left before the policy's deadline",
+                    "deadline",
                 )
 
     def _event(self, limiter: Limiter, attempt: int, wait: float) -> SleepEvent:
