@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +188,73 @@ def test_public_api_is_exactly_the_sorted_all() -> None:
     public = {n for n in vars(callpolicy) if not n.startswith("_")}
     modules = {n for n in public if inspect.ismodule(getattr(callpolicy, n))}
     assert set(callpolicy.__all__) == public - modules - {"annotations", "PathLike"}
+
+
+class AsyncCallable:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls < 2:
+            raise ConnectionError("down")
+        return self.calls
+
+
+async def test_an_object_with_an_async_call_is_retried_as_a_coroutine(
+    registry_of: Callable[..., Registry], clock: FakeClock
+) -> None:
+    fn = registry_of(api=RETRY_TWICE).policy("api.get")(AsyncCallable())
+    assert inspect.iscoroutinefunction(fn)
+    assert await fn() == 2
+
+
+async def test_a_wrapped_coroutine_function_is_retried_as_a_coroutine(
+    registry_of: Callable[..., Registry], clock: FakeClock
+) -> None:
+    flaky = AsyncCallable()
+
+    async def fetch() -> int:
+        return await flaky()
+
+    @functools.wraps(fetch)
+    def plain_wrapper() -> Any:
+        return fetch()
+
+    fn = registry_of(api=RETRY_TWICE).policy("api.get")(plain_wrapper)
+    assert await fn() == 2
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_on_its_first_call(
+    registry_of: Callable[..., Registry],
+) -> None:
+    async def fetch() -> int:
+        return 1
+
+    def start_fetch() -> Any:  # a plain function that forgets to await
+        return fetch()
+
+    fn = registry_of(api=RETRY_TWICE).policy("api.get")(start_fetch)
+    with pytest.raises(TypeError, match="returned a coroutine, which no retry could cover"):
+        fn()
+
+
+def test_static_and_class_methods_can_be_decorated(
+    registry_of: Callable[..., Registry], clock: FakeClock
+) -> None:
+    registry = registry_of(api=RETRY_TWICE)
+
+    class Client:
+        @registry.policy("api.get")
+        @staticmethod
+        def ping(value: int) -> int:
+            return value
+
+        @registry.policy("api.get")
+        @classmethod
+        def name(cls) -> str:
+            return cls.__name__
+
+    assert Client.ping(3) == 3
+    assert Client().ping(4) == 4
+    assert Client.name() == "Client"

@@ -136,3 +136,18 @@ def test_jitter_only_ever_adds_and_max_caps_before_it(
 )
 def test_waits_describe_themselves(wait: Wait, text: str) -> None:
     assert describe_wait(wait) == text
+
+
+def test_an_exponential_chain_step_starts_at_its_initial(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api=policy_with(
+            """wait.strategy = "chain"
+            wait.steps = [
+                { strategy = "none" },
+                { strategy = "exponential", initial = "2s", multiplier = 2, max = "60s" },
+            ]"""
+        )
+    )
+    assert sleeps_of(registry, "api.get", clock, 5) == [0.0, 2.0, 4.0, 8.0, 16.0]

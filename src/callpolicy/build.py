@@ -39,7 +39,7 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
             merged[key] = value
             continue
         below: dict[str, Located] = merged.get(key, {})
-        if key == "wait" and _strategy(value) not in (None, _strategy(below)):
+        if key == "wait" and _strategy(value) not in (None, _strategy(below) or "exponential"):
             merged[key] = dict(value)
         else:
             merged[key] = {**below, **value}
@@ -55,7 +55,7 @@ def build_policy(
 ) -> Policy:
     """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit."""
     retry = _build_retry(layers.get("retry", {}))
-    wait = build_wait(layers.get("wait", {}), problems)
+    wait = build_wait(layers.get("wait", {}), problems, name)
     stop_keys = layers.get("stop", {})
     stop = Stop(
         attempts=_value(stop_keys, "attempts", 3),
@@ -66,7 +66,7 @@ def build_policy(
     return Policy(name, retry, wait, stop, quota_list, description, source)
 
 
-def build_wait(keys: Mapping[str, Located], problems: list[Problem]) -> Wait:
+def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str) -> Wait:
     strategy = _value(keys, "strategy", "exponential")
     used = STRATEGY_KEYS[strategy]
     for key, leaf in keys.items():
@@ -79,11 +79,9 @@ def build_wait(keys: Mapping[str, Located], problems: list[Problem]) -> Wait:
         _report(problems, keys.get("strategy"), 'strategy "random" needs max, e.g. max = "5s"')
     if strategy == "chain" and "steps" not in keys:
         _report(problems, keys.get("strategy"), 'strategy "chain" needs steps = [ {...}, ... ]')
-    low_key = "min" if strategy == "random" else "initial"
-    low, high = _value(keys, low_key, 0.0), _value(keys, "max", None)
-    if strategy in ("random", "exponential") and high is not None and low > high:
-        _report(problems, keys["max"], f"must be >= {low_key} ({high:g}s < {low:g}s)")
-    steps = tuple(build_wait(step, problems) for step in _value(keys, "steps", []))
+    if strategy in ("random", "exponential"):
+        _check_bounds(keys, strategy, problems, policy)
+    steps = tuple(build_wait(step, problems, policy) for step in _value(keys, "steps", []))
     return Wait(
         strategy=strategy,
         seconds=_value(keys, "seconds", 1.0),
@@ -94,6 +92,26 @@ def build_wait(keys: Mapping[str, Located], problems: list[Problem]) -> Wait:
         jitter=_value(keys, "jitter", 0.0),
         steps=steps,
     )
+
+
+def _check_bounds(
+    keys: Mapping[str, Located], strategy: str, problems: list[Problem], policy: str
+) -> None:
+    """`max` >= `initial` (exponential) or `min` (random), blamed on the layer that broke it."""
+    low_key = "min" if strategy == "random" else "initial"
+    low_leaf, high_leaf = keys.get(low_key), keys.get("max")
+    low = _value(keys, low_key, 0.0 if strategy == "random" else 1.0)
+    if high_leaf is None or low <= high_leaf.value:
+        return
+    high = high_leaf.value
+    own = f"{policy}."
+    if low_leaf is not None and low_leaf.key.startswith(own) and not high_leaf.key.startswith(own):
+        where = f"{high_leaf.path}:{high_leaf.line}" if high_leaf.line else high_leaf.path
+        message = f"must be <= max ({low:g}s > {high:g}s; max is set at {where})"
+        _report(problems, low_leaf, message)
+        return
+    origin = f"the default {low_key}" if low_leaf is None else low_key
+    _report(problems, high_leaf, f"must be >= {origin} ({high:g}s < {low:g}s)")
 
 
 def build_quota(name: str, keys: Mapping[str, Located]) -> Quota:

@@ -14,16 +14,14 @@ import tenacity
 
 from callpolicy.http import status_of
 from callpolicy.model import Retry
-from callpolicy.units import UnitError
+from callpolicy.units import UnitError, shown_value
 
 NEVER_RETRIED = "KeyboardInterrupt, SystemExit, GeneratorExit and asyncio.CancelledError"
 
 
 def resolve_dotted(path: str) -> Any:
     """Import `package.module.attribute`; a bare name is a builtin. Raises LookupError."""
-    parts = path.split(".")
-    if not all(part.isidentifier() for part in parts):
-        raise LookupError(f"must be a dotted Python path like 'package.module.Name' (got {path!r})")
+    parts = _dotted_parts(path)
     if len(parts) == 1:
         if hasattr(builtins, path):
             return getattr(builtins, path)
@@ -46,10 +44,18 @@ def resolve_dotted(path: str) -> Any:
     raise LookupError(f"cannot import {parts[0]!r} (no module named {parts[0]!r})")
 
 
+def _dotted_parts(path: str) -> list[str]:
+    parts = path.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise LookupError(f"must be a dotted Python path like 'package.module.Name' (got {path!r})")
+    return parts
+
+
 def resolve_exception(path: str) -> type[Exception] | None:
     """The exception class at `path`. A leading '?' makes a missing package fine (None)."""
     optional = path.startswith("?")
     name = path[1:] if optional else path
+    _dotted_parts(name)  # a malformed path is an error even when optional
     try:
         obj = resolve_dotted(name)
     except LookupError:
@@ -83,7 +89,7 @@ def parse_statuses(value: object) -> frozenset[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if 100 <= value <= 599:
             return frozenset({value})
-        raise UnitError(f"must be an HTTP status from 100 to 599 (got {value!r})")
+        raise UnitError(f"must be an HTTP status from 100 to 599 (got {shown_value(value)})")
     if isinstance(value, str):
         if len(value) == 3 and value[0] in "12345" and value[1:] == "xx":
             first = int(value[0]) * 100
@@ -93,7 +99,7 @@ def parse_statuses(value: object) -> frozenset[int]:
             lo, hi = int(low), int(high)
             if 100 <= lo <= hi <= 599:
                 return frozenset(range(lo, hi + 1))
-    raise UnitError(f'must be a status like 429, "5xx" or "500-504" (got {value!r})')
+    raise UnitError(f'must be a status like 429, "5xx" or "500-504" (got {shown_value(value)})')
 
 
 class RetryCondition(tenacity.retry_base):

@@ -2,7 +2,8 @@
 
 `tomllib` reports a line only for syntax errors, so semantic errors (unknown key, bad value)
 take their line from this map: every table header and every `key = value` line, by key path.
-A key inside an inline table or a multi-line array is found through its nearest mapped parent.
+A key inside an inline table or a multi-line array is found through its nearest mapped parent;
+the n-th `[[array.of.tables]]` is the key "tables[n]" (n from 0).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 KeyPath = tuple[str, ...]
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))")
+_ESCAPED_CHARS = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:
@@ -20,10 +23,13 @@ def key_lines(text: str) -> dict[KeyPath, int]:
     table: KeyPath = ()
     depth = 0  # open [ and { carried over from previous lines
     open_string: str | None = None  # a multi-line string delimiter carried over
-    for number, line in enumerate(text.splitlines(), start=1):
+    arrays: dict[KeyPath, int] = {}  # [[x]] headers seen so far, by path
+    # TOML ends lines at "\n" only: str.splitlines() would also split at U+2028 and friends.
+    for number, raw_line in enumerate(text.split("\n"), start=1):
+        line = raw_line.removesuffix("\r")
         position = 0
         if open_string is not None:
-            end = line.find(open_string)
+            end = _closing(line, open_string, 0)
             if end < 0:
                 continue
             position, open_string = end + 3, None
@@ -32,9 +38,13 @@ def key_lines(text: str) -> dict[KeyPath, int]:
             if stripped.startswith("["):
                 header = _parse_header(stripped)
                 if header is not None:
+                    for end in range(1, len(header) + 1):  # [a.b] also defines a
+                        lines.setdefault(header[:end], number)
                     table = header
-                    for end in range(1, len(table) + 1):  # [a.b] also defines a
-                        lines.setdefault(table[:end], number)
+                    if stripped.startswith("[["):
+                        index = arrays[header] = arrays.get(header, -1) + 1
+                        table = (*header[:-1], f"{header[-1]}[{index}]")
+                        lines[table] = number
                     continue
             parsed = _parse_key(line, len(line) - len(stripped))
             if parsed is not None:
@@ -46,9 +56,13 @@ def key_lines(text: str) -> dict[KeyPath, int]:
 
 
 def line_of(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
-    """The line of `path`, or of its nearest ancestor that has one."""
+    """The line of `path`, or of its nearest ancestor that has one ("steps[2]" of an inline
+    array is found through "steps")."""
     for end in range(len(path), 0, -1):
-        found = lines.get(path[:end])
+        prefix = path[:end]
+        found = lines.get(prefix)
+        if found is None and "[" in prefix[-1]:
+            found = lines.get((*prefix[:-1], prefix[-1].partition("[")[0]))
         if found is not None:
             return found
     return None
@@ -93,7 +107,7 @@ def _parse_keys(text: str, start: int) -> tuple[KeyPath, int] | None:
             if end < 0:
                 return None
             raw = text[i + 1 : end]
-            parts.append(raw.encode().decode("unicode_escape") if quote == '"' else raw)
+            parts.append(_unescape(raw) if quote == '"' else raw)
             i = end + 1
         else:
             match = _BARE.match(text, i)
@@ -108,6 +122,26 @@ def _parse_keys(text: str, start: int) -> tuple[KeyPath, int] | None:
             i = j + 1
             continue
         return tuple(parts), i
+
+
+def _unescape(text: str) -> str:
+    """The value of a TOML basic-string key's escapes (\\n, \\", \\u00e9, ...)."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1) or match.group(2)
+        if code:
+            return chr(int(code, 16))
+        return _ESCAPED_CHARS.get(match.group(3), match.group(0))
+
+    return _ESCAPE.sub(one, text)
+
+
+def _closing(line: str, delimiter: str, start: int) -> int:
+    """Where a multi-line string opened with `delimiter` ends in `line`, or -1."""
+    end = line.find(delimiter, start)
+    while delimiter == '"""' and end >= 0 and _escaped(line, end):
+        end = line.find(delimiter, end + 1)
+    return end
 
 
 def _escaped(text: str, index: int) -> bool:
@@ -125,7 +159,7 @@ def _scan_value(line: str, i: int, depth: int) -> tuple[int, str | None]:
             break
         if line.startswith(('"""', "'''"), i):
             delimiter = line[i : i + 3]
-            end = line.find(delimiter, i + 3)
+            end = _closing(line, delimiter, i + 3)
             if end < 0:
                 return depth, delimiter
             i = end + 3

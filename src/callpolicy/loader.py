@@ -21,6 +21,7 @@ from callpolicy.errors import PolicyError, Problem
 from callpolicy.keymap import key_lines
 from callpolicy.model import Policy, Quota
 from callpolicy.schema import Context, Located, read_policy, read_quota
+from callpolicy.units import shown_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,66 +89,72 @@ def _policy_files(paths: Sequence[PathLike], problems: list[Problem]) -> Iterabl
 def _read_file(path: Path, problems: list[Problem], quotas: dict[str, Quota]) -> _File | None:
     shown = _shown(path)
     service = path.stem
-    try:
-        text = path.read_bytes().decode("utf-8")
-        raw = tomllib.loads(text)
-    except OSError as exc:
-        problems.append(Problem(shown, None, "", f"cannot read: {exc.strerror or exc}"))
+    parsed_toml = _parse_toml(path, shown, problems)
+    if parsed_toml is None:
         return None
-    except UnicodeDecodeError as exc:
-        problems.append(
-            Problem(shown, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-        )
-        return None
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        position = _POSITION.search(message)
-        line, column = (int(position[1]), int(position[2])) if position else (None, None)
-        message = _POSITION.sub("", message).strip()
-        problems.append(Problem(shown, line, "", f"TOML syntax error: {message}", column))
-        return None
+    text, raw = parsed_toml
     if not _NAME.fullmatch(service):
-        problems.append(
-            Problem(
-                shown,
-                None,
-                service,
-                "a service name (the file name) may hold only letters, digits, - and _",
-            )
-        )
+        message = "a service name (the file name) may hold only letters, digits, - and _"
+        problems.append(Problem(shown, None, service, message))
         return None
-    lines = key_lines(text)
-    root = Context(shown, lines, (), service, service, problems)
-    parsed = _File(service, shown)
+    root = Context(shown, key_lines(text), (), service, service, problems)
     for key, value in raw.items():
         if key not in TOP_KEYS:
             close = difflib.get_close_matches(key, TOP_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(TOP_KEYS)}"
             root.report(key, f"unknown table{hint}")
         elif not isinstance(value, dict):
-            root.report(key, f"must be a table (got {value!r})")
+            root.report(key, f"must be a table (got {shown_value(value)})")
+    parsed = _File(service, shown)
     defaults = raw.get("defaults")
     if isinstance(defaults, dict):
         ctx = attrs.evolve(root, toml_path=("defaults",), display=f"{service}.defaults")
         parsed.defaults = read_policy(defaults, ctx)
     for kind in ("endpoints", "quotas"):
         table = raw.get(kind)
-        if not isinstance(table, dict):
-            continue
-        for name, body in table.items():
+        for name, body in table.items() if isinstance(table, dict) else ():
             ctx = attrs.evolve(root, toml_path=(kind, name), display=f"{service}.{name}")
             if not _NAME.fullmatch(name):
                 ctx.report(None, f"a name may hold only letters, digits, - and _ (got {name!r})")
+            elif kind == "endpoints" and name == "defaults":
+                ctx.report(None, "'defaults' is reserved for the [defaults] table; rename it")
             elif kind == "quotas":
                 keys = read_quota(body, ctx)
                 if keys is not None:
                     quotas[f"{service}.{name}"] = build_quota(f"{service}.{name}", keys)
             elif not isinstance(body, dict):
-                ctx.report(None, f"must be a table (got {body!r})")
+                ctx.report(None, f"must be a table (got {shown_value(body)})")
             else:
                 parsed.endpoints[name] = read_policy(body, ctx)
                 parsed.endpoint_lines[name] = ctx.line()
     return parsed
+
+
+def _parse_toml(
+    path: Path, shown: str, problems: list[Problem]
+) -> tuple[str, dict[str, Any]] | None:
+    """The text and the TOML tables of a file, or None after reporting why not."""
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")  # a byte-order mark is harmless: drop it
+        return text, tomllib.loads(text)
+    except OSError as exc:
+        problems.append(Problem(shown, None, "", f"cannot read: {exc.strerror or exc}"))
+    except UnicodeDecodeError as exc:
+        bad_line = data[: exc.start].count(b"\n") + 1
+        problems.append(Problem(shown, bad_line, "", f"not UTF-8 text ({exc.reason})"))
+    except RecursionError:
+        problems.append(Problem(shown, None, "", "values nested too deeply to read"))
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        position = _POSITION.search(message)
+        line, column = (int(position[1]), int(position[2])) if position else (None, None)
+        message = _POSITION.sub("", message).strip()
+        problems.append(Problem(shown, line, "", f"TOML syntax error: {message}", column))
+    return None
+
+
+Node = tuple[str, str | None]  # (service, endpoint); None is the file's [defaults]
 
 
 class _Resolver:
@@ -157,37 +164,32 @@ class _Resolver:
         self.files = files
         self.quotas = quotas
         self.problems = problems
-        self.done: dict[str, dict[str, Any]] = {}
-        self.chain: list[str] = []
+        self.done: dict[Node, dict[str, Any]] = {}
+        self.chain: list[Node] = []
 
     def build_all(self) -> dict[str, Policy]:
         policies = {}
         for service, parsed in self.files.items():
             for endpoint in parsed.endpoints:
                 name = f"{service}.{endpoint}"
-                layers = self.resolve(name)
+                layers = self.resolve((service, endpoint))
                 source = f"{parsed.path}:{parsed.endpoint_lines[endpoint] or 1}"
                 policies[name] = build_policy(name, layers, self.quotas, self.problems, source)
         return policies
 
-    def resolve(self, node: str) -> dict[str, Any]:
-        """Merged layers of `node`: "service.endpoint" or "service.defaults"."""
+    def resolve(self, node: Node) -> dict[str, Any]:
+        """Merged layers of `node`: its file's defaults, what it extends, its own keys."""
         if node in self.done:
             return self.done[node]
         if node in self.chain:
-            cycle = [*self.chain[self.chain.index(node) :], node]
-            own = self._own(self.chain[-1])
-            leaf: Located = own["extends"]
-            self.problems.append(
-                Problem(leaf.path, leaf.line, leaf.key, f"extends cycle: {' -> '.join(cycle)}")
-            )
+            self._cycle(self.chain[self.chain.index(node) :])
             return {}
         self.chain.append(node)
-        service, _, endpoint = node.partition(".")
+        service, endpoint = node
         own = self._own(node)
         layers: dict[str, Any] = {}
-        if endpoint != "defaults":
-            layers = self.resolve(f"{service}.defaults")
+        if endpoint is not None:
+            layers = self.resolve((service, None))
         extends = own.get("extends")
         if extends is not None:
             target = self._target(extends.value, service)
@@ -200,18 +202,29 @@ class _Resolver:
         self.done[node] = layers
         return layers
 
-    def _own(self, node: str) -> dict[str, Any]:
-        service, _, endpoint = node.partition(".")
-        parsed = self.files[service]
-        return parsed.defaults if endpoint == "defaults" else parsed.endpoints[endpoint]
+    def _cycle(self, cycle: list[Node]) -> None:
+        """Report a cycle once, at the last `extends` of the chain (a defaults link has none)."""
+        names = [_name(node) for node in [*cycle, cycle[0]]]
+        leaf: Located = next(
+            self._own(node)["extends"] for node in reversed(cycle) if "extends" in self._own(node)
+        )
+        self.problems.append(
+            Problem(leaf.path, leaf.line, leaf.key, f"extends cycle: {' -> '.join(names)}")
+        )
 
-    def _target(self, name: str, service: str) -> str | None:
-        full = name if "." in name else f"{service}.{name}"
-        target_service, _, endpoint = full.partition(".")
+    def _own(self, node: Node) -> dict[str, Any]:
+        service, endpoint = node
+        parsed = self.files[service]
+        return parsed.defaults if endpoint is None else parsed.endpoints[endpoint]
+
+    def _target(self, name: str, service: str) -> Node | None:
+        target_service, dot, endpoint = name.partition(".")
+        if not dot:
+            target_service, endpoint = service, name
         parsed = self.files.get(target_service)
         if parsed is None or endpoint not in parsed.endpoints:
             return None
-        return full
+        return target_service, endpoint
 
     def _unknown_target(self, leaf: Located) -> None:
         names = [f"{s}.{e}" for s, f in self.files.items() for e in f.endpoints]
@@ -222,6 +235,11 @@ class _Resolver:
                 leaf.path, leaf.line, leaf.key, f"no policy named {leaf.value!r} to extend{hint}"
             )
         )
+
+
+def _name(node: Node) -> str:
+    service, endpoint = node
+    return f"{service}.{endpoint or 'defaults'}"
 
 
 def _shown(path: Path) -> str:

@@ -21,7 +21,7 @@ from callpolicy.conditions import (
 from callpolicy.errors import Problem
 from callpolicy.keymap import KeyPath, line_of
 from callpolicy.model import ALGORITHMS, WAIT_STRATEGIES, ResultCondition
-from callpolicy.units import Rate, UnitError, parse_duration, parse_rate
+from callpolicy.units import Rate, UnitError, parse_duration, parse_rate, shown_value
 
 Table = dict[str, Any]
 
@@ -57,11 +57,8 @@ class Context:
     problems: list[Problem]
 
     def child(self, key: str) -> Context:
-        # "steps[0]" has no line of its own: it is found through "steps".
-        toml_key = key.partition("[")[0]
-        return attrs.evolve(
-            self, toml_path=(*self.toml_path, toml_key), display=f"{self.display}.{key}"
-        )
+        # "steps[0]" is a line of its own in [[...steps]], else found through "steps".
+        return attrs.evolve(self, toml_path=(*self.toml_path, key), display=f"{self.display}.{key}")
 
     def line(self, key: str | None = None) -> int | None:
         path = self.toml_path if key is None else (*self.toml_path, key)
@@ -88,14 +85,16 @@ def _positive_duration(value: Any, ctx: Context, key: str) -> float:
 
 def _text(value: Any, ctx: Context, key: str) -> str:
     if not isinstance(value, str):
-        raise UnitError(f"must be a string (got {value!r})")
+        raise UnitError(f"must be a string (got {shown_value(value)})")
     return value
 
 
 def _choice(options: tuple[str, ...]) -> Parser:
     def parse(value: Any, ctx: Context, key: str) -> str:
         if value not in options or not isinstance(value, str):
-            raise UnitError(f"must be one of {', '.join(map(repr, options))} (got {value!r})")
+            raise UnitError(
+                f"must be one of {', '.join(map(repr, options))} (got {shown_value(value)})"
+            )
         return value
 
     return parse
@@ -103,24 +102,24 @@ def _choice(options: tuple[str, ...]) -> Parser:
 
 def _attempts(value: Any, ctx: Context, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise UnitError(f"must be an integer (got {value!r})")
+        raise UnitError(f"must be an integer (got {shown_value(value)})")
     if value < 1:
-        raise UnitError(f"must be >= 1 (got {value!r})")
+        raise UnitError(f"must be >= 1 (got {shown_value(value)})")
     return value
 
 
 def _multiplier(value: Any, ctx: Context, key: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise UnitError(f"must be a number (got {value!r})")
+        raise UnitError(f"must be a number (got {shown_value(value)})")
     if value < 1:
-        raise UnitError(f"must be >= 1 (got {value!r})")
+        raise UnitError(f"must be >= 1 (got {shown_value(value)})")
     return float(value)
 
 
 def _list_of(item: Parser) -> Parser:
     def parse(value: Any, ctx: Context, key: str) -> list[Any]:
         if not isinstance(value, list):
-            raise UnitError(f"must be a list (got {value!r})")
+            raise UnitError(f"must be a list (got {shown_value(value)})")
         parsed = []
         for index, entry in enumerate(value):
             try:
@@ -147,14 +146,14 @@ def _status(value: Any, ctx: Context, key: str) -> frozenset[int]:
 def _condition(value: Any, ctx: Context, key: str) -> ResultCondition | None:
     if not isinstance(value, dict):
         raise UnitError(
-            f'must be a table like {{ field = "status", in = ["DONE"] }} (got {value!r})'
+            f'must be a table like {{ field = "status", in = ["DONE"] }} (got {shown_value(value)})'
         )
     sub = ctx.child(key)
     known = ("field", "in", "not_in", "equals")
     _report_unknown(value, known, sub)
     field = value.get("field")
     if not isinstance(field, str) or not field:
-        sub.report("field", f"must be a field or attribute name (got {field!r})")
+        sub.report("field", f"must be a field or attribute name (got {shown_value(field)})")
     ops = [op for op in known[1:] if op in value]
     if len(ops) != 1:
         sub.report(None, f"must have exactly one of 'in', 'not_in', 'equals' (got {ops or 'none'})")
@@ -162,7 +161,7 @@ def _condition(value: Any, ctx: Context, key: str) -> ResultCondition | None:
     op = ops[0]
     operand = value[op]
     if op != "equals" and not isinstance(operand, list):
-        sub.report(op, f"must be a list of values (got {operand!r})")
+        sub.report(op, f"must be a list of values (got {shown_value(operand)})")
         return None
     if not isinstance(field, str) or not field:
         return None
@@ -177,12 +176,14 @@ def _quota_entry(value: Any, ctx: Context, key: str) -> QuotaRef:
         return QuotaRef(None, {"limit": value}, ctx.service)
     if isinstance(value, str) and value:
         return QuotaRef(value, None, ctx.service)
-    raise UnitError(f'must be a quota name, a rate like "20/1s" or a quota table (got {value!r})')
+    raise UnitError(
+        f'must be a quota name, a rate like "20/1s" or a quota table (got {shown_value(value)})'
+    )
 
 
 def _steps(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
     if not isinstance(value, list) or not value:
-        raise UnitError(f"must be a non-empty list of wait tables (got {value!r})")
+        raise UnitError(f"must be a non-empty list of wait tables (got {shown_value(value)})")
     steps = []
     for index, entry in enumerate(value):
         sub = ctx.child(f"{key}[{index}]")
@@ -190,7 +191,7 @@ def _steps(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
             sub.report(
                 None,
                 'must be a wait table like { strategy = "fixed", seconds = "1s" }'
-                f" (got {entry!r})",
+                f" (got {shown_value(entry)})",
             )
             continue
         if entry.get("strategy") == "chain" or "steps" in entry:
@@ -265,13 +266,13 @@ def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         if isinstance(value, dict):
             policy[name] = read_section(value, ctx.child(name), keys)
         else:
-            ctx.report(name, f"must be a table (got {value!r})")
+            ctx.report(name, f"must be a table (got {shown_value(value)})")
     return policy
 
 
 def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     if not isinstance(table, dict):
-        ctx.report(None, f'must be a table like {{ limit = "20/1s" }} (got {table!r})')
+        ctx.report(None, f'must be a table like {{ limit = "20/1s" }} (got {shown_value(table)})')
         return None
     quota = read_section(table, ctx, QUOTA_KEYS)
     if "limit" not in table:

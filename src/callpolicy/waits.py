@@ -26,7 +26,7 @@ def compile_wait(wait: Wait) -> wait_base:
     elif wait.strategy == "random":
         strategy = tenacity.wait_random(min=wait.min, max=wait.max)
     else:
-        strategy = tenacity.wait_chain(*(compile_wait(step) for step in wait.steps))
+        strategy = _Chain([compile_wait(step) for step in wait.steps])
     if wait.jitter > 0 and wait.strategy in ("fixed", "exponential"):
         strategy = strategy + tenacity.wait_random(0, wait.jitter)
     return strategy
@@ -44,3 +44,20 @@ def describe_wait(wait: Wait) -> str:
     if wait.strategy == "random":
         return f"random {wait.min:g}s to {wait.max:g}s"
     return "chain: " + "; ".join(describe_wait(step) for step in wait.steps) + " (last repeats)"
+
+
+class _Chain(wait_base):
+    """Step n waits after attempt n; the last step repeats, counting its own attempts from 1
+    (tenacity's wait_chain would hand an exponential step the call's attempt number)."""
+
+    def __init__(self, steps: list[wait_base]) -> None:
+        self.steps = steps
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        attempt = retry_state.attempt_number
+        index = min(attempt, len(self.steps)) - 1
+        retry_state.attempt_number = attempt - index
+        try:
+            return float(self.steps[index](retry_state))
+        finally:
+            retry_state.attempt_number = attempt
