@@ -14,7 +14,8 @@ from typing import Any
 
 from callpolicy.errors import Problem
 from callpolicy.model import Policy, Quota, Retry, Stop, Wait
-from callpolicy.schema import Context, Located, QuotaRef, read_quota
+from callpolicy.quotas.spec import build_quota, read_quota
+from callpolicy.schema import Context, Located, QuotaRef
 
 SECTION_NAMES = ("retry", "wait", "stop")
 INHERITED = ("quotas", "description")
@@ -114,15 +115,6 @@ def _check_bounds(
     _report(problems, high_leaf, f"must be >= {origin} ({high:g}s < {low:g}s)")
 
 
-def build_quota(name: str, keys: Mapping[str, Located]) -> Quota:
-    return Quota(
-        name=name,
-        rate=keys["limit"].value,
-        algorithm=_value(keys, "algorithm", "fixed-window"),
-        max_wait=_value(keys, "max_wait", 60.0),
-    )
-
-
 def _build_retry(keys: Mapping[str, Located]) -> Retry:
     exceptions = tuple(e for e in _value(keys, "on_exceptions", []) if e is not None)
     statuses: frozenset[int] = frozenset().union(*_value(keys, "on_status", []))
@@ -154,6 +146,9 @@ def _resolve_quotas(
                 _report_unknown_quota(full, named, leaf, index, problems)
         if quota is not None:
             found.setdefault(quota.name, quota)
+    if sum(bool(q.pool) for q in found.values()) > 1:
+        message = "may draw from one pool at most (a call takes one key)"
+        problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
     return tuple(found.values())
 
 
@@ -165,7 +160,13 @@ def _inline_quota(
     problems.extend(Problem(p.path, leaf.line, p.key, p.message) for p in ctx.problems)
     if keys is None or ctx.problems:
         return None
-    return build_quota(f"{policy}[{keys['limit'].value}]", keys)
+    if "pool" in keys:
+        message = "an inline quota cannot be a pool: declare it as [quotas.<name>]"
+        problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
+        return None
+    if "limit" in keys:
+        return build_quota(f"{policy}[{keys['limit'].value}]", keys)
+    return build_quota(f"{policy}[{keys['concurrency'].value} in flight]", keys)
 
 
 def _report_unknown_quota(

@@ -11,7 +11,7 @@ threads and tasks share a policy freely.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import tenacity
@@ -29,7 +29,8 @@ from callpolicy.events import (
 )
 from callpolicy.http import status_of
 from callpolicy.model import Policy
-from callpolicy.quotas import Admission, Limiter
+from callpolicy.options import Costing
+from callpolicy.quotas import QuotaStore
 from callpolicy.units import format_seconds
 from callpolicy.waits import compile_wait
 
@@ -53,16 +54,14 @@ class _DeadlineStop(tenacity.stop.stop_base):
 class CompiledPolicy:
     """Runs calls under one policy. Built once per policy name and registry generation."""
 
-    def __init__(self, policy: Policy, limiters: Mapping[str, Limiter]) -> None:
+    def __init__(self, policy: Policy, quotas: QuotaStore) -> None:
         self.policy = policy
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
         self.condition = RetryCondition(policy.retry)
         self.checks_results = self.condition.checks_results
-        quota_limiters = [limiters[q.name] for q in policy.quotas]
-        self.admission = Admission(policy.name, self.max_attempts, quota_limiters)
-        self.has_quotas = bool(quota_limiters)
+        self.admission = quotas.admission(policy)
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | _DeadlineStop(self.deadline)
@@ -70,12 +69,16 @@ class CompiledPolicy:
         self.wait = compile_wait(policy.wait)
 
     # -- sync ------------------------------------------------------------------------------
-    def call(self, fn: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
+    def call(
+        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
+    ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
-        if self.has_quotas:
-            self.admission.acquire(1, self._deadline_at(start))
+        admission = self.admission
+        grant = None
+        if admission is not None:
+            grant = admission.admit(1, self._deadline_at(start), costing, args, kwargs)
         try:
-            result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs) if grant is None else grant.run(fn, args, kwargs, costing)
         except Exception as exc:
             if not self.condition.retries_exception(exc):
                 raise
@@ -87,7 +90,7 @@ class CompiledPolicy:
             state = self._new_state(fn, args, kwargs, start)
             state.set_result(result)
         # Outside the except block, so a later failure is not chained to this one.
-        return self._retry(fn, args, kwargs, start, state)
+        return self._retry(fn, args, kwargs, start, state, costing)
 
     def _retry(
         self,
@@ -96,20 +99,27 @@ class CompiledPolicy:
         kwargs: Kwargs,
         start: float,
         state: tenacity.RetryCallState,
+        costing: Costing | None,
     ) -> Any:
         deadline_at = self._deadline_at(start)
+        admission = self.admission
         while True:
             sleep = self._next_sleep(state)
             last = state.outcome
             state.prepare_for_next_attempt()
             CLOCK.sleep(sleep)
-            if self.has_quotas:
+            grant = None
+            if admission is not None:
                 try:
-                    self.admission.acquire(state.attempt_number, deadline_at)
+                    grant = admission.admit(
+                        state.attempt_number, deadline_at, costing, args, kwargs
+                    )
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
             try:
-                result = fn(*args, **kwargs)
+                result = (
+                    fn(*args, **kwargs) if grant is None else grant.run(fn, args, kwargs, costing)
+                )
             except Exception as exc:
                 if not self.condition.retries_exception(exc):
                     raise
@@ -120,12 +130,23 @@ class CompiledPolicy:
                 state.set_result(result)
 
     # -- async -----------------------------------------------------------------------------
-    async def acall(self, fn: Callable[..., Awaitable[Any]], args: Args, kwargs: Kwargs) -> Any:
+    async def acall(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: Args,
+        kwargs: Kwargs,
+        costing: Costing | None = None,
+    ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
-        if self.has_quotas:
-            await self.admission.async_acquire(1, self._deadline_at(start))
+        admission = self.admission
+        grant = None
+        if admission is not None:
+            grant = await admission.async_admit(1, self._deadline_at(start), costing, args, kwargs)
         try:
-            result = await fn(*args, **kwargs)
+            if grant is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await grant.async_run(fn, args, kwargs, costing)
         except Exception as exc:
             if not self.condition.retries_exception(exc):
                 raise
@@ -136,7 +157,7 @@ class CompiledPolicy:
                 return result
             state = self._new_state(fn, args, kwargs, start)
             state.set_result(result)
-        return await self._aretry(fn, args, kwargs, start, state)
+        return await self._aretry(fn, args, kwargs, start, state, costing)
 
     async def _aretry(
         self,
@@ -145,20 +166,28 @@ class CompiledPolicy:
         kwargs: Kwargs,
         start: float,
         state: tenacity.RetryCallState,
+        costing: Costing | None,
     ) -> Any:
         deadline_at = self._deadline_at(start)
+        admission = self.admission
         while True:
             sleep = self._next_sleep(state)
             last = state.outcome
             state.prepare_for_next_attempt()
             await CLOCK.async_sleep(sleep)
-            if self.has_quotas:
+            grant = None
+            if admission is not None:
                 try:
-                    await self.admission.async_acquire(state.attempt_number, deadline_at)
+                    grant = await admission.async_admit(
+                        state.attempt_number, deadline_at, costing, args, kwargs
+                    )
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
             try:
-                result = await fn(*args, **kwargs)
+                if grant is None:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await grant.async_run(fn, args, kwargs, costing)
             except Exception as exc:
                 if not self.condition.retries_exception(exc):
                     raise

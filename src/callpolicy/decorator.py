@@ -11,17 +11,27 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from callpolicy.options import Costing
+
 if TYPE_CHECKING:
     from callpolicy.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def policy(name: str, *, registry: Registry | None = None) -> Callable[[F], F]:
+def policy(
+    name: str,
+    *,
+    registry: Registry | None = None,
+    cost: float | Callable[..., float] | None = None,
+    actual_cost: Callable[[Any], float] | None = None,
+) -> Callable[[F], F]:
     """Apply the retry, wait, stop and quota rules of policy `name` (e.g. "spotify.tracks").
 
     Works on plain functions, methods and `async def` functions; generator functions are
     refused (a generator's body runs after the call returns, out of the policy's reach).
+    For weighted quotas, `cost` is what a call takes (a number, or a function of the call's
+    arguments; 1 by default) and `actual_cost(result)` corrects it once the call returned.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(
@@ -31,14 +41,15 @@ def policy(name: str, *, registry: Registry | None = None) -> Callable[[F], F]:
     def apply(fn: F) -> F:
         from callpolicy.registry import default_registry  # noqa: PLC0415 (import cycle)
 
-        return decorate(fn, name, registry or default_registry)
+        costing = None if cost is None and actual_cost is None else Costing(cost, actual_cost)
+        return decorate(fn, name, registry or default_registry, costing)
 
     return apply
 
 
-def decorate(fn: F, name: str, registry: Registry) -> F:
+def decorate(fn: F, name: str, registry: Registry, costing: Costing | None = None) -> F:
     if isinstance(fn, (staticmethod, classmethod)):  # @policy above @staticmethod
-        return type(fn)(decorate(fn.__func__, name, registry))
+        return type(fn)(decorate(fn.__func__, name, registry, costing))
     if not callable(fn):
         raise TypeError(f"@policy({name!r}) must decorate a function (got {fn!r})")
     inner = inspect.unwrap(fn)
@@ -66,7 +77,7 @@ def decorate(fn: F, name: str, registry: Registry) -> F:
             generation, compiled = cache[0]
             if generation != registry.generation:
                 compiled = bind()
-            return await compiled.acall(fn, args, kwargs)
+            return await compiled.acall(fn, args, kwargs, costing)
 
         wrapper: Any = async_wrapper
     else:
@@ -75,8 +86,8 @@ def decorate(fn: F, name: str, registry: Registry) -> F:
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             generation, compiled = cache[0]
             if generation == registry.generation:
-                return compiled.call(fn, args, kwargs)
-            return _checked(name, fn, bind().call(fn, args, kwargs))
+                return compiled.call(fn, args, kwargs, costing)
+            return _checked(name, fn, bind().call(fn, args, kwargs, costing))
 
         wrapper = sync_wrapper
     wrapper.__callpolicy__ = name

@@ -91,3 +91,19 @@ class QuotaExceeded(Exception):
 def _short_repr(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class QuotaUnavailable(QuotaExceeded):
+    """A shared quota's storage (Redis) could not be reached in time, and the quota says
+    `on_unavailable = "fail-closed"`: the call is refused rather than let through uncounted."""
+
+    def __init__(self, quotas: str, storage: str, error: str) -> None:
+        Exception.__init__(
+            self, f"quota {quotas}: storage {storage} unreachable ({error}); failing closed"
+        )
+        self.policy = ""
+        self.quota = quotas
+        self.wait = float("inf")
+        self.max_wait = 0.0
+        self.reason = "unavailable"
+        self.storage = storage

@@ -16,11 +16,12 @@ from typing import Any
 
 import attrs
 
-from callpolicy.build import build_policy, build_quota, merge
+from callpolicy.build import build_policy, merge
 from callpolicy.errors import PolicyError, Problem
 from callpolicy.keymap import key_lines
 from callpolicy.model import Policy, Quota
-from callpolicy.schema import Context, Located, read_policy, read_quota
+from callpolicy.quotas.spec import build_named_quotas, read_quota
+from callpolicy.schema import Context, Located, read_policy
 from callpolicy.units import shown_value
 
 if sys.version_info >= (3, 11):
@@ -53,9 +54,9 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
     """Read every policy file under `paths`. Raises `PolicyError` listing all problems."""
     problems: list[Problem] = []
     files: dict[str, _File] = {}
-    quotas: dict[str, Quota] = {}
+    quota_tables: QuotaTables = {}
     for file_path in _policy_files(paths, problems):
-        parsed = _read_file(file_path, problems, quotas)
+        parsed = _read_file(file_path, problems, quota_tables)
         if parsed is None:
             continue
         if parsed.service in files:
@@ -69,6 +70,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             )
             continue
         files[parsed.service] = parsed
+    quotas = build_named_quotas(quota_tables, problems)
     policies = _Resolver(files, quotas, problems).build_all()
     if problems:
         raise PolicyError(problems)
@@ -86,7 +88,10 @@ def _policy_files(paths: Sequence[PathLike], problems: list[Problem]) -> Iterabl
             problems.append(Problem(_shown(path), None, "", "no such file or directory"))
 
 
-def _read_file(path: Path, problems: list[Problem], quotas: dict[str, Quota]) -> _File | None:
+QuotaTables = dict[str, tuple[dict[str, Located], str]]
+
+
+def _read_file(path: Path, problems: list[Problem], quotas: QuotaTables) -> _File | None:
     shown = _shown(path)
     service = path.stem
     parsed_toml = _parse_toml(path, shown, problems)
@@ -121,7 +126,7 @@ def _read_file(path: Path, problems: list[Problem], quotas: dict[str, Quota]) ->
             elif kind == "quotas":
                 keys = read_quota(body, ctx)
                 if keys is not None:
-                    quotas[f"{service}.{name}"] = build_quota(f"{service}.{name}", keys)
+                    quotas[f"{service}.{name}"] = (keys, service)
             elif not isinstance(body, dict):
                 ctx.report(None, f"must be a table (got {shown_value(body)})")
             else:

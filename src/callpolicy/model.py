@@ -16,24 +16,54 @@ from callpolicy.units import Rate, format_seconds
 
 WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
-ALGORITHMS: tuple[str, ...] = ("fixed-window",)
+ALGORITHMS: tuple[str, ...] = ("sliding-window", "token-bucket", "fixed-window")
+UNAVAILABLE_MODES: tuple[str, ...] = ("fail-closed", "fail-open", "local")
 ConditionOp = Literal["in", "not_in", "equals"]
 _MISSING = object()
 
 
 @attrs.frozen
 class Quota:
-    """At most `rate.calls` calls per `rate.period` seconds, shared by every policy naming it."""
+    """A limit every call of the policies naming it must pass, shared by all of them.
+
+    Exactly one of: `rate` (at most `rate.calls` calls, or cost units when `weighted`, per
+    `rate.period` seconds), `concurrency` (calls in flight), `pool` (member quotas, of which
+    a call takes the first that admits it). `storage` is "memory://" (this process) or a
+    Redis URL (every process using it); `on_unavailable` says what to do when Redis is not.
+    """
 
     name: str
-    rate: Rate
-    algorithm: str = attrs.field(default="fixed-window", validator=v.in_(ALGORITHMS))
+    rate: Rate | None = None
+    concurrency: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    pool: tuple[Quota, ...] = ()
+    algorithm: str = attrs.field(default="sliding-window", validator=v.in_(ALGORITHMS))
     max_wait: float = attrs.field(default=60.0, validator=v.ge(0))
+    weighted: bool = False
+    storage: str = "memory://"
+    on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
+    local_limit: Rate | None = None
+
+    def __attrs_post_init__(self) -> None:
+        kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
+        if kinds != 1:
+            raise ValueError(f"quota {self.name!r} needs exactly one of rate, concurrency, pool")
 
     def describe(self) -> str:
-        return (
-            f"{self.name} ({self.rate}, {self.algorithm}, max_wait {format_seconds(self.max_wait)})"
-        )
+        wait = f"max_wait {format_seconds(self.max_wait)}"
+        if self.pool:
+            return f"{self.name} (pool of {', '.join(q.name for q in self.pool)}, {wait})"
+        if self.concurrency is not None:
+            return f"{self.name} ({self.concurrency} in flight, {wait})"
+        where = "" if self.storage == "memory://" else f", {_redacted(self.storage)}"
+        unit = " cost units" if self.weighted else ""
+        return f"{self.name} ({self.rate}{unit}, {self.algorithm}{where}, {wait})"
+
+
+def _redacted(url: str) -> str:
+    """A storage URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and credentials else url
 
 
 @attrs.frozen

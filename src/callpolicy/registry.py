@@ -12,7 +12,8 @@ from callpolicy.decorator import decorate
 from callpolicy.errors import PolicyError, Problem
 from callpolicy.loader import PathLike, default_paths, load_policies
 from callpolicy.model import Policy, Quota
-from callpolicy.quotas import Limiter, make_limiter
+from callpolicy.options import Costing
+from callpolicy.quotas import QuotaStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +29,7 @@ class Registry:
         self._paths: tuple[PathLike, ...] = paths
         self._policies: dict[str, Policy] | None = None
         self._compiled: dict[str, CompiledPolicy] = {}
-        self._limiters: dict[str, Limiter] = {}
+        self._quotas = QuotaStore()
         self._lock = threading.RLock()
         #: Bumped by every successful load; decorated functions re-bind when it changes.
         self.generation = 0
@@ -39,7 +40,7 @@ class Registry:
         """Replace all policies with those under `paths` (default: the paths given before).
 
         Atomic: if any file has a problem, `PolicyError` lists them all and the policies
-        loaded before stay in force. Quotas keep their state when their definition is unchanged.
+        loaded before stay in force. Quotas keep their state while their definition is unchanged.
         """
         chosen = paths or self._paths or tuple(default_paths())
         policies = load_policies(chosen)
@@ -47,13 +48,6 @@ class Registry:
             self._paths = chosen
             self._policies = policies
             self._compiled = {}
-            quotas = {q.name: q for p in policies.values() for q in p.quotas}
-            self._limiters = {
-                name: old
-                if (old := self._limiters.get(name)) and old.quota == quota
-                else make_limiter(quota)
-                for name, quota in quotas.items()
-            }
             self.generation += 1
         return self
 
@@ -69,9 +63,16 @@ class Registry:
             raise self._unknown(name, policies)
         return found
 
-    def policy(self, name: str) -> Callable[[F], F]:
+    def policy(
+        self,
+        name: str,
+        *,
+        cost: float | Callable[..., float] | None = None,
+        actual_cost: Callable[[Any], float] | None = None,
+    ) -> Callable[[F], F]:
         """A decorator applying policy `name` of this registry; see `callpolicy.policy`."""
-        return lambda fn: decorate(fn, name, self)
+        costing = None if cost is None and actual_cost is None else Costing(cost, actual_cost)
+        return lambda fn: decorate(fn, name, self, costing)
 
     def compiled(self, name: str, where: tuple[str, int] | None = None) -> CompiledPolicy:
         """The compiled form of `name`, built on first use for the current generation."""
@@ -85,7 +86,7 @@ class Registry:
                 raise self._unknown(name, policies, where)
             found = self._compiled.get(name)
             if found is None:
-                found = self._compiled[name] = CompiledPolicy(model, self._limiters)
+                found = self._compiled[name] = CompiledPolicy(model, self._quotas)
             return found
 
     def quotas(self) -> list[Quota]:

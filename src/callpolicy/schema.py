@@ -20,8 +20,8 @@ from callpolicy.conditions import (
 )
 from callpolicy.errors import Problem
 from callpolicy.keymap import KeyPath, line_of
-from callpolicy.model import ALGORITHMS, WAIT_STRATEGIES, ResultCondition
-from callpolicy.units import Rate, UnitError, parse_duration, parse_rate, shown_value
+from callpolicy.model import WAIT_STRATEGIES, ResultCondition
+from callpolicy.units import UnitError, parse_duration, shown_value
 
 Table = dict[str, Any]
 
@@ -75,7 +75,7 @@ class Context:
 Parser = Callable[[Any, Context, str], Any]
 
 
-def _duration(value: Any, ctx: Context, key: str) -> float:
+def duration(value: Any, ctx: Context, key: str) -> float:
     return parse_duration(value)
 
 
@@ -89,7 +89,7 @@ def _text(value: Any, ctx: Context, key: str) -> str:
     return value
 
 
-def _choice(options: tuple[str, ...]) -> Parser:
+def choice(options: tuple[str, ...]) -> Parser:
     def parse(value: Any, ctx: Context, key: str) -> str:
         if value not in options or not isinstance(value, str):
             raise UnitError(
@@ -150,7 +150,7 @@ def _condition(value: Any, ctx: Context, key: str) -> ResultCondition | None:
         )
     sub = ctx.child(key)
     known = ("field", "in", "not_in", "equals")
-    _report_unknown(value, known, sub)
+    report_unknown(value, known, sub)
     field = value.get("field")
     if not isinstance(field, str) or not field:
         sub.report("field", f"must be a field or attribute name (got {shown_value(field)})")
@@ -210,21 +210,16 @@ RETRY_KEYS: dict[str, Parser] = {
     "exception_predicate": _predicate,
 }
 WAIT_KEYS: dict[str, Parser] = {
-    "strategy": _choice(WAIT_STRATEGIES),
-    "seconds": _duration,
-    "initial": _duration,
+    "strategy": choice(WAIT_STRATEGIES),
+    "seconds": duration,
+    "initial": duration,
     "multiplier": _multiplier,
-    "max": _duration,
-    "min": _duration,
-    "jitter": _duration,
+    "max": duration,
+    "min": duration,
+    "jitter": duration,
     "steps": _steps,
 }
 STOP_KEYS: dict[str, Parser] = {"attempts": _attempts, "deadline": _positive_duration}
-QUOTA_KEYS: dict[str, Parser] = {
-    "limit": lambda value, ctx, key: parse_rate(value),
-    "algorithm": _choice(ALGORITHMS),
-    "max_wait": _duration,
-}
 SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS}
 POLICY_KEYS: dict[str, Parser] = {
     "extends": _text,
@@ -237,7 +232,7 @@ def read_section(
     table: Mapping[str, Any], ctx: Context, keys: Mapping[str, Parser]
 ) -> dict[str, Located]:
     """Parse each known key of `table`; report unknown keys and bad values."""
-    _report_unknown(table, tuple(keys), ctx)
+    report_unknown(table, tuple(keys), ctx)
     section: dict[str, Located] = {}
     for key, value in table.items():
         parser = keys.get(key)
@@ -255,7 +250,7 @@ def read_section(
 
 def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     """A `[defaults]` or `[endpoints.x]` table: top keys as Located, sections as dicts."""
-    _report_unknown(table, (*POLICY_KEYS, *SECTIONS), ctx)
+    report_unknown(table, (*POLICY_KEYS, *SECTIONS), ctx)
     policy: dict[str, Any] = read_section(
         {k: v for k, v in table.items() if k in POLICY_KEYS}, ctx, POLICY_KEYS
     )
@@ -270,23 +265,7 @@ def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     return policy
 
 
-def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
-    if not isinstance(table, dict):
-        ctx.report(None, f'must be a table like {{ limit = "20/1s" }} (got {shown_value(table)})')
-        return None
-    quota = read_section(table, ctx, QUOTA_KEYS)
-    if "limit" not in table:
-        ctx.report(None, 'needs a limit, e.g. limit = "180/30s"')
-        return None
-    return quota if "limit" in quota else None
-
-
-def rate_of(quota: dict[str, Located]) -> Rate:
-    rate: Rate = quota["limit"].value
-    return rate
-
-
-def _report_unknown(table: Mapping[str, Any], known: tuple[str, ...], ctx: Context) -> None:
+def report_unknown(table: Mapping[str, Any], known: tuple[str, ...], ctx: Context) -> None:
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)

@@ -1,81 +1,68 @@
-"""Call quotas: one limiter per named quota, and waiting for admission (sync and async)."""
+"""Call quotas: counters (algorithms), where they live (storage), the wait queue (waiting)
+and admitting one attempt through all of a policy's quotas (admission)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from callpolicy.clock import CLOCK
-from callpolicy.errors import QuotaExceeded
-from callpolicy.events import SleepEvent, emit
-from callpolicy.model import Quota
-from callpolicy.quotas.fixed_window import FixedWindowLimiter
+from callpolicy.model import Policy, Quota
+from callpolicy.quotas.admission import Admission
+from callpolicy.quotas.grant import Candidate, Grant
+from callpolicy.quotas.storage import Group, MemoryStorage
+from callpolicy.quotas.waiting import WaitQueue
 
+if TYPE_CHECKING:
+    from callpolicy.quotas.redis_storage import RedisStorage
 
-class Limiter(Protocol):
-    quota: Quota
-
-    def try_acquire(self) -> float:
-        """0.0 if a call is admitted now (and counted), else seconds until one might be."""
-        ...
+__all__ = ["Admission", "Grant", "QuotaStore"]
 
 
-def make_limiter(quota: Quota) -> Limiter:
-    """The limiter for `quota`'s algorithm."""
-    return FixedWindowLimiter(quota)
+class QuotaStore:
+    """All quota state of one registry: in-process counters, Redis storages by URL, and the
+    queue of waiting calls. Kept across reloads, so unchanged quotas keep their state."""
 
+    def __init__(self) -> None:
+        self.memory = MemoryStorage()
+        self.queue = WaitQueue()
+        self._redis: dict[str, object] = {}
 
-class Admission:
-    """Admits one attempt of a policy through all its limiters, waiting as they allow."""
-
-    def __init__(self, policy: str, max_attempts: int, limiters: Sequence[Limiter]) -> None:
-        self.policy = policy
-        self.max_attempts = max_attempts
-        self.limiters = tuple(limiters)
-
-    def _check(
-        self, limiter: Limiter, wait: float, waited: float, deadline_at: float | None
-    ) -> None:
-        quota = limiter.quota
-        if waited + wait > quota.max_wait:
-            raise QuotaExceeded(self.policy, quota.name, wait, quota.max_wait, "max_wait")
-        if deadline_at is not None:
-            left = deadline_at - CLOCK.now()
-            if wait > left:
-                raise QuotaExceeded(
-                    self.policy,
-                    quota.name,
-                    wait,
-                    max(left, 0.0),
-                    "deadline",
+    def admission(self, policy: Policy) -> Admission | None:
+        """How `policy`'s attempts are admitted; None when it has no quota."""
+        if not policy.quotas:
+            return None
+        pool = next((q for q in policy.quotas if q.pool), None)
+        plain = [q for q in policy.quotas if not q.pool]
+        members: tuple[Quota | None, ...] = pool.pool if pool is not None else (None,)
+        candidates = []
+        for member in members:
+            quotas = [*plain, member] if member is not None else plain
+            candidates.append(
+                Candidate(
+                    self._groups(quotas),
+                    pool.name if pool is not None else None,
+                    member.name if member is not None else None,
                 )
+            )
+        names = frozenset().union(*(g.names for c in candidates for g in c.groups))
+        return Admission(policy.name, policy.stop.attempts, candidates, self.queue, names)
 
-    def _event(self, limiter: Limiter, attempt: int, wait: float) -> SleepEvent:
-        quota = limiter.quota
-        # An inline quota's name already holds its rate: "api.get[20/1s]".
-        cause = f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
-        return SleepEvent(
-            self.policy, attempt, self.max_attempts, "quota", wait, cause, "quota", quota.name
-        )
+    def _groups(self, quotas: list[Quota]) -> list[Group]:
+        by_storage: dict[str, list[Quota]] = {}
+        for quota in quotas:
+            by_storage.setdefault(quota.storage, []).append(quota)
+        groups: list[Group] = []
+        for url, members in by_storage.items():
+            if url.startswith("memory://"):
+                groups.append(self.memory.group(members))
+            else:
+                groups.append(self._redis_storage(url).group(members))
+        return groups
 
-    def acquire(self, attempt: int, deadline_at: float | None) -> None:
-        for limiter in self.limiters:
-            waited = 0.0
-            wait = limiter.try_acquire()
-            while wait > 0.0:
-                self._check(limiter, wait, waited, deadline_at)
-                emit(self._event(limiter, attempt, wait))
-                CLOCK.sleep(wait)
-                waited += wait
-                wait = limiter.try_acquire()
+    def _redis_storage(self, url: str) -> RedisStorage:
+        from callpolicy.quotas.redis_storage import RedisStorage  # noqa: PLC0415 (optional)
 
-    async def async_acquire(self, attempt: int, deadline_at: float | None) -> None:
-        for limiter in self.limiters:
-            waited = 0.0
-            wait = limiter.try_acquire()
-            while wait > 0.0:
-                self._check(limiter, wait, waited, deadline_at)
-                emit(self._event(limiter, attempt, wait))
-                await CLOCK.async_sleep(wait)
-                waited += wait
-                wait = limiter.try_acquire()
+        found = self._redis.get(url)
+        if found is None:
+            found = self._redis[url] = RedisStorage(url, self.memory)
+        assert isinstance(found, RedisStorage)
+        return found

@@ -1,0 +1,237 @@
+"""Admitting one attempt through all the quotas of its policy, waiting as they allow.
+
+The quotas of a call are grouped by storage; each group is checked and taken atomically, and
+when a later group refuses, the earlier ones are given back: a call takes all or none. A
+policy that draws from a key pool has one candidate set per pool member, tried in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from callpolicy.clock import CLOCK
+from callpolicy.errors import QuotaExceeded
+from callpolicy.events import SleepEvent, emit
+from callpolicy.model import Quota
+from callpolicy.options import Costing, current_options
+from callpolicy.quotas.grant import Candidate, Grant
+from callpolicy.quotas.storage import Group, Refusal
+from callpolicy.quotas.waiting import WaitQueue
+
+
+class Admission:
+    """Admits the attempts of one policy."""
+
+    def __init__(
+        self,
+        policy: str,
+        max_attempts: int,
+        candidates: Sequence[Candidate],
+        queue: WaitQueue,
+        names: frozenset[str],
+    ) -> None:
+        self.policy = policy
+        self.max_attempts = max_attempts
+        self.candidates = tuple(candidates)
+        self.queue = queue
+        self.names = names
+        self.weighted = any(g.weighted for c in candidates for g in c.groups)
+
+    # -- one attempt -----------------------------------------------------------------------
+    def admit(
+        self,
+        attempt: int,
+        deadline_at: float | None,
+        costing: Costing | None,
+        args: Any,
+        kwargs: Any,
+    ) -> Grant:
+        """Wait for (or refuse) admission of attempt `attempt` under the call's options."""
+        options = current_options()
+        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
+        return self.acquire(attempt, deadline_at, cost, options.priority, options.blocking)
+
+    async def async_admit(
+        self,
+        attempt: int,
+        deadline_at: float | None,
+        costing: Costing | None,
+        args: Any,
+        kwargs: Any,
+    ) -> Grant:
+        options = current_options()
+        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
+        return await self.async_acquire(
+            attempt, deadline_at, cost, options.priority, options.blocking
+        )
+
+    # -- one try, all or none ----------------------------------------------------------------
+    def try_once(self, cost: float) -> Grant | Refusal:
+        best: Refusal | None = None
+        for candidate in self.candidates:
+            takes: list[tuple[Group, Any]] = []
+            for group in candidate.groups:
+                taken = group.try_take(cost)
+                if isinstance(taken, Refusal):
+                    for done, done_taken in takes:
+                        done.refund(done_taken)
+                    best = _sooner(best, taken)
+                    break
+                takes.append((group, taken))
+            else:
+                return Grant(takes, candidate.pool, candidate.member, self.queue, self.weighted)
+        assert best is not None
+        return best
+
+    async def async_try_once(self, cost: float) -> Grant | Refusal:
+        best: Refusal | None = None
+        for candidate in self.candidates:
+            takes: list[tuple[Group, Any]] = []
+            for group in candidate.groups:
+                taken = await group.atry_take(cost)
+                if isinstance(taken, Refusal):
+                    for done, done_taken in takes:
+                        await done.arefund(done_taken)
+                    best = _sooner(best, taken)
+                    break
+                takes.append((group, taken))
+            else:
+                return Grant(takes, candidate.pool, candidate.member, self.queue, self.weighted)
+        assert best is not None
+        return best
+
+    # -- waiting ---------------------------------------------------------------------------
+    def acquire(
+        self, attempt: int, deadline_at: float | None, cost: float, priority: int, blocking: bool
+    ) -> Grant:
+        if not self.queue.busy(self.names):
+            first = self.try_once(cost)
+            if isinstance(first, Grant):
+                return first
+            self._check(first, 0.0, deadline_at, blocking)
+        ticket = self.queue.join(self.names, priority, is_async=False)
+        started = CLOCK.now()
+        try:
+            while True:
+                if self.queue.is_head(ticket):
+                    outcome = self.try_once(cost)
+                    if isinstance(outcome, Grant):
+                        return outcome
+                    budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
+                    if outcome.wait is not None:
+                        emit(self._event(outcome, attempt))
+                        CLOCK.sleep(outcome.wait)
+                        continue
+                else:
+                    budget = self._budget(None, CLOCK.now() - started, deadline_at)
+                if not ticket.wait(budget):
+                    self._out_of_time(ticket, attempt, budget)
+        finally:
+            self.queue.leave(ticket)
+
+    async def async_acquire(
+        self, attempt: int, deadline_at: float | None, cost: float, priority: int, blocking: bool
+    ) -> Grant:
+        if not self.queue.busy(self.names):
+            first = await self.async_try_once(cost)
+            if isinstance(first, Grant):
+                return first
+            self._check(first, 0.0, deadline_at, blocking)
+        ticket = self.queue.join(self.names, priority, is_async=True)
+        started = CLOCK.now()
+        try:
+            while True:
+                if self.queue.is_head(ticket):
+                    outcome = await self.async_try_once(cost)
+                    if isinstance(outcome, Grant):
+                        return outcome
+                    budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
+                    if outcome.wait is not None:
+                        emit(self._event(outcome, attempt))
+                        await CLOCK.async_sleep(outcome.wait)
+                        continue
+                else:
+                    budget = self._budget(None, CLOCK.now() - started, deadline_at)
+                if not await ticket.async_wait(budget):
+                    self._out_of_time(ticket, attempt, budget)
+        finally:
+            self.queue.leave(ticket)
+
+    # -- bounds ----------------------------------------------------------------------------
+    def _budget(self, quota: Quota | None, waited: float, deadline_at: float | None) -> float:
+        """Seconds this call may still wait: the quota's max_wait, then the deadline."""
+        limit = self._max_wait(quota) - waited
+        if deadline_at is not None:
+            limit = min(limit, deadline_at - CLOCK.now())
+        return max(limit, 0.0)
+
+    def _max_wait(self, quota: Quota | None) -> float:
+        if quota is not None:
+            return quota.max_wait
+        return max(g.max_wait for c in self.candidates for g in c.groups)
+
+    def _check(
+        self, refusal: Refusal, waited: float, deadline_at: float | None, blocking: bool
+    ) -> float:
+        """Raise QuotaExceeded if the refusal's wait does not fit; else the budget left."""
+        quota, wait = refusal.quota, refusal.wait
+        if wait is not None and math.isinf(wait):
+            raise QuotaExceeded(self.policy, quota.name, wait, quota.max_wait, "cost")
+        if not blocking:
+            raise QuotaExceeded(self.policy, quota.name, _shown(wait), 0.0, "non-blocking")
+        left_max = quota.max_wait - waited
+        if wait is not None and wait > left_max:
+            raise QuotaExceeded(self.policy, quota.name, wait, max(left_max, 0.0), "max_wait")
+        if deadline_at is not None:
+            left = deadline_at - CLOCK.now()
+            if wait is not None and wait > left:
+                raise QuotaExceeded(self.policy, quota.name, wait, max(left, 0.0), "deadline")
+        return self._budget(quota, waited, deadline_at)
+
+    def _out_of_time(self, ticket: object, attempt: int, budget: float) -> None:
+        names = ", ".join(sorted(self.names))
+        raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
+
+    def _event(self, refusal: Refusal, attempt: int) -> SleepEvent:
+        quota = refusal.quota
+        assert refusal.wait is not None
+        # An inline quota's name already holds its rate: "api.get[20/1s]".
+        cause = f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
+        return SleepEvent(
+            self.policy,
+            attempt,
+            self.max_attempts,
+            "quota",
+            refusal.wait,
+            cause,
+            "quota",
+            quota.name,
+        )
+
+
+def _sooner(best: Refusal | None, new: Refusal) -> Refusal:
+    """Of two candidates' refusals, the one that may clear first (a timed wait over an
+    open-ended one)."""
+    if best is None or best.wait is None:
+        return new if new.wait is not None or best is None else best
+    if new.wait is not None and new.wait < best.wait:
+        return new
+    return best
+
+
+def _cost(chosen: float | None, costing: Costing | None, args: Any, kwargs: Any) -> float:
+    """The call's cost: a call_options(cost=...) block, else the decorator's cost=."""
+    if chosen is not None:
+        return float(chosen)
+    if costing is None or costing.cost is None:
+        return 1.0
+    cost = costing.cost(*args, **kwargs) if callable(costing.cost) else costing.cost
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
+        raise ValueError(f"a call's cost must be a number >= 0 (got {cost!r})")
+    return float(cost)
+
+
+def _shown(wait: float | None) -> float:
+    return math.inf if wait is None else wait

@@ -1,0 +1,192 @@
+"""In-memory quota counters: sliding window, token bucket, fixed window, in-flight slots.
+
+Each answers `wait(now, cost)` (0.0: the cost fits now; > 0: seconds until it could; inf:
+never, the cost exceeds the limit; None: only when a call in flight ends) and, separately,
+`take(now, cost)`, so a storage can check several quotas and take all or none. A taken
+`Entry` can be given back (`refund`) or corrected once its real cost is known (`adjust`).
+Callers hold the storage's lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Protocol
+
+from callpolicy.model import Quota
+
+
+class Entry:
+    """One admitted call's share of one counter."""
+
+    __slots__ = ("at", "cost", "live")
+
+    def __init__(self, at: float, cost: float) -> None:
+        self.at = at
+        self.cost = cost
+        self.live = True
+
+
+class Counter(Protocol):
+    def wait(self, now: float, cost: float) -> float | None: ...
+    def take(self, now: float, cost: float) -> Entry: ...
+    def refund(self, entry: Entry) -> None: ...
+    def adjust(self, entry: Entry, cost: float) -> None: ...
+
+
+class SlidingWindow:
+    """Exact: the calls (cost) admitted in any window (t - period, t] never exceed the limit.
+
+    Keeps one entry per admitted call still inside the window.
+    """
+
+    def __init__(self, limit: float, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self.entries: deque[Entry] = deque()
+        self.total = 0.0
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.period
+        entries = self.entries
+        while entries and entries[0].at <= cutoff:
+            gone = entries.popleft()
+            gone.live = False
+            self.total -= gone.cost
+
+    def wait(self, now: float, cost: float) -> float:
+        self._expire(now)
+        if self.total + cost <= self.limit:
+            return 0.0
+        if cost > self.limit:
+            return math.inf
+        excess = self.total + cost - self.limit
+        freed = 0.0
+        for entry in self.entries:
+            freed += entry.cost
+            if freed >= excess:
+                return max(entry.at + self.period - now, 1e-9)
+        return self.period  # unreachable: the entries hold the whole total
+
+    def take(self, now: float, cost: float) -> Entry:
+        entry = Entry(now, cost)
+        self.entries.append(entry)
+        self.total += cost
+        return entry
+
+    def refund(self, entry: Entry) -> None:
+        self.adjust(entry, 0.0)
+
+    def adjust(self, entry: Entry, cost: float) -> None:
+        if entry.live:  # an expired entry no longer counts
+            self.total += cost - entry.cost
+            entry.cost = cost
+
+
+class TokenBucket:
+    """Smooth pacing in constant memory: `limit` tokens refilled evenly over `period`.
+
+    A full bucket lets `limit` calls go at once, so any window of one period admits at most
+    2 x limit; it admits `limit` per period on average.
+    """
+
+    def __init__(self, limit: float, period: float) -> None:
+        self.limit = limit
+        self.rate = limit / period
+        self.tokens = limit
+        self.stamp: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self.stamp is not None and now > self.stamp:
+            self.tokens = min(self.limit, self.tokens + (now - self.stamp) * self.rate)
+        if self.stamp is None or now > self.stamp:
+            self.stamp = now
+
+    def wait(self, now: float, cost: float) -> float:
+        self._refill(now)
+        if self.tokens >= cost:
+            return 0.0
+        if cost > self.limit:
+            return math.inf
+        return max((cost - self.tokens) / self.rate, 1e-9)
+
+    def take(self, now: float, cost: float) -> Entry:
+        self._refill(now)
+        self.tokens -= cost
+        return Entry(now, cost)
+
+    def refund(self, entry: Entry) -> None:
+        self.adjust(entry, 0.0)
+
+    def adjust(self, entry: Entry, cost: float) -> None:
+        if entry.live:
+            self.tokens = min(self.limit, self.tokens - (cost - entry.cost))
+            entry.cost = cost
+
+
+class FixedWindow:
+    """ratelimit's algorithm: a window of one period opens at the first call after the
+    previous one closed and admits `limit`. Two adjacent windows may admit 2 x limit within
+    less than one period."""
+
+    def __init__(self, limit: float, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self.start = -math.inf
+        self.count = 0.0
+
+    def wait(self, now: float, cost: float) -> float:
+        if cost > self.limit:
+            return math.inf
+        if now - self.start >= self.period or self.count + cost <= self.limit:
+            return 0.0
+        return max(self.start + self.period - now, 1e-9)
+
+    def take(self, now: float, cost: float) -> Entry:
+        if now - self.start >= self.period:
+            self.start, self.count = now, 0.0
+        self.count += cost
+        return Entry(self.start, cost)
+
+    def refund(self, entry: Entry) -> None:
+        self.adjust(entry, 0.0)
+
+    def adjust(self, entry: Entry, cost: float) -> None:
+        if entry.live and entry.at == self.start:  # a closed window's count is gone
+            self.count += cost - entry.cost
+            entry.cost = cost
+
+
+class InFlight:
+    """At most `limit` calls at once; a slot is given back when its call ends (`refund`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+
+    def wait(self, now: float, cost: float) -> float | None:
+        return 0.0 if self.busy < self.limit else None
+
+    def take(self, now: float, cost: float) -> Entry:
+        self.busy += 1
+        return Entry(now, 1.0)
+
+    def refund(self, entry: Entry) -> None:
+        if entry.live:
+            self.busy -= 1
+            entry.live = False
+
+    def adjust(self, entry: Entry, cost: float) -> None:
+        return None  # a slot is a slot, whatever the call cost
+
+
+def make_counter(quota: Quota) -> Counter:
+    if quota.concurrency is not None:
+        return InFlight(quota.concurrency)
+    assert quota.rate is not None
+    limit, period = float(quota.rate.calls), quota.rate.period
+    if quota.algorithm == "token-bucket":
+        return TokenBucket(limit, period)
+    if quota.algorithm == "fixed-window":
+        return FixedWindow(limit, period)
+    return SlidingWindow(limit, period)

@@ -1,0 +1,95 @@
+"""What one admitted attempt holds, and the candidates it may be admitted through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from callpolicy.options import Costing, reset_pool_key, set_pool_key
+from callpolicy.quotas.storage import Group
+from callpolicy.quotas.waiting import WaitQueue
+
+
+class Grant:
+    """What one attempt holds: the takes of each group, and the pool member it got."""
+
+    __slots__ = ("member", "plain", "pool", "queue", "slots", "takes", "weighted")
+
+    def __init__(
+        self,
+        takes: list[tuple[Group, Any]],
+        pool: str | None,
+        member: str | None,
+        queue: WaitQueue,
+        weighted: bool,
+    ) -> None:
+        self.takes = takes
+        self.pool = pool
+        self.member = member
+        self.queue = queue
+        self.weighted = weighted
+        self.slots = any(group.has_slots for group, _ in takes)
+        self.plain = not self.slots and member is None  # nothing to do after the call
+
+    def run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
+        """Call `fn` holding this grant: the pool key set, slots given back, cost corrected."""
+        actual = costing.actual if costing is not None and self.weighted else None
+        if self.plain and actual is None:
+            return fn(*args, **kwargs)
+        token = set_pool_key(self.pool, self.member) if self.pool and self.member else None
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            if self.slots:
+                self.release(self.queue)
+            if token is not None:
+                reset_pool_key(token)
+        if actual is not None:
+            self.adjust(float(actual(result)))
+        return result
+
+    async def async_run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
+        actual = costing.actual if costing is not None and self.weighted else None
+        token = set_pool_key(self.pool, self.member) if self.pool and self.member else None
+        try:
+            result = await fn(*args, **kwargs)
+        finally:
+            if self.slots:
+                await self.async_release(self.queue)
+            if token is not None:
+                reset_pool_key(token)
+        if actual is not None:
+            await self.async_adjust(float(actual(result)))
+        return result
+
+    def release(self, queue: WaitQueue) -> None:
+        """The call ended: give back in-flight slots and wake who waits for them."""
+        for group, taken in self.takes:
+            if group.has_slots:
+                group.release(taken)
+                queue.notify(group.names)
+
+    async def async_release(self, queue: WaitQueue) -> None:
+        for group, taken in self.takes:
+            if group.has_slots:
+                await group.arelease(taken)
+                queue.notify(group.names)
+
+    def adjust(self, cost: float) -> None:
+        for group, taken in self.takes:
+            if group.weighted:
+                group.adjust(taken, cost)
+
+    async def async_adjust(self, cost: float) -> None:
+        for group, taken in self.takes:
+            if group.weighted:
+                await group.aadjust(taken, cost)
+
+
+class Candidate:
+    """One way to admit a call: a group per storage (and the pool member it stands for)."""
+
+    def __init__(self, groups: Sequence[Group], pool: str | None, member: str | None) -> None:
+        self.groups = tuple(groups)
+        self.pool = pool
+        self.member = member

@@ -1,0 +1,151 @@
+-- callpolicy quota admission, run atomically by Redis (EVALSHA), on the server's clock.
+--
+-- KEYS: two per quota (k1, k2), all under one hash tag so the script also runs on a cluster.
+-- ARGV[1] = operation: "admit" or "change"; ARGV[2] = n quotas; ARGV[3] = the admission id;
+-- ARGV[4] = when the admission was made (us; "change" only); then 6 per quota:
+--   algorithm ("sw" sliding window, "tb" token bucket, "fw" fixed window, "cc" in flight),
+--   limit, period (us; the lease for "cc"), cost, new cost ("change" only), unused.
+-- "admit" returns {1, now} when every quota admits the cost (and takes it), else nothing is
+-- taken and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends,
+-- -2 = never (the cost is above the limit). "change" sets an admission's cost in each quota
+-- to its new cost (0 gives it back) and returns {1, now}.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local op, n, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local taken_at = tonumber(ARGV[4]) or now
+
+local function cost_of(member)
+  return tonumber(string.match(member, ':([^:]+)$')) or 0
+end
+
+local function expire_window(k1, k2, period)
+  local cutoff = now - period
+  local old = redis.call('ZRANGEBYSCORE', k1, '-inf', cutoff)
+  if #old > 0 then
+    local freed = 0
+    for _, member in ipairs(old) do freed = freed + cost_of(member) end
+    redis.call('ZREMRANGEBYSCORE', k1, '-inf', cutoff)
+    redis.call('INCRBYFLOAT', k2, -freed)
+  end
+end
+
+local function keep(key, us)
+  redis.call('PEXPIRE', key, math.ceil(us / 1000) + 1000)
+end
+
+local specs = {}
+for i = 1, n do
+  local b = 4 + (i - 1) * 6
+  specs[i] = {
+    algo = ARGV[b + 1], limit = tonumber(ARGV[b + 2]), period = tonumber(ARGV[b + 3]),
+    cost = tonumber(ARGV[b + 4]), new = tonumber(ARGV[b + 5]),
+    k1 = KEYS[2 * i - 1], k2 = KEYS[2 * i],
+  }
+end
+
+if op == 'change' then
+  for i = 1, n do
+    local s = specs[i]
+    local delta = s.new - s.cost
+    if s.algo == 'sw' then
+      local member = id .. ':' .. s.cost
+      local score = redis.call('ZSCORE', s.k1, member)
+      if score then
+        redis.call('ZREM', s.k1, member)
+        if s.new > 0 then redis.call('ZADD', s.k1, score, id .. ':' .. s.new) end
+        redis.call('INCRBYFLOAT', s.k2, delta)
+      end
+    elseif s.algo == 'tb' then
+      local tokens = tonumber(redis.call('HGET', s.k1, 'tokens'))
+      if tokens then
+        redis.call('HSET', s.k1, 'tokens', math.min(s.limit, tokens - delta))
+      end
+    elseif s.algo == 'fw' then
+      local start = tonumber(redis.call('HGET', s.k1, 'start'))
+      if start and taken_at >= start and taken_at < start + s.period then
+        redis.call('HINCRBYFLOAT', s.k1, 'count', delta)
+      end
+    elseif s.algo == 'cc' and s.new == 0 then
+      redis.call('ZREM', s.k1, id)
+    end
+  end
+  return {1, now}
+end
+
+local worst, worst_i = 0, 0
+for i = 1, n do
+  local s = specs[i]
+  local wait = 0
+  if s.cost > s.limit and s.algo ~= 'cc' then
+    return {0, -2, i}
+  end
+  if s.algo == 'sw' then
+    expire_window(s.k1, s.k2, s.period)
+    local total = tonumber(redis.call('GET', s.k2) or '0')
+    if total + s.cost > s.limit then
+      local excess, freed = total + s.cost - s.limit, 0
+      local entries = redis.call('ZRANGE', s.k1, 0, -1, 'WITHSCORES')
+      wait = s.period
+      for j = 1, #entries, 2 do
+        freed = freed + cost_of(entries[j])
+        if freed >= excess then
+          wait = tonumber(entries[j + 1]) + s.period - now
+          break
+        end
+      end
+      if wait < 1 then wait = 1 end
+    end
+  elseif s.algo == 'tb' then
+    local h = redis.call('HMGET', s.k1, 'tokens', 'stamp')
+    local tokens, stamp = tonumber(h[1]) or s.limit, tonumber(h[2]) or now
+    if now > stamp then
+      tokens = math.min(s.limit, tokens + (now - stamp) * s.limit / s.period)
+    end
+    s.tokens = tokens
+    if tokens < s.cost then
+      wait = math.max(1, math.ceil((s.cost - tokens) * s.period / s.limit))
+    end
+  elseif s.algo == 'fw' then
+    local h = redis.call('HMGET', s.k1, 'start', 'count')
+    local start, count = tonumber(h[1]), tonumber(h[2]) or 0
+    if start and now - start < s.period then
+      s.start = start
+      if count + s.cost > s.limit then wait = math.max(1, start + s.period - now) end
+    end
+  elseif s.algo == 'cc' then
+    redis.call('ZREMRANGEBYSCORE', s.k1, '-inf', now)  -- leases of calls that never ended
+    if redis.call('ZCARD', s.k1) >= s.limit then wait = -1 end
+  end
+  -- A timed wait outranks "until a call ends": waiting less would not help.
+  if wait ~= 0 and (worst_i == 0 or (wait > 0 and (worst < 0 or wait > worst))) then
+    worst, worst_i = wait, i
+  end
+end
+if worst_i > 0 then
+  return {0, worst, worst_i}
+end
+
+for i = 1, n do
+  local s = specs[i]
+  if s.algo == 'sw' then
+    redis.call('ZADD', s.k1, now, id .. ':' .. s.cost)
+    redis.call('INCRBYFLOAT', s.k2, s.cost)
+    keep(s.k1, s.period)
+    keep(s.k2, s.period)
+  elseif s.algo == 'tb' then
+    redis.call('HSET', s.k1, 'tokens', s.tokens - s.cost, 'stamp', now)
+    keep(s.k1, s.period)
+  elseif s.algo == 'fw' then
+    if s.start then
+      redis.call('HINCRBYFLOAT', s.k1, 'count', s.cost)
+    else
+      redis.call('HSET', s.k1, 'start', now, 'count', s.cost)
+    end
+    keep(s.k1, s.period)
+  elseif s.algo == 'cc' then
+    redis.call('ZADD', s.k1, now + s.period, id)
+    keep(s.k1, s.period)
+  end
+end
+return {1, now}

@@ -1,0 +1,255 @@
+"""Quotas shared by every process and host using one Redis server ("redis://host:port/db").
+
+One round trip admits a call through all its quotas of this storage: a Lua script (redis.lua)
+checks and takes them atomically on the server's clock, so hosts with skewed clocks still
+share one exact window. redis-py reloads the script by itself after a restart or SCRIPT
+FLUSH. Keys are `{prefix}:<quota>:<part>`, escaped, under one hash tag (Redis Cluster), and
+expire once idle. When the server cannot be reached within the timeout, each quota does what
+its `on_unavailable` says: fail-closed (raise QuotaUnavailable), fail-open (admit) or local
+(fall back to `local_limit` in this process); the warning is logged at most every 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+import weakref
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import attrs
+
+from callpolicy.errors import QuotaUnavailable
+from callpolicy.model import Quota
+from callpolicy.quotas.storage import MemoryGroup, MemoryStorage, Refusal
+from callpolicy.units import UnitError, parse_duration
+
+try:
+    import redis
+    import redis.asyncio
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
+
+logger = logging.getLogger("callpolicy")
+SCRIPT = resources.files("callpolicy.quotas").joinpath("redis.lua").read_text(encoding="utf-8")
+ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window": "fw"}
+LEASE_US = 10 * 60 * 1_000_000  # an in-flight slot whose process died frees after 10 min
+POLL = 0.02  # how often a call waiting for another process's in-flight slot looks again
+WARN_EVERY = 30.0
+
+
+class RedisStorage:
+    """One Redis server (URL) and the quotas kept in it."""
+
+    def __init__(self, url: str, memory: MemoryStorage) -> None:
+        if redis is None:
+            raise ImportError(
+                f"quota storage {url!r} needs the redis client: pip install 'callpolicy[redis]'"
+            )
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.url = url
+        self.prefix = query.get("prefix", ["callpolicy"])[0]
+        try:
+            self.timeout = parse_duration(query.get("timeout", ["250ms"])[0], allow_zero=False)
+        except UnitError as exc:
+            raise ValueError(f"quota storage {url!r}: timeout {exc}") from None
+        plain = parts._replace(query="").geturl()
+        options: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+        }
+        self.client = redis.Redis.from_url(plain, **options)
+        self._script = self.client.register_script(SCRIPT)
+        self._async_options = (plain, options)
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.memory = memory
+        self._warned_at = -math.inf
+
+    def key(self, quota: Quota, part: str) -> str:
+        return f"{{{self.prefix}}}:{quote(quota.name, safe='')}:{part}"
+
+    def group(self, quotas: Sequence[Quota]) -> RedisGroup:
+        return RedisGroup(self, quotas)
+
+    def async_script(self) -> Any:
+        """The script bound to a client of the running event loop (redis.asyncio clients
+        belong to the loop that made them)."""
+        loop = asyncio.get_running_loop()
+        script = self._async.get(loop)
+        if script is None:
+            plain, options = self._async_options
+            client = redis.asyncio.Redis.from_url(plain, **options)
+            script = self._async[loop] = client.register_script(SCRIPT)
+        return script
+
+    def run(self, keys: list[str], args: list[Any]) -> list[int]:
+        result: list[int] = self._script(keys=keys, args=args)
+        return result
+
+    async def arun(self, keys: list[str], args: list[Any]) -> list[int]:
+        result: list[int] = await self.async_script()(keys=keys, args=args)
+        return result
+
+    def unreachable(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            logger.warning(
+                "quota storage %s unreachable (%s); quotas do what on_unavailable says "
+                "(this warning repeats at most every %ds)",
+                _redacted(self.url),
+                error,
+                WARN_EVERY,
+                extra={"storage": _redacted(self.url)},
+            )
+
+
+@attrs.frozen
+class RedisTaken:
+    """An admission in Redis (`at` on the server's clock, us) or in the fallback group."""
+
+    id: str
+    at: int
+    cost: float
+    fallback: Any = None
+
+
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
+
+
+class RedisGroup:
+    def __init__(self, storage: RedisStorage, quotas: Sequence[Quota]) -> None:
+        self.storage = storage
+        self.quotas = list(quotas)
+        self.names = frozenset(q.name for q in quotas)
+        self.has_slots = any(q.concurrency is not None for q in quotas)
+        self.weighted = any(q.weighted for q in quotas)
+        self.max_wait = max(q.max_wait for q in quotas)
+        self.keys = [storage.key(q, part) for q in quotas for part in ("a", "b")]
+        modes = {q.on_unavailable for q in quotas}
+        self.mode = "fail-closed" if "fail-closed" in modes else min(modes)
+        local = [
+            attrs.evolve(q, name=f"{q.name}(local)", rate=q.local_limit, storage="memory://")
+            for q in quotas
+            if q.on_unavailable == "local" and q.local_limit is not None
+        ]
+        self.fallback: MemoryGroup | None = storage.memory.group(local) if local else None
+
+    def _args(
+        self, op: str, taken: RedisTaken | None, cost: float, new: Sequence[float | None]
+    ) -> list[Any]:
+        """Script arguments; `new` holds each quota's new cost (None: leave it as it is)."""
+        args: list[Any] = [
+            op,
+            len(self.quotas),
+            taken.id if taken else uuid.uuid4().hex,
+            taken.at if taken else 0,
+        ]
+        for quota, new_cost in zip(self.quotas, new, strict=True):
+            own = cost if quota.weighted else 1
+            kept = own if new_cost is None else new_cost
+            if quota.concurrency is not None:
+                args += ["cc", quota.concurrency, LEASE_US, 1, kept, 0]
+                continue
+            assert quota.rate is not None
+            code = ALGORITHM_CODES[quota.algorithm]
+            period_us = round(quota.rate.period * 1e6)
+            args += [code, quota.rate.calls, period_us, own, kept, 0]
+        return args
+
+    def _outcome(self, reply: list[int], args: list[Any], cost: float) -> RedisTaken | Refusal:
+        if reply[0] == 1:
+            return RedisTaken(args[2], int(reply[1]), cost)
+        wait_us, index = int(reply[1]), int(reply[2]) - 1
+        quota = self.quotas[index]
+        if wait_us == -2:
+            return Refusal(quota, math.inf)
+        return Refusal(quota, POLL if wait_us == -1 else wait_us / 1e6)
+
+    def _unavailable(self, error: Exception, cost: float) -> RedisTaken | Refusal:
+        self.storage.unreachable(error)
+        if self.mode == "fail-closed":
+            names = ", ".join(sorted(self.names))
+            raise QuotaUnavailable(names, _redacted(self.storage.url), str(error)) from error
+        if self.fallback is None:  # fail-open
+            return RedisTaken("", 0, cost)
+        taken = self.fallback.try_take(cost)
+        return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
+
+    def try_take(self, cost: float) -> RedisTaken | Refusal:
+        args = self._args("admit", None, cost, [None] * len(self.quotas))
+        try:
+            return self._outcome(self.storage.run(self.keys, args), args, cost)
+        except UNREACHABLE as error:
+            return self._unavailable(error, cost)
+
+    async def atry_take(self, cost: float) -> RedisTaken | Refusal:
+        args = self._args("admit", None, cost, [None] * len(self.quotas))
+        try:
+            return self._outcome(await self.storage.arun(self.keys, args), args, cost)
+        except UNREACHABLE as error:
+            return self._unavailable(error, cost)
+
+    def _change_args(self, taken: RedisTaken, new: Sequence[float | None]) -> list[Any] | None:
+        return None if not taken.id else self._args("change", taken, taken.cost, new)
+
+    def _change(self, taken: RedisTaken, new: Sequence[float | None]) -> None:
+        args = self._change_args(taken, new)
+        if args is None:
+            return
+        try:
+            self.storage.run(self.keys, args)
+        except UNREACHABLE as error:  # lost with the server anyway; nothing to give back
+            self.storage.unreachable(error)
+
+    async def _achange(self, taken: RedisTaken, new: Sequence[float | None]) -> None:
+        args = self._change_args(taken, new)
+        if args is None:
+            return
+        try:
+            await self.storage.arun(self.keys, args)
+        except UNREACHABLE as error:
+            self.storage.unreachable(error)
+
+    def _refunds(self, only_slots: bool) -> list[float | None]:
+        """New costs giving back every quota (or only the in-flight slots)."""
+        return [0 if q.concurrency is not None or not only_slots else None for q in self.quotas]
+
+    def _adjusted(self, cost: float) -> list[float | None]:
+        return [cost if q.weighted else None for q in self.quotas]
+
+    def refund(self, taken: RedisTaken) -> None:
+        if taken.fallback is not None and self.fallback is not None:
+            self.fallback.refund(taken.fallback)
+        self._change(taken, self._refunds(only_slots=False))
+
+    async def arefund(self, taken: RedisTaken) -> None:
+        if taken.fallback is not None and self.fallback is not None:
+            self.fallback.refund(taken.fallback)
+        await self._achange(taken, self._refunds(only_slots=False))
+
+    def release(self, taken: RedisTaken) -> None:
+        self._change(taken, self._refunds(only_slots=True))
+
+    async def arelease(self, taken: RedisTaken) -> None:
+        await self._achange(taken, self._refunds(only_slots=True))
+
+    def adjust(self, taken: RedisTaken, cost: float) -> None:
+        self._change(taken, self._adjusted(cost))
+
+    async def aadjust(self, taken: RedisTaken, cost: float) -> None:
+        await self._achange(taken, self._adjusted(cost))
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and credentials else url

@@ -1,0 +1,123 @@
+"""Where quota state lives, chosen by URI: "memory://" (this process) or "redis://..." (every
+process using the same server). A storage hands out `Group`s: the quotas of one call that
+live in it, checked and taken together, all or none."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from callpolicy.clock import CLOCK
+from callpolicy.model import Quota
+from callpolicy.quotas.algorithms import Counter, Entry, make_counter
+
+
+class Refusal:
+    """Why a call was not admitted: the quota that holds it back and for how long
+    (`wait` None: until a call in flight ends; inf: never, the cost is above the limit)."""
+
+    __slots__ = ("quota", "wait")
+
+    def __init__(self, quota: Quota, wait: float | None) -> None:
+        self.quota = quota
+        self.wait = wait
+
+
+class Group(Protocol):
+    """Some quotas of one call, in one storage."""
+
+    names: frozenset[str]
+    has_slots: bool  # holds in-flight slots, given back when the call ends
+    weighted: bool  # takes the call's cost (not 1) from some quota
+    max_wait: float
+
+    def try_take(self, cost: float) -> Any | Refusal: ...
+    async def atry_take(self, cost: float) -> Any | Refusal: ...
+    def refund(self, taken: Any) -> None: ...
+    async def arefund(self, taken: Any) -> None: ...
+    def release(self, taken: Any) -> None: ...
+    async def arelease(self, taken: Any) -> None: ...
+    def adjust(self, taken: Any, cost: float) -> None: ...
+    async def aadjust(self, taken: Any, cost: float) -> None: ...
+
+
+class MemoryStorage:
+    """Counters of one registry's in-process quotas, by name, behind one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._counters: dict[str, tuple[Quota, Counter]] = {}
+
+    def counter(self, quota: Quota) -> Counter:
+        """The counter of `quota`, kept across reloads while its definition is unchanged."""
+        with self.lock:
+            known = self._counters.get(quota.name)
+            if known is None or known[0] != quota:
+                known = self._counters[quota.name] = (quota, make_counter(quota))
+            return known[1]
+
+    def group(self, quotas: Sequence[Quota]) -> MemoryGroup:
+        return MemoryGroup(self, quotas)
+
+
+Taken = list[tuple[Counter, Entry]]
+
+
+class MemoryGroup:
+    def __init__(self, storage: MemoryStorage, quotas: Sequence[Quota]) -> None:
+        self.lock = storage.lock
+        self.items = [(q, storage.counter(q), q.weighted) for q in quotas]
+        self.names = frozenset(q.name for q in quotas)
+        self.has_slots = any(q.concurrency is not None for q in quotas)
+        self.weighted = any(q.weighted for q in quotas)
+        self.max_wait = max(q.max_wait for q in quotas)
+
+    def try_take(self, cost: float) -> Taken | Refusal:
+        with self.lock:
+            now = CLOCK.now()
+            refusal: Refusal | None = None
+            for quota, counter, weighted in self.items:
+                wait = counter.wait(now, cost if weighted else 1.0)
+                if wait == 0.0:
+                    continue
+                # A timed wait outranks "until a call ends": waiting less would not help.
+                if refusal is None or (
+                    wait is not None and (refusal.wait is None or wait > refusal.wait)
+                ):
+                    refusal = Refusal(quota, wait)
+            if refusal is not None:
+                return refusal
+            return [
+                (counter, counter.take(now, cost if weighted else 1.0))
+                for _, counter, weighted in self.items
+            ]
+
+    async def atry_take(self, cost: float) -> Taken | Refusal:
+        return self.try_take(cost)
+
+    def refund(self, taken: Taken) -> None:
+        with self.lock:
+            for counter, entry in taken:
+                counter.refund(entry)
+
+    async def arefund(self, taken: Taken) -> None:
+        self.refund(taken)
+
+    def release(self, taken: Taken) -> None:
+        with self.lock:
+            for (quota, _, _), (counter, entry) in zip(self.items, taken, strict=True):
+                if quota.concurrency is not None:
+                    counter.refund(entry)
+
+    async def arelease(self, taken: Taken) -> None:
+        self.release(taken)
+
+    def adjust(self, taken: Taken, cost: float) -> None:
+        with self.lock:
+            for (_, _, weighted), (counter, entry) in zip(self.items, taken, strict=True):
+                if weighted:
+                    counter.adjust(entry, cost)
+
+    async def aadjust(self, taken: Taken, cost: float) -> None:
+        self.adjust(taken, cost)

@@ -1,0 +1,119 @@
+"""The queue of calls waiting for quota: served in order, higher priority first.
+
+A call that finds its quotas full joins the queue with a rank (-priority, arrival). Only a
+*head* (no better-ranked waiter shares one of its quotas) may try again; the others wait to
+be woken. So a late call never jumps ahead of an earlier one, and the best-ranked waiter of
+a quota is always a head: waiting on several quotas cannot deadlock. Threads wait on a
+`threading.Event`, tasks on an `asyncio.Event` set through their loop, so both may share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections.abc import Iterable
+
+
+class Ticket:
+    """One waiting call."""
+
+    __slots__ = ("_loop", "async_event", "event", "names", "rank")
+
+    def __init__(self, rank: tuple[int, int], names: frozenset[str], is_async: bool) -> None:
+        self.rank = rank
+        self.names = names
+        self.event: threading.Event | None = None
+        self.async_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if is_async:
+            self._loop = asyncio.get_running_loop()
+            self.async_event = asyncio.Event()
+        else:
+            self.event = threading.Event()
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self._loop is not None and self.async_event is not None:
+            # A closed loop raises RuntimeError: nobody waits there any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.async_event.set)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or `timeout` seconds pass; True if woken."""
+        assert self.event is not None
+        woken = self.event.wait(timeout)
+        self.event.clear()
+        return woken
+
+    async def async_wait(self, timeout: float) -> bool:
+        assert self.async_event is not None
+        try:
+            await asyncio.wait_for(self.async_event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self.async_event.clear()
+        return True
+
+
+class WaitQueue:
+    """Waiting calls of one registry, across all its quotas."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets: list[Ticket] = []  # sorted by rank
+        self._waiting: dict[str, int] = {}  # quota name -> waiters
+        self._arrivals = itertools.count()
+
+    def busy(self, names: Iterable[str]) -> bool:
+        """Whether a call already waits on one of these quotas (then a newcomer queues too)."""
+        waiting = self._waiting
+        return bool(waiting) and any(waiting.get(name) for name in names)
+
+    def join(self, names: frozenset[str], priority: int, is_async: bool) -> Ticket:
+        ticket = Ticket((-priority, next(self._arrivals)), names, is_async)
+        with self._lock:
+            index = len(self._tickets)
+            while index and self._tickets[index - 1].rank > ticket.rank:
+                index -= 1
+            self._tickets.insert(index, ticket)
+            for name in names:
+                self._waiting[name] = self._waiting.get(name, 0) + 1
+        return ticket
+
+    def leave(self, ticket: Ticket) -> None:
+        """`ticket` was admitted or gave up: wake whoever became a head."""
+        with self._lock:
+            self._tickets.remove(ticket)
+            for name in ticket.names:
+                left = self._waiting[name] - 1
+                if left:
+                    self._waiting[name] = left
+                else:
+                    del self._waiting[name]
+            self._wake_heads(ticket.names)
+
+    def is_head(self, ticket: Ticket) -> bool:
+        with self._lock:
+            for other in self._tickets:
+                if other is ticket:
+                    return True
+                if not other.names.isdisjoint(ticket.names):
+                    return False
+            return True
+
+    def notify(self, names: frozenset[str]) -> None:
+        """Capacity came back on `names` (a call in flight ended): wake their heads."""
+        if self.busy(names):
+            with self._lock:
+                self._wake_heads(names)
+
+    def _wake_heads(self, names: frozenset[str]) -> None:
+        seen: set[str] = set()
+        for ticket in self._tickets:
+            if seen.isdisjoint(ticket.names) and not ticket.names.isdisjoint(names):
+                ticket.wake()
+            seen |= ticket.names
