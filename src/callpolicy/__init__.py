@@ -9,10 +9,11 @@ def track(track_id): ...
 from __future__ import annotations
 
 from callpolicy.decorator import policy
-from callpolicy.errors import PolicyError, Problem, QuotaExceeded, RetryExhausted
+from callpolicy.errors import PolicyError, Problem, QuotaExceeded, QuotaUnavailable, RetryExhausted
 from callpolicy.events import SleepEvent, add_sleep_hook
 from callpolicy.loader import PathLike
 from callpolicy.model import Policy, Quota, ResultCondition, Retry, Stop, Wait
+from callpolicy.options import CallOptions, call_options, pool_key
 from callpolicy.registry import Registry, default_registry
 from callpolicy.testing import FakeClock, fake_time
 
@@ -25,12 +26,14 @@ def load(*paths: PathLike) -> Registry:
 
 
 __all__ = [
+    "CallOptions",
     "FakeClock",
     "Policy",
     "PolicyError",
     "Problem",
     "Quota",
     "QuotaExceeded",
+    "QuotaUnavailable",
     "Registry",
     "ResultCondition",
     "Retry",
@@ -39,8 +42,10 @@ __all__ = [
     "Stop",
     "Wait",
     "add_sleep_hook",
+    "call_options",
     "default_registry",
     "fake_time",
     "load",
     "policy",
+    "pool_key",
 ]

@@ -15,6 +15,10 @@ from typing import Protocol
 
 from callpolicy.model import Quota
 
+# Boundaries are compared to the nanosecond: float time sums such as 0.001 + 0.999 miss the
+# exact instant by an ulp, and a wait computed to the boundary must be enough.
+EPS = 1e-9
+
 
 class Entry:
     """One admitted call's share of one counter."""
@@ -47,7 +51,7 @@ class SlidingWindow:
         self.total = 0.0
 
     def _expire(self, now: float) -> None:
-        cutoff = now - self.period
+        cutoff = now - self.period + EPS
         entries = self.entries
         while entries and entries[0].at <= cutoff:
             gone = entries.popleft()
@@ -104,7 +108,7 @@ class TokenBucket:
 
     def wait(self, now: float, cost: float) -> float:
         self._refill(now)
-        if self.tokens >= cost:
+        if self.tokens + EPS >= cost:
             return 0.0
         if cost > self.limit:
             return math.inf
@@ -138,12 +142,12 @@ class FixedWindow:
     def wait(self, now: float, cost: float) -> float:
         if cost > self.limit:
             return math.inf
-        if now - self.start >= self.period or self.count + cost <= self.limit:
+        if now - self.start >= self.period - EPS or self.count + cost <= self.limit:
             return 0.0
         return max(self.start + self.period - now, 1e-9)
 
     def take(self, now: float, cost: float) -> Entry:
-        if now - self.start >= self.period:
+        if now - self.start >= self.period - EPS:
             self.start, self.count = now, 0.0
         self.count += cost
         return Entry(self.start, cost)

@@ -131,9 +131,10 @@ def build_named_quotas(
 ) -> dict[str, Quota]:
     """`tables` maps "service.name" to (parsed keys, service); pools resolve their members
     (same-file names, or "service.name") once every plain quota is built."""
-    quotas = {
+    plain = {
         name: build_quota(name, keys) for name, (keys, _) in tables.items() if "pool" not in keys
     }
+    quotas = dict(plain)
     for name, (keys, service) in tables.items():
         if "pool" not in keys:
             continue
@@ -141,7 +142,7 @@ def build_named_quotas(
         members = []
         for index, member in enumerate(leaf.value):
             full = member if "." in member else f"{service}.{member}"
-            found = quotas.get(full)
+            found = plain.get(full)
             if found is None:
                 known = [q for q in tables if q != name]
                 close = difflib.get_close_matches(full, known, n=1)

@@ -1,0 +1,263 @@
+"""Quotas beyond counting: all-or-none, weighted costs, slots, order and priority, pools."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+import callpolicy
+from callpolicy import FakeClock, QuotaExceeded, Registry, call_options, pool_key
+
+RegistryOf = Callable[..., Registry]
+
+
+def noop() -> None:
+    return None
+
+
+def identity(used: int) -> int:
+    return used
+
+
+def test_a_call_refused_by_one_quota_takes_nothing_from_the_others(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        svc="""
+        [quotas.shared]
+        limit = "2/1s"
+        [quotas.slow]
+        limit = "1/1m"
+        max_wait = "0s"
+        [endpoints.heavy]
+        quotas = ["shared", "slow"]
+        [endpoints.light]
+        quotas = ["shared"]
+        """
+    )
+    heavy = registry.policy("svc.heavy")(noop)
+    light = registry.policy("svc.light")(noop)
+    heavy()  # takes shared (1 of 2) and slow (1 of 1)
+    with pytest.raises(QuotaExceeded) as refused:
+        heavy()
+    assert refused.value.quota == "svc.slow"
+    light()  # the refused heavy call left shared's second slot free
+    assert clock.sleeps == []
+
+
+WEIGHTED = """
+[quotas.tokens]
+limit = "100/1m"
+weighted = true
+max_wait = "0s"
+[quotas.requests]
+limit = "50/1m"
+[endpoints.messages]
+quotas = ["tokens", "requests"]
+"""
+
+
+def test_weighted_quotas_take_the_calls_cost(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(anthropic=WEIGHTED)
+    send = registry.policy("anthropic.messages", cost=len)(len)
+    assert send("x" * 60) == 60
+    with pytest.raises(QuotaExceeded) as refused:
+        send("y" * 41)
+    assert refused.value.quota == "anthropic.tokens"
+    assert send("z" * 40) == 40
+
+
+def test_the_real_cost_corrects_the_estimate_after_the_call(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(anthropic=WEIGHTED)
+    send = registry.policy("anthropic.messages", cost=90, actual_cost=float)(identity)
+    send(10)  # estimated 90, used 10
+    send(10)  # fits only because the first call was corrected to 10 (10 + 90 <= 100)
+    with pytest.raises(QuotaExceeded):
+        send(10)  # 20 used + an estimate of 90 > 100
+
+
+def test_call_options_set_the_cost_of_one_call(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(anthropic=WEIGHTED)
+    send = registry.policy("anthropic.messages")(noop)
+    with call_options(cost=100):
+        send()
+    with pytest.raises(QuotaExceeded):
+        send()  # cost 1 by default, but the window is full
+
+
+def test_a_cost_above_the_limit_fails_at_once(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(anthropic=WEIGHTED.replace('max_wait = "0s"', 'max_wait = "1h"'))
+    send = registry.policy("anthropic.messages", cost=101)(noop)
+    with pytest.raises(QuotaExceeded) as refused:
+        send()
+    assert refused.value.reason == "cost"
+    assert clock.sleeps == []
+
+
+def test_non_blocking_calls_never_wait(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(svc='[endpoints.e]\nquotas = ["1/1s"]\n')
+    fn = registry.policy("svc.e")(noop)
+    fn()
+    with call_options(blocking=False), pytest.raises(QuotaExceeded) as refused:
+        fn()
+    assert refused.value.reason == "non-blocking"
+    assert refused.value.wait == pytest.approx(1.0)
+    fn()  # blocking again outside the block: waits the second
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+def test_concurrency_limits_calls_in_flight_across_threads(registry_of: RegistryOf) -> None:
+    registry = registry_of(
+        svc='[quotas.slots]\nconcurrency = 3\n[endpoints.e]\nquotas = ["slots"]\n'
+    )
+    lock = threading.Lock()
+    running, most = 0, 0
+
+    @registry.policy("svc.e")
+    def work() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == 3
+    assert running == 0
+
+
+async def test_concurrency_limits_tasks_and_frees_slots_of_failed_calls(
+    registry_of: RegistryOf,
+) -> None:
+    registry = registry_of(
+        svc='[quotas.slots]\nconcurrency = 2\n[endpoints.e]\nquotas = ["slots"]\n'
+    )
+    running, most = 0, 0
+
+    @registry.policy("svc.e")
+    async def work(fail: bool) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        if fail:
+            raise ValueError("boom")
+
+    results = await asyncio.gather(*(work(n % 2 == 0) for n in range(10)), return_exceptions=True)
+    assert most == 2
+    assert sum(isinstance(r, ValueError) for r in results) == 5
+    await asyncio.wait_for(work(False), 1.0)  # every slot came back
+
+
+def _held_slot(registry: Registry) -> tuple[threading.Event, threading.Thread]:
+    """Take the only slot of svc.e in a thread and hold it until the event is set."""
+    release = threading.Event()
+    fn = registry.policy("svc.e")(lambda: release.wait(5))
+    holder = threading.Thread(target=fn)
+    holder.start()
+    return release, holder
+
+
+def _queued(registry: Registry, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(registry._quotas.queue._tickets) < count:
+        assert time.monotonic() < deadline, "waiters did not queue"
+        time.sleep(0.001)
+
+
+def test_waiters_are_served_in_order_and_by_priority(registry_of: RegistryOf) -> None:
+    registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
+    release, holder = _held_slot(registry)
+    time.sleep(0.02)
+    order: list[str] = []
+    record = registry.policy("svc.e")(order.append)
+
+    def waiter(name: str, priority: int) -> threading.Thread:
+        def run() -> None:
+            with call_options(priority=priority):
+                record(name)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    threads = []
+    for count, (name, priority) in enumerate(
+        [("first", 0), ("second", 0), ("urgent", 5), ("third", 0)], start=1
+    ):
+        threads.append(waiter(name, priority))
+        _queued(registry, count)
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join()
+    assert order == ["urgent", "first", "second", "third"]
+
+
+async def test_a_cancelled_waiter_takes_nothing(registry_of: RegistryOf) -> None:
+    registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
+    gate = asyncio.Event()
+
+    @registry.policy("svc.e")
+    async def hold() -> None:
+        await gate.wait()
+
+    holder = asyncio.ensure_future(hold())
+    await asyncio.sleep(0.01)
+    waiter = asyncio.ensure_future(hold())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.set()
+    await holder
+    assert registry._quotas.queue._tickets == []
+    await asyncio.wait_for(hold(), 1.0)
+
+
+POOL = """
+[quotas.key_a]
+limit = "1/10s"
+[quotas.key_b]
+limit = "1/20s"
+[quotas.keys]
+pool = ["key_a", "key_b"]
+max_wait = "1m"
+[endpoints.messages]
+quotas = ["keys", "100/1s"]
+"""
+
+
+def test_a_pool_gives_each_call_the_first_key_that_admits_it(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(anthropic=POOL)
+
+    @registry.policy("anthropic.messages")
+    def send() -> tuple[str, float]:
+        return pool_key("anthropic.keys"), clock.now()
+
+    (first, at), (second, _), (third, later) = send(), send(), send()
+    assert (first, second, third) == ("anthropic.key_a", "anthropic.key_b", "anthropic.key_a")
+    assert later - at == pytest.approx(10.0)  # the soonest key to free up
+
+
+def test_pool_key_outside_a_pool_call_says_so() -> None:
+    with pytest.raises(LookupError, match=r"no key of pool 'anthropic\.keys'"):
+        callpolicy.pool_key("anthropic.keys")
+
+
+def test_unused_names_are_not_kept(registry_of: RegistryOf) -> None:
+    assert isinstance(registry_of(svc="[endpoints.e]\n"), Registry)
