@@ -78,7 +78,10 @@ class CompiledPolicy:
         if admission is not None:
             grant = admission.admit(1, self._deadline_at(start), costing, args, kwargs)
         try:
-            result = fn(*args, **kwargs) if grant is None else grant.run(fn, args, kwargs, costing)
+            if grant is None or grant.plain:
+                result = fn(*args, **kwargs)
+            else:
+                result = grant.run(fn, args, kwargs, costing)
         except Exception as exc:
             if not self.condition.retries_exception(exc):
                 raise
@@ -117,9 +120,10 @@ class CompiledPolicy:
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
             try:
-                result = (
-                    fn(*args, **kwargs) if grant is None else grant.run(fn, args, kwargs, costing)
-                )
+                if grant is None or grant.plain:
+                    result = fn(*args, **kwargs)
+                else:
+                    result = grant.run(fn, args, kwargs, costing)
             except Exception as exc:
                 if not self.condition.retries_exception(exc):
                     raise
@@ -143,7 +147,7 @@ class CompiledPolicy:
         if admission is not None:
             grant = await admission.async_admit(1, self._deadline_at(start), costing, args, kwargs)
         try:
-            if grant is None:
+            if grant is None or grant.plain:
                 result = await fn(*args, **kwargs)
             else:
                 result = await grant.async_run(fn, args, kwargs, costing)
@@ -184,7 +188,7 @@ class CompiledPolicy:
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
             try:
-                if grant is None:
+                if grant is None or grant.plain:
                     result = await fn(*args, **kwargs)
                 else:
                     result = await grant.async_run(fn, args, kwargs, costing)

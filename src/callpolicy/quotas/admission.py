@@ -16,7 +16,7 @@ from callpolicy.errors import QuotaExceeded
 from callpolicy.events import SleepEvent, emit
 from callpolicy.model import Quota
 from callpolicy.options import Costing, current_options
-from callpolicy.quotas.grant import Candidate, Grant
+from callpolicy.quotas.grant import PLAIN, Candidate, Grant
 from callpolicy.quotas.storage import Group, Refusal
 from callpolicy.quotas.waiting import WaitQueue
 
@@ -38,6 +38,19 @@ class Admission:
         self.queue = queue
         self.names = names
         self.weighted = any(g.weighted for c in candidates for g in c.groups)
+        self._waiting = queue.waiting
+        only = self.candidates[0]
+        # The common case, taken without reading options or building a Grant: one candidate,
+        # one storage, no slot, no pool key, no weighted quota.
+        self.fast_group = (
+            only.groups[0]
+            if len(self.candidates) == 1
+            and len(only.groups) == 1
+            and not only.groups[0].has_slots
+            and not self.weighted
+            and only.member is None
+            else None
+        )
 
     # -- one attempt -----------------------------------------------------------------------
     def admit(
@@ -49,6 +62,9 @@ class Admission:
         kwargs: Any,
     ) -> Grant:
         """Wait for (or refuse) admission of attempt `attempt` under the call's options."""
+        # Nobody waits at all (an empty dict), and the lone group admits: done.
+        if self.fast_group is not None and not self._waiting and self.fast_group.take_one():
+            return PLAIN
         options = current_options()
         cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
         return self.acquire(attempt, deadline_at, cost, options.priority, options.blocking)
@@ -61,6 +77,9 @@ class Admission:
         args: Any,
         kwargs: Any,
     ) -> Grant:
+        group = self.fast_group
+        if group is not None and not group.remote and not self._waiting and group.take_one():
+            return PLAIN  # in memory: no I/O to await
         options = current_options()
         cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
         return await self.async_acquire(

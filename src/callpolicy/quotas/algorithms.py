@@ -34,6 +34,7 @@ class Entry:
 class Counter(Protocol):
     def wait(self, now: float, cost: float) -> float | None: ...
     def take(self, now: float, cost: float) -> Entry: ...
+    def admit(self, now: float, cost: float) -> Entry | float | None: ...
     def refund(self, entry: Entry) -> None: ...
     def adjust(self, entry: Entry, cost: float) -> None: ...
 
@@ -78,6 +79,16 @@ class SlidingWindow:
         self.total += cost
         return entry
 
+    def admit(self, now: float, cost: float) -> Entry | float:
+        """take() if the cost fits now, else wait(): one pass for a lone quota."""
+        self._expire(now)
+        if self.total + cost <= self.limit:
+            entry = Entry(now, cost)
+            self.entries.append(entry)
+            self.total += cost
+            return entry
+        return self.wait(now, cost)
+
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
 
@@ -119,6 +130,9 @@ class TokenBucket:
         self.tokens -= cost
         return Entry(now, cost)
 
+    def admit(self, now: float, cost: float) -> Entry | float | None:
+        return _admit(self, now, cost)
+
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
 
@@ -152,6 +166,9 @@ class FixedWindow:
         self.count += cost
         return Entry(self.start, cost)
 
+    def admit(self, now: float, cost: float) -> Entry | float | None:
+        return _admit(self, now, cost)
+
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
 
@@ -159,6 +176,11 @@ class FixedWindow:
         if entry.live and entry.at == self.start:  # a closed window's count is gone
             self.count += cost - entry.cost
             entry.cost = cost
+
+
+def _admit(counter: Counter, now: float, cost: float) -> Entry | float | None:
+    wait = counter.wait(now, cost)
+    return counter.take(now, cost) if wait == 0.0 else wait
 
 
 class InFlight:
@@ -174,6 +196,9 @@ class InFlight:
     def take(self, now: float, cost: float) -> Entry:
         self.busy += 1
         return Entry(now, 1.0)
+
+    def admit(self, now: float, cost: float) -> Entry | float | None:
+        return _admit(self, now, cost)
 
     def refund(self, entry: Entry) -> None:
         if entry.live:

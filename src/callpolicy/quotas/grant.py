@@ -20,7 +20,7 @@ class Grant:
         takes: list[tuple[Group, Any]],
         pool: str | None,
         member: str | None,
-        queue: WaitQueue,
+        queue: WaitQueue | None,
         weighted: bool,
     ) -> None:
         self.takes = takes
@@ -29,7 +29,8 @@ class Grant:
         self.queue = queue
         self.weighted = weighted
         self.slots = any(group.has_slots for group, _ in takes)
-        self.plain = not self.slots and member is None  # nothing to do after the call
+        # Nothing to do around the call: no slot to give back, key to name, cost to correct.
+        self.plain = not self.slots and member is None and not weighted
 
     def run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
         """Call `fn` holding this grant: the pool key set, slots given back, cost corrected."""
@@ -41,7 +42,7 @@ class Grant:
             result = fn(*args, **kwargs)
         finally:
             if self.slots:
-                self.release(self.queue)
+                self.release()
             if token is not None:
                 reset_pool_key(token)
         if actual is not None:
@@ -55,25 +56,27 @@ class Grant:
             result = await fn(*args, **kwargs)
         finally:
             if self.slots:
-                await self.async_release(self.queue)
+                await self.async_release()
             if token is not None:
                 reset_pool_key(token)
         if actual is not None:
             await self.async_adjust(float(actual(result)))
         return result
 
-    def release(self, queue: WaitQueue) -> None:
+    def release(self) -> None:
         """The call ended: give back in-flight slots and wake who waits for them."""
         for group, taken in self.takes:
             if group.has_slots:
                 group.release(taken)
-                queue.notify(group.names)
+                if self.queue is not None:
+                    self.queue.notify(group.names)
 
-    async def async_release(self, queue: WaitQueue) -> None:
+    async def async_release(self) -> None:
         for group, taken in self.takes:
             if group.has_slots:
                 await group.arelease(taken)
-                queue.notify(group.names)
+                if self.queue is not None:
+                    self.queue.notify(group.names)
 
     def adjust(self, cost: float) -> None:
         for group, taken in self.takes:
@@ -93,3 +96,6 @@ class Candidate:
         self.groups = tuple(groups)
         self.pool = pool
         self.member = member
+
+
+PLAIN = Grant([], None, None, None, weighted=False)  # an admission with nothing to do after

@@ -126,6 +126,8 @@ UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) 
 
 
 class RedisGroup:
+    remote = True
+
     def __init__(self, storage: RedisStorage, quotas: Sequence[Quota]) -> None:
         self.storage = storage
         self.quotas = list(quotas)
@@ -183,6 +185,9 @@ class RedisGroup:
             return RedisTaken("", 0, cost)
         taken = self.fallback.try_take(cost)
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
+
+    def take_one(self) -> bool:
+        return not isinstance(self.try_take(1.0), Refusal)
 
     def try_take(self, cost: float) -> RedisTaken | Refusal:
         args = self._args("admit", None, cost, [None] * len(self.quotas))

@@ -31,8 +31,10 @@ class Group(Protocol):
     has_slots: bool  # holds in-flight slots, given back when the call ends
     weighted: bool  # takes the call's cost (not 1) from some quota
     max_wait: float
+    remote: bool  # its state is behind I/O (Redis): async callers must await it
 
     def try_take(self, cost: float) -> Any | Refusal: ...
+    def take_one(self) -> bool: ...
     async def atry_take(self, cost: float) -> Any | Refusal: ...
     def refund(self, taken: Any) -> None: ...
     async def arefund(self, taken: Any) -> None: ...
@@ -65,6 +67,8 @@ Taken = list[tuple[Counter, Entry]]
 
 
 class MemoryGroup:
+    remote = False
+
     def __init__(self, storage: MemoryStorage, quotas: Sequence[Quota]) -> None:
         self.lock = storage.lock
         self.items = [(q, storage.counter(q), q.weighted) for q in quotas]
@@ -72,8 +76,25 @@ class MemoryGroup:
         self.has_slots = any(q.concurrency is not None for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
+        self.lone = self.items[0] if len(self.items) == 1 else None
+
+    def take_one(self) -> bool:
+        """The fast path: take a cost of 1 if it fits now; nothing to give back later."""
+        lone = self.lone
+        if lone is None:
+            return not isinstance(self.try_take(1.0), Refusal)
+        with self.lock:
+            return isinstance(lone[1].admit(CLOCK.now(), 1.0), Entry)
 
     def try_take(self, cost: float) -> Taken | Refusal:
+        lone = self.lone
+        if lone is not None:  # one quota: check and take in one pass
+            quota, counter, weighted = lone
+            with self.lock:
+                outcome = counter.admit(CLOCK.now(), cost if weighted else 1.0)
+            if isinstance(outcome, Entry):
+                return [(counter, outcome)]
+            return Refusal(quota, outcome)
         with self.lock:
             now = CLOCK.now()
             refusal: Refusal | None = None

@@ -65,12 +65,12 @@ class WaitQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tickets: list[Ticket] = []  # sorted by rank
-        self._waiting: dict[str, int] = {}  # quota name -> waiters
+        self.waiting: dict[str, int] = {}  # quota name -> waiters
         self._arrivals = itertools.count()
 
     def busy(self, names: Iterable[str]) -> bool:
         """Whether a call already waits on one of these quotas (then a newcomer queues too)."""
-        waiting = self._waiting
+        waiting = self.waiting
         return bool(waiting) and any(waiting.get(name) for name in names)
 
     def join(self, names: frozenset[str], priority: int, is_async: bool) -> Ticket:
@@ -81,7 +81,7 @@ class WaitQueue:
                 index -= 1
             self._tickets.insert(index, ticket)
             for name in names:
-                self._waiting[name] = self._waiting.get(name, 0) + 1
+                self.waiting[name] = self.waiting.get(name, 0) + 1
         return ticket
 
     def leave(self, ticket: Ticket) -> None:
@@ -89,11 +89,11 @@ class WaitQueue:
         with self._lock:
             self._tickets.remove(ticket)
             for name in ticket.names:
-                left = self._waiting[name] - 1
+                left = self.waiting[name] - 1
                 if left:
-                    self._waiting[name] = left
+                    self.waiting[name] = left
                 else:
-                    del self._waiting[name]
+                    del self.waiting[name]
             self._wake_heads(ticket.names)
 
     def is_head(self, ticket: Ticket) -> bool:
