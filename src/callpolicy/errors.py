@@ -97,11 +97,13 @@ class QuotaUnavailable(QuotaExceeded):
     """A shared quota's storage (Redis) could not be reached in time, and the quota says
     `on_unavailable = "fail-closed"`: the call is refused rather than let through uncounted."""
 
-    def __init__(self, quotas: str, storage: str, error: str) -> None:
+    def __init__(self, quotas: str, storage: str, error: str, policy: str = "") -> None:
+        where = f"{policy}: " if policy else ""
         Exception.__init__(
-            self, f"quota {quotas}: storage {storage} unreachable ({error}); failing closed"
+            self, f"{where}quota {quotas}: storage {storage} unreachable ({error}); failing closed"
         )
-        self.policy = ""
+        self.policy = policy
+        self.detail = error
         self.quota = quotas
         self.wait = float("inf")
         self.max_wait = 0.0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from callpolicy.clock import CLOCK
-from callpolicy.errors import QuotaExceeded
+from callpolicy.errors import QuotaExceeded, QuotaUnavailable
 from callpolicy.events import SleepEvent, emit
 from callpolicy.model import Quota
 from callpolicy.options import Costing, current_options
@@ -62,12 +62,14 @@ class Admission:
         kwargs: Any,
     ) -> Grant:
         """Wait for (or refuse) admission of attempt `attempt` under the call's options."""
-        # Nobody waits at all (an empty dict), and the lone group admits: done.
-        if self.fast_group is not None and not self._waiting and self.fast_group.take_one():
-            return PLAIN
+        first: Refusal | None = None
+        if self.fast_group is not None and not self._waiting:  # nobody waits at all
+            first = self.fast_group.take_one()
+            if first is None:
+                return PLAIN
         options = current_options()
         cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
-        return self.acquire(attempt, deadline_at, cost, options.priority, options.blocking)
+        return self.acquire(attempt, deadline_at, cost, options.priority, options.blocking, first)
 
     async def async_admit(
         self,
@@ -77,13 +79,16 @@ class Admission:
         args: Any,
         kwargs: Any,
     ) -> Grant:
+        first: Refusal | None = None
         group = self.fast_group
-        if group is not None and not group.remote and not self._waiting and group.take_one():
-            return PLAIN  # in memory: no I/O to await
+        if group is not None and not group.remote and not self._waiting:  # no I/O to await
+            first = group.take_one()
+            if first is None:
+                return PLAIN
         options = current_options()
         cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
         return await self.async_acquire(
-            attempt, deadline_at, cost, options.priority, options.blocking
+            attempt, deadline_at, cost, options.priority, options.blocking, first
         )
 
     # -- one try, all or none ----------------------------------------------------------------
@@ -92,7 +97,12 @@ class Admission:
         for candidate in self.candidates:
             takes: list[tuple[Group, Any]] = []
             for group in candidate.groups:
-                taken = group.try_take(cost)
+                try:
+                    taken = group.try_take(cost)
+                except BaseException as error:  # QuotaUnavailable, an interrupt: keep nothing
+                    for done, done_taken in takes:
+                        done.refund(done_taken)
+                    raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
                     for done, done_taken in takes:
                         done.refund(done_taken)
@@ -109,7 +119,12 @@ class Admission:
         for candidate in self.candidates:
             takes: list[tuple[Group, Any]] = []
             for group in candidate.groups:
-                taken = await group.atry_take(cost)
+                try:
+                    taken = await group.atry_take(cost)
+                except BaseException as error:  # QuotaUnavailable, a cancellation: keep nothing
+                    for done, done_taken in takes:
+                        await done.arefund(done_taken)
+                    raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
                     for done, done_taken in takes:
                         await done.arefund(done_taken)
@@ -123,12 +138,21 @@ class Admission:
 
     # -- waiting ---------------------------------------------------------------------------
     def acquire(
-        self, attempt: int, deadline_at: float | None, cost: float, priority: int, blocking: bool
+        self,
+        attempt: int,
+        deadline_at: float | None,
+        cost: float,
+        priority: int,
+        blocking: bool,
+        first: Refusal | None = None,
     ) -> Grant:
-        if not self.queue.busy(self.names):
-            first = self.try_once(cost)
-            if isinstance(first, Grant):
-                return first
+        """`first`: the refusal of a try just made (do not ask the storage twice)."""
+        if first is None and not self.queue.busy(self.names):
+            outcome = self.try_once(cost)
+            if isinstance(outcome, Grant):
+                return outcome
+            first = outcome
+        if first is not None:
             self._check(first, 0.0, deadline_at, blocking)
         ticket = self.queue.join(self.names, priority, is_async=False)
         started = CLOCK.now()
@@ -151,12 +175,20 @@ class Admission:
             self.queue.leave(ticket)
 
     async def async_acquire(
-        self, attempt: int, deadline_at: float | None, cost: float, priority: int, blocking: bool
+        self,
+        attempt: int,
+        deadline_at: float | None,
+        cost: float,
+        priority: int,
+        blocking: bool,
+        first: Refusal | None = None,
     ) -> Grant:
-        if not self.queue.busy(self.names):
-            first = await self.async_try_once(cost)
-            if isinstance(first, Grant):
-                return first
+        if first is None and not self.queue.busy(self.names):
+            outcome = await self.async_try_once(cost)
+            if isinstance(outcome, Grant):
+                return outcome
+            first = outcome
+        if first is not None:
             self._check(first, 0.0, deadline_at, blocking)
         ticket = self.queue.join(self.names, priority, is_async=True)
         started = CLOCK.now()
@@ -177,6 +209,12 @@ class Admission:
                     self._out_of_time(ticket, attempt, budget)
         finally:
             self.queue.leave(ticket)
+
+    def _named(self, error: BaseException) -> BaseException:
+        """`error` naming this policy, when it is a QuotaUnavailable raised by a storage."""
+        if isinstance(error, QuotaUnavailable) and not error.policy:
+            return QuotaUnavailable(error.quota, error.storage, error.detail, self.policy)
+        return error
 
     # -- bounds ----------------------------------------------------------------------------
     def _budget(self, quota: Quota | None, waited: float, deadline_at: float | None) -> float:

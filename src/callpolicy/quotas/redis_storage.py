@@ -41,6 +41,8 @@ ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window":
 LEASE_US = 10 * 60 * 1_000_000  # an in-flight slot whose process died frees after 10 min
 POLL = 0.02  # how often a call waiting for another process's in-flight slot looks again
 WARN_EVERY = 30.0
+POOL_SIZE = 64  # connections to one server per process (per event loop for async)
+POOL_WAIT = 10.0  # the most a call waits for a free connection
 
 
 class RedisStorage:
@@ -64,7 +66,12 @@ class RedisStorage:
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
         }
-        self.client = redis.Redis.from_url(plain, **options)
+        # A full pool waits for a free connection (a busy server is not an unreachable one);
+        # each connection's own calls stay bounded by the socket timeouts.
+        pool = redis.BlockingConnectionPool.from_url(
+            plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
+        )
+        self.client = redis.Redis(connection_pool=pool)
         self._script = self.client.register_script(SCRIPT)
         self._async_options = (plain, options)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -86,7 +93,10 @@ class RedisStorage:
         script = self._async.get(loop)
         if script is None:
             plain, options = self._async_options
-            client = redis.asyncio.Redis.from_url(plain, **options)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
+            )
+            client = redis.asyncio.Redis(connection_pool=pool)
             script = self._async[loop] = client.register_script(SCRIPT)
         return script
 
@@ -186,8 +196,9 @@ class RedisGroup:
         taken = self.fallback.try_take(cost)
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
 
-    def take_one(self) -> bool:
-        return not isinstance(self.try_take(1.0), Refusal)
+    def take_one(self) -> Refusal | None:
+        outcome = self.try_take(1.0)
+        return outcome if isinstance(outcome, Refusal) else None
 
     def try_take(self, cost: float) -> RedisTaken | Refusal:
         args = self._args("admit", None, cost, [None] * len(self.quotas))

@@ -34,7 +34,7 @@ class Group(Protocol):
     remote: bool  # its state is behind I/O (Redis): async callers must await it
 
     def try_take(self, cost: float) -> Any | Refusal: ...
-    def take_one(self) -> bool: ...
+    def take_one(self) -> Refusal | None: ...
     async def atry_take(self, cost: float) -> Any | Refusal: ...
     def refund(self, taken: Any) -> None: ...
     async def arefund(self, taken: Any) -> None: ...
@@ -78,13 +78,16 @@ class MemoryGroup:
         self.max_wait = max(q.max_wait for q in quotas)
         self.lone = self.items[0] if len(self.items) == 1 else None
 
-    def take_one(self) -> bool:
-        """The fast path: take a cost of 1 if it fits now; nothing to give back later."""
+    def take_one(self) -> Refusal | None:
+        """The fast path: take a cost of 1 if it fits now (None), with nothing to give back
+        later; else the refusal."""
         lone = self.lone
         if lone is None:
-            return not isinstance(self.try_take(1.0), Refusal)
+            outcome = self.try_take(1.0)
+            return outcome if isinstance(outcome, Refusal) else None
         with self.lock:
-            return isinstance(lone[1].admit(CLOCK.now(), 1.0), Entry)
+            admitted = lone[1].admit(CLOCK.now(), 1.0)
+        return None if isinstance(admitted, Entry) else Refusal(lone[0], admitted)
 
     def try_take(self, cost: float) -> Taken | Refusal:
         lone = self.lone
