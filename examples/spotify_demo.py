@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     remove_hook = callpolicy.add_sleep_hook(counter)
 
     ids = [f"{n:06d}" for n in range(args.tracks)]
-    # The mock counts a sliding window, as Spotify does; the policy's quota is an exact
-    # sliding window a hair longer (see examples/policies/spotify.toml), so no 429 is due.
+    # The mock counts a sliding window, as Spotify does; the policy's quota is the same
+    # exact sliding window with a guard (see examples/policies/spotify.toml): no 429 is due.
     api = MockAPI(
         quota=SERVER_QUOTA,
         error_rate=ERROR_RATE,

@@ -42,6 +42,7 @@ class Quota:
     storage: str = "memory://"
     on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
     local_limit: Rate | None = None
+    guard: float = attrs.field(default=0.002, validator=v.ge(0))  # sliding-window only
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))

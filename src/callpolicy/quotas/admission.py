@@ -159,7 +159,9 @@ class Admission:
         try:
             while True:
                 if self.queue.is_head(ticket):
-                    outcome = self.try_once(cost)
+                    # The refusal just had is as fresh as a new try: sleep on it first.
+                    outcome = first if first is not None else self.try_once(cost)
+                    first = None
                     if isinstance(outcome, Grant):
                         return outcome
                     budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
@@ -168,6 +170,7 @@ class Admission:
                         CLOCK.sleep(outcome.wait)
                         continue
                 else:
+                    first = None  # stale by the time this call is a head
                     budget = self._budget(None, CLOCK.now() - started, deadline_at)
                 if not ticket.wait(budget):
                     self._out_of_time(ticket, attempt, budget)
@@ -195,7 +198,8 @@ class Admission:
         try:
             while True:
                 if self.queue.is_head(ticket):
-                    outcome = await self.async_try_once(cost)
+                    outcome = first if first is not None else await self.async_try_once(cost)
+                    first = None
                     if isinstance(outcome, Grant):
                         return outcome
                     budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
@@ -204,6 +208,7 @@ class Admission:
                         await CLOCK.async_sleep(outcome.wait)
                         continue
                 else:
+                    first = None  # stale by the time this call is a head
                     budget = self._budget(None, CLOCK.now() - started, deadline_at)
                 if not await ticket.async_wait(budget):
                     self._out_of_time(ticket, attempt, budget)

@@ -218,4 +218,4 @@ def make_counter(quota: Quota) -> Counter:
         return TokenBucket(limit, period)
     if quota.algorithm == "fixed-window":
         return FixedWindow(limit, period)
-    return SlidingWindow(limit, period)
+    return SlidingWindow(limit, period + quota.guard)

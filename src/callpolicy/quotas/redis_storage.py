@@ -173,7 +173,8 @@ class RedisGroup:
                 continue
             assert quota.rate is not None
             code = ALGORITHM_CODES[quota.algorithm]
-            period_us = round(quota.rate.period * 1e6)
+            guard = quota.guard if quota.algorithm == "sliding-window" else 0.0
+            period_us = round((quota.rate.period + guard) * 1e6)
             args += [code, quota.rate.calls, period_us, own, kept, 0]
         return args
 

@@ -28,6 +28,10 @@ from callpolicy.units import UnitError, parse_rate, shown_value
 # and time per admission grow too much; token-bucket keeps two numbers whatever N is.
 MAX_SLIDING_WINDOW = 1_000_000
 KINDS = ("limit", "concurrency", "pool")
+# A sliding window counts a call this much longer than its period: the time between a call's
+# admission and its reaching the server (a thread switch, a network hop) then cannot put
+# N + 1 calls into the server's window. It costs guard/period of the throughput.
+DEFAULT_GUARD = 0.002
 
 
 def _flag(value: Any, ctx: Context, key: str) -> bool:
@@ -66,8 +70,9 @@ QUOTA_KEYS: dict[str, Parser] = {
     "storage": _storage,
     "on_unavailable": choice(UNAVAILABLE_MODES),
     "local_limit": lambda value, ctx, key: parse_rate(value),
+    "guard": duration,
 }
-RATE_ONLY = ("algorithm", "weighted", "local_limit")
+RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard")
 
 
 def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
@@ -97,6 +102,8 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
     rate = keys.get("limit")
     algorithm = keys.get("algorithm")
+    if "guard" in keys and algorithm is not None and algorithm.value != "sliding-window":
+        ctx.report("guard", 'applies only to algorithm = "sliding-window"')
     if (
         rate is not None
         and (algorithm is None or algorithm.value == "sliding-window")
@@ -123,6 +130,7 @@ def build_quota(name: str, keys: Mapping[str, Located], pool: tuple[Quota, ...] 
         storage=_value(keys, "storage", "memory://"),
         on_unavailable=_value(keys, "on_unavailable", "fail-closed"),
         local_limit=_value(keys, "local_limit", None),
+        guard=_value(keys, "guard", DEFAULT_GUARD),
     )
 
 

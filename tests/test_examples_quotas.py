@@ -1,0 +1,118 @@
+"""The quota examples run end to end: one Redis quota shared by processes, and a batch of
+asyncio calls under a concurrency limit and a token bucket (examples/shared_quota.py and
+examples/batch_calls.py, each against its own mock API, from a foreign working directory)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(
+    script: str, *args: str, cwd: Path, status: int = 0, env: dict[str, str] | None = None
+) -> str:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == status, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def summary(output: str) -> dict[str, str]:
+    """The `  label   value` lines after "summary", by label."""
+    _, found, tail = output.partition("\nsummary")
+    assert found, output
+    lines = (re.fullmatch(r"  (\S.*?)\s{2,}(\S.*)", line) for line in tail.splitlines())
+    return {m[1]: m[2] for m in lines if m}
+
+
+def number(text: str) -> int:
+    match = re.match(r"\d+", text)
+    assert match, text
+    return int(match[0])
+
+
+def test_shared_quota_in_redis_keeps_the_servers_limit(tmp_path: Path) -> None:
+    output = run_example("shared_quota.py", "--workers", "3", "--seconds", "2", cwd=tmp_path)
+    values = summary(output)
+    workers = [label for label in values if label.startswith("worker ")]
+    assert workers == ["worker 1", "worker 2", "worker 3"]
+    assert all(number(values[w]) >= 1 for w in workers), values  # each worker took its share
+    assert values["HTTP 429"] == "0"
+    assert number(values["busiest 1s window"]) <= 20  # "20 arrivals (limit 20)"
+    successes = number(values["successes"])
+    assert values["successes"] == f"{successes} (0 failures)"
+    assert successes == sum(number(values[w]) for w in workers)
+    # Every success and every retried 503 reached the server, nothing else did.
+    arrivals, unavailable = number(values["server arrivals"]), number(values["HTTP 503"])
+    assert arrivals == successes + unavailable
+    # 2 s under 20 per 1.05 s, shared: the two windows' 40 calls, then only the call each
+    # worker started before the time was up (and its retries). Counted apart, 3 workers
+    # would have sent 3 times as many.
+    assert 40 <= arrivals <= 40 + 3 + unavailable
+    assert "quota kept: no 429, no window over the limit" in output
+    assert 'limit = "20/1050ms"' in output and 'storage = "redis://127.0.0.1:' in output
+
+
+def test_shared_quota_in_memory_does_not(tmp_path: Path) -> None:
+    """The counter-example: each process counts on its own, and together they overrun."""
+    output = run_example(
+        "shared_quota.py", "--workers", "3", "--seconds", "1", "--memory", cwd=tmp_path, status=1
+    )
+    values = summary(output)
+    assert number(values["HTTP 429"]) > 0
+    assert number(values["busiest 1s window"]) > 20
+    assert "QUOTA BROKEN" in output
+
+
+def test_shared_quota_without_redis_server(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}  # no redis-server there
+    output = run_example("shared_quota.py", cwd=tmp_path, status=2, env=env)
+    assert "error: redis-server is not installed or not on PATH" in output
+
+
+def test_batch_calls(tmp_path: Path) -> None:
+    output = run_example("batch_calls.py", cwd=tmp_path)
+    values = summary(output)
+    # Ids 7, 57, ... 257 are malformed (400) and 42, 142, 242 missing (404): 9 of 300.
+    assert values["succeeded"] == "291"
+    assert values["failed"] == "9: HTTP 400 x6, HTTP 404 x3"
+    assert values["failure rate"] == "3.0% of calls (9 bad ids)"
+    # Each 400 and 404 answered once: never retried.
+    assert values["4xx retried"].startswith("0 ")
+    sent = re.fullmatch(
+        r"(\d+), \d+ failed \(.*\): HTTP 503 x(\d+), HTTP 429 x(\d+), 4xx x(\d+)",
+        values["requests sent"],
+    )
+    assert sent, values["requests sent"]
+    requests, unavailable, throttled, client_errors = map(int, sent.groups())
+    assert throttled == 0 and client_errors == 9
+    assert unavailable >= 10  # 10% of the requests
+    # Only the 503s were retried, each once more, and every call ended in one last request.
+    assert values["retries"] == f"{unavailable} (HTTPError: 503 x{unavailable})"
+    assert requests == 300 + unavailable
+    assert values["max in flight"] == "20 (limit 20)"
+    assert number(values["server in flight"]) <= 20
+    assert number(values["busiest 1s window"]) <= 200
+    # Queued last, the urgent calls that succeeded at once ended among the first few dozen.
+    urgent = re.match(
+        r"5, queued last with priority 10: ended ([\d, ]+) of 300", values["urgent calls"]
+    )
+    assert urgent, values["urgent calls"]
+    first_try = [int(n) for n in urgent[1].split(", ")]
+    assert first_try and max(first_try) <= 60
+    # The token bucket paced them: no faster than its best (100 at once, then 95/s).
+    elapsed, best = (float(values[k].split()[0]) for k in ("elapsed", "best"))
+    assert values["best"].startswith(f"{best:.2f} s for {requests} requests")
+    assert best * 0.99 <= elapsed < 15
