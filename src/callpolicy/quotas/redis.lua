@@ -3,7 +3,8 @@
 -- KEYS: two per quota (k1, k2), all under one hash tag so the script also runs on a cluster.
 -- ARGV[1] = operation: "admit" or "change"; ARGV[2] = n quotas; ARGV[3] = the admission id;
 -- ARGV[4] = when the admission was made (us; "change" only); then 6 per quota:
---   algorithm ("sw" sliding window, "tb" token bucket, "fw" fixed window, "cc" in flight),
+--   algorithm ("sc" sliding window of calls, "sw" of weighted costs, "tb" token bucket,
+--   "fw" fixed window, "cc" in flight),
 --   limit, period (us; the lease for "cc"), cost, new cost ("change" only), unused.
 -- "admit" returns {1, now} when every quota admits the cost (and takes it), else nothing is
 -- taken and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends,
@@ -48,7 +49,9 @@ if op == 'change' then
   for i = 1, n do
     local s = specs[i]
     local delta = s.new - s.cost
-    if s.algo == 'sw' then
+    if s.algo == 'sc' then
+      if s.new == 0 then redis.call('ZREM', s.k1, id) end
+    elseif s.algo == 'sw' then
       local member = id .. ':' .. s.cost
       local score = redis.call('ZSCORE', s.k1, member)
       if score then
@@ -80,7 +83,14 @@ for i = 1, n do
   if s.cost > s.limit and s.algo ~= 'cc' then
     return {0, -2, i}
   end
-  if s.algo == 'sw' then
+  if s.algo == 'sc' then  -- one entry per call: the count is the set's size
+    redis.call('ZREMRANGEBYSCORE', s.k1, '-inf', now - s.period)
+    local count = redis.call('ZCARD', s.k1)
+    if count + 1 > s.limit then  -- wait for the (count + 1 - limit)-th oldest to leave
+      local oldest = redis.call('ZRANGE', s.k1, count - s.limit, count - s.limit, 'WITHSCORES')
+      wait = math.max(1, tonumber(oldest[2]) + s.period - now)
+    end
+  elseif s.algo == 'sw' then
     expire_window(s.k1, s.k2, s.period)
     local total = tonumber(redis.call('GET', s.k2) or '0')
     if total + s.cost > s.limit then
@@ -128,7 +138,10 @@ end
 
 for i = 1, n do
   local s = specs[i]
-  if s.algo == 'sw' then
+  if s.algo == 'sc' then
+    redis.call('ZADD', s.k1, now, id)
+    keep(s.k1, s.period)
+  elseif s.algo == 'sw' then
     redis.call('ZADD', s.k1, now, id .. ':' .. s.cost)
     redis.call('INCRBYFLOAT', s.k2, s.cost)
     keep(s.k1, s.period)

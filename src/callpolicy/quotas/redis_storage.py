@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
-import uuid
 import weakref
 from collections.abc import Sequence
 from importlib import resources
@@ -162,7 +162,7 @@ class RedisGroup:
         args: list[Any] = [
             op,
             len(self.quotas),
-            taken.id if taken else uuid.uuid4().hex,
+            taken.id if taken else f"{random.getrandbits(64):016x}",
             taken.at if taken else 0,
         ]
         for quota, new_cost in zip(self.quotas, new, strict=True):
@@ -173,6 +173,8 @@ class RedisGroup:
                 continue
             assert quota.rate is not None
             code = ALGORITHM_CODES[quota.algorithm]
+            if code == "sw" and not quota.weighted:
+                code = "sc"  # one entry per call: a leaner script path
             guard = quota.guard if quota.algorithm == "sliding-window" else 0.0
             period_us = round((quota.rate.period + guard) * 1e6)
             args += [code, quota.rate.calls, period_us, own, kept, 0]
