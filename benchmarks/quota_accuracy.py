@@ -1,0 +1,1233 @@
+"""Quota accuracy: how closely each rate limiter keeps to N calls per period, and how much of
+N it actually lets through, next to ratelimit, limits, pyrate-limiter and aiolimiter.
+
+    python benchmarks/quota_accuracy.py            # full run (about 2.5 minutes)
+    python benchmarks/quota_accuracy.py --quick    # about 15 seconds, for CI smoke tests
+    python benchmarks/quota_accuracy.py --json results.json
+    python benchmarks/quota_accuracy.py --only callpolicy-sliding-window --guard-ms 1
+
+Every admitted call records `time.monotonic()` inside the limited function. Two workloads run
+against a fresh limiter each, at 1, 4 and 16 threads and as 500 asyncio tasks:
+
+  burst   every worker calls back to back, blocking (waiting for admission)
+  hammer  every worker calls back to back, non-blocking (a refused call is counted, and the
+          worker calls again at once; tasks yield with asyncio.sleep(0) after each call)
+
+For each run: the most admissions in any window of one period (for each admission time t, the
+admissions in [t, t + period)), and the throughput share: the admissions inside the run
+divided by (run length / period) x N.
+
+Then Redis: a redis-server on 127.0.0.1 (started and stopped here), 8 processes (spawn)
+sharing one sliding-window quota for a few seconds in blocking mode; each records
+`time.time()` (one host, one clock: comparable across processes). And the latency of one
+callpolicy admission against Redis (a decorated no-op under a quota that never throttles)
+beside a plain redis-py PING, interleaved in the same run.
+
+Targets are printed as PASS or MISS; the exit status is 0 either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing
+import platform
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from multiprocessing.queues import Queue as MPQueue
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Barrier as MPBarrier
+from multiprocessing.synchronize import Event as MPEvent
+from pathlib import Path
+from typing import Any
+
+import aiolimiter
+import limits
+import limits.aio.storage
+import limits.aio.strategies
+import limits.storage
+import limits.strategies
+import pyrate_limiter
+import ratelimit
+import redis
+
+import callpolicy
+
+Record = Callable[[], None]
+ARecord = Callable[[], Awaitable[None]]
+SyncCall = Callable[[], bool]  # True: admitted (and recorded); False: refused
+AsyncCall = Callable[[], Awaitable[bool]]
+Close = Callable[[], None]
+
+TARGET_SUBJECT = "callpolicy-sliding-window"
+TARGET_SHARE = 0.995
+REDIS_TARGET_SHARE = 0.97
+LATENCY_TARGET = 2.0
+
+
+def _nothing() -> None:
+    return None
+
+
+# -- settings -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    limit: int  # N calls ...
+    period: float  # ... per this many seconds
+    periods: float  # length of one in-process run, in periods
+    threads: tuple[int, ...]
+    tasks: int
+    repeats: int  # runs of the target rows (callpolicy sliding-window, burst)
+    redis_processes: int
+    redis_seconds: float
+    latency_rounds: int
+    latency_batch: int
+    quick: bool
+    guard_ms: int = 0  # callpolicy's quotas declare period + guard; judged on the period
+    only: tuple[str, ...] = ()  # limiter keys to run (all when empty)
+
+    @property
+    def duration(self) -> float:
+        return self.periods * self.period
+
+    @property
+    def period_ms(self) -> int:
+        return round(self.period * 1000)
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    kind: str  # "threads" or "tasks"
+    n: int
+
+    @property
+    def label(self) -> str:
+        unit = ("thread" if self.n == 1 else "threads") if self.kind == "threads" else "tasks"
+        return f"{self.n} {unit}"
+
+
+# -- the limiters ---------------------------------------------------------------------------
+class Subject:
+    """One limiter set up for N per period. `sync`/`async_` build a fresh limiter around
+    `record` and return the call and what to close afterwards, or None when unsupported."""
+
+    key = ""
+    label = ""
+    threads = True  # supports threads (a sync API)
+    tasks = True  # supports asyncio tasks
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def sync(self, blocking: bool, record: Record) -> tuple[SyncCall, Close] | None:
+        return None
+
+    def async_(self, blocking: bool, record: ARecord) -> tuple[AsyncCall, Close] | None:
+        return None
+
+
+POLICY = """\
+[quotas.q]
+limit = "{limit}/{period_ms}ms"
+algorithm = "{algorithm}"
+max_wait = "60s"
+storage = "{storage}"
+
+[quotas.free]
+limit = "1000000/1s"
+algorithm = "sliding-window"
+max_wait = "1s"
+storage = "{storage}"
+
+[endpoints.e]
+quotas = ["q"]
+
+[endpoints.free]
+quotas = ["free"]
+"""
+
+
+def write_policy(directory: Path, cfg: Config, algorithm: str, storage: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = POLICY.format(
+        limit=cfg.limit,
+        period_ms=cfg.period_ms + cfg.guard_ms,
+        algorithm=algorithm,
+        storage=storage,
+    )
+    (directory / "bench.toml").write_text(text, encoding="utf-8")
+    return directory
+
+
+class Callpolicy(Subject):
+    def __init__(self, cfg: Config, algorithm: str, root: Path) -> None:
+        super().__init__(cfg)
+        self.key = f"callpolicy-{algorithm}"
+        self.label = f"callpolicy {algorithm}"
+        self.directory = write_policy(root / algorithm, cfg, algorithm, "memory://")
+
+    def sync(self, blocking: bool, record: Record) -> tuple[SyncCall, Close]:
+        fn = callpolicy.Registry(self.directory).policy("bench.e")(record)
+        if blocking:
+
+            def call() -> bool:
+                fn()
+                return True
+
+            return call, _nothing
+
+        def try_call() -> bool:
+            with callpolicy.call_options(blocking=False):
+                try:
+                    fn()
+                except callpolicy.QuotaExceeded:
+                    return False
+            return True
+
+        return try_call, _nothing
+
+    def async_(self, blocking: bool, record: ARecord) -> tuple[AsyncCall, Close]:
+        fn = callpolicy.Registry(self.directory).policy("bench.e")(record)
+        if blocking:
+
+            async def call() -> bool:
+                await fn()
+                return True
+
+            return call, _nothing
+
+        async def try_call() -> bool:
+            with callpolicy.call_options(blocking=False):
+                try:
+                    await fn()
+                except callpolicy.QuotaExceeded:
+                    return False
+            return True
+
+        return try_call, _nothing
+
+
+class Ratelimit(Subject):
+    key = "ratelimit"
+    label = "ratelimit @limits"
+    tasks = False
+
+    def sync(self, blocking: bool, record: Record) -> tuple[SyncCall, Close]:
+        decorator = ratelimit.limits(calls=self.cfg.limit, period=self.cfg.period)
+        # Its first window starts when it is built; backdate that by a period, as if it had
+        # been built at import time: the first call then opens a window, as in real use.
+        decorator.last_reset -= self.cfg.period
+        limited = decorator(record)
+        if blocking:
+            waiting = ratelimit.sleep_and_retry(limited)
+
+            def call() -> bool:
+                waiting()
+                return True
+
+            return call, _nothing
+
+        def try_call() -> bool:
+            try:
+                limited()
+            except ratelimit.RateLimitException:
+                return False
+            return True
+
+        return try_call, _nothing
+
+
+class _FractionalItem(limits.RateLimitItemPerSecond):
+    """limits' rate items count whole seconds; this one hands its storage a fractional
+    period (its memory storages compute with float seconds throughout)."""
+
+    __slots__ = ["period"]  # rate items have slots
+
+    def __init__(self, amount: int, period: float) -> None:
+        super().__init__(amount, 1)
+        self.period = period
+
+    def get_expiry(self) -> int:
+        return self.period  # type: ignore[return-value]
+
+
+class Limits(Subject):
+    def __init__(self, cfg: Config, strategy: str) -> None:
+        super().__init__(cfg)
+        self.strategy = strategy
+        self.key = f"limits-{strategy}"
+        self.label = f"limits {strategy}"
+        self.item: limits.RateLimitItem
+        if cfg.period == int(cfg.period):
+            self.item = limits.RateLimitItemPerSecond(cfg.limit, int(cfg.period))
+        else:
+            self.item = _FractionalItem(cfg.limit, cfg.period)
+
+    def sync(self, blocking: bool, record: Record) -> tuple[SyncCall, Close]:
+        storage = limits.storage.MemoryStorage()
+        limiter: limits.strategies.RateLimiter
+        if self.strategy == "moving-window":
+            limiter = limits.strategies.MovingWindowRateLimiter(storage)
+        else:
+            limiter = limits.strategies.FixedWindowRateLimiter(storage)
+        item = self.item
+
+        def call() -> bool:
+            while not limiter.hit(item):
+                if not blocking:
+                    return False
+                reset = limiter.get_window_stats(item).reset_time
+                time.sleep(max(reset - time.time(), 0.0))
+            record()
+            return True
+
+        return call, _nothing
+
+    def async_(self, blocking: bool, record: ARecord) -> tuple[AsyncCall, Close]:
+        storage = limits.aio.storage.MemoryStorage()
+        limiter: limits.aio.strategies.RateLimiter
+        if self.strategy == "moving-window":
+            limiter = limits.aio.strategies.MovingWindowRateLimiter(storage)
+        else:
+            limiter = limits.aio.strategies.FixedWindowRateLimiter(storage)
+        item = self.item
+
+        async def call() -> bool:
+            while not await limiter.hit(item):
+                if not blocking:
+                    return False
+                reset = (await limiter.get_window_stats(item)).reset_time
+                await asyncio.sleep(max(reset - time.time(), 0.0))
+            await record()
+            return True
+
+        return call, _nothing
+
+
+class Pyrate(Subject):
+    key = "pyrate-limiter"
+    label = "pyrate-limiter"
+
+    def _limiter(self) -> pyrate_limiter.Limiter:
+        rate = pyrate_limiter.Rate(self.cfg.limit, self.cfg.period_ms)
+        return pyrate_limiter.Limiter(rate)  # an InMemoryBucket; default buffer_ms
+
+    def sync(self, blocking: bool, record: Record) -> tuple[SyncCall, Close]:
+        limiter = self._limiter()
+
+        def call() -> bool:
+            got = limiter.try_acquire("bench", blocking=blocking)
+            if got is not True and got is not False:  # only an async bucket returns awaitables
+                raise TypeError(f"unexpected {got!r} from a sync bucket")
+            if got:
+                record()
+            return got
+
+        return call, limiter.close
+
+    def async_(self, blocking: bool, record: ARecord) -> tuple[AsyncCall, Close]:
+        limiter = self._limiter()
+
+        async def call() -> bool:
+            got = await limiter.try_acquire_async("bench", blocking=blocking)
+            if got:
+                await record()
+            return got
+
+        return call, limiter.close
+
+
+class Aiolimiter(Subject):
+    key = "aiolimiter"
+    label = "aiolimiter AsyncLimiter"
+    threads = False
+
+    def async_(self, blocking: bool, record: ARecord) -> tuple[AsyncCall, Close]:
+        limiter = aiolimiter.AsyncLimiter(self.cfg.limit, self.cfg.period)
+
+        async def call() -> bool:
+            if not blocking and not limiter.has_capacity():
+                return False
+            await limiter.acquire()  # does not suspend when it has capacity
+            await record()
+            return True
+
+        return call, _nothing
+
+
+def subjects(cfg: Config, root: Path) -> list[Subject]:
+    return [
+        Callpolicy(cfg, "sliding-window", root),
+        Callpolicy(cfg, "token-bucket", root),
+        Callpolicy(cfg, "fixed-window", root),
+        Ratelimit(cfg),
+        Limits(cfg, "moving-window"),
+        Limits(cfg, "fixed-window"),
+        Pyrate(cfg),
+        Aiolimiter(cfg),
+    ]
+
+
+# -- metrics --------------------------------------------------------------------------------
+def window_counts(times: Sequence[float], period: float) -> Iterator[int]:
+    """For each admission t (sorted), the admissions in [t, t + period)."""
+    j = 0
+    for i, t in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < t + period:
+            j += 1
+        yield j - i
+
+
+@dataclass
+class Accuracy:
+    admitted: int  # inside [start, end)
+    recorded: int  # all, including calls admitted while the workers stopped
+    max_window: int
+    over: int  # admissions t whose window [t, t + period) holds more than N
+    share: float  # admitted / (run length / period x N)
+    # How much less than a period the closest N + 1 admissions spanned (0: never N + 1 in a
+    # period): the guard a limiter would have needed to keep every window at N.
+    short_ms: float
+
+
+def accuracy(
+    times: Sequence[float], start: float, end: float, limit: int, period: float
+) -> Accuracy:
+    ordered = sorted(times)
+    counts = list(window_counts(ordered, period))
+    admitted = sum(1 for t in ordered if start <= t < end)
+    spans = [ordered[i + limit] - ordered[i] for i in range(len(ordered) - limit)]
+    return Accuracy(
+        admitted=admitted,
+        recorded=len(ordered),
+        max_window=max(counts, default=0),
+        over=sum(1 for c in counts if c > limit),
+        share=admitted / ((end - start) / period * limit),
+        short_ms=max(0.0, period - min(spans, default=period)) * 1000,
+    )
+
+
+@dataclass
+class Run:
+    subject: str
+    workload: str
+    concurrency: str
+    repeat: int
+    elapsed: float = 0.0
+    refused: int = 0
+    accuracy: Accuracy | None = None
+    error: str | None = None
+
+
+# -- running one workload -------------------------------------------------------------------
+@dataclass
+class Outcome:
+    times: list[float]
+    start: float
+    end: float
+    refused: int
+    errors: list[str] = field(default_factory=list)
+
+
+def run_threads(call: SyncCall, threads: int, duration: float, times: list[float]) -> Outcome:
+    go = threading.Event()
+    bounds = [0.0, 0.0]
+    refused = [0] * threads
+    errors: list[str] = []
+
+    def work(index: int) -> None:
+        go.wait()
+        end = bounds[1]
+        count = 0
+        try:
+            while time.monotonic() < end:
+                if not call():
+                    count += 1
+        except Exception as exc:
+            errors.append(repr(exc))
+        refused[index] = count
+
+    workers = [
+        threading.Thread(target=work, args=(i,), name=f"bench-{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    start = time.monotonic()
+    bounds[:] = [start, start + duration]
+    go.set()
+    # Blocking workers finish the call they are in (waiting at most about a period).
+    grace = duration + 30.0
+    for worker in workers:
+        worker.join(max(start + grace - time.monotonic(), 0.0))
+    stuck = sum(worker.is_alive() for worker in workers)
+    if stuck:
+        errors.append(f"{stuck} threads still waiting {grace:.0f}s after the start")
+    return Outcome(list(times), start, start + duration, sum(refused), errors)
+
+
+async def run_tasks(
+    make: Callable[[], tuple[AsyncCall, Close]],
+    tasks: int,
+    duration: float,
+    hammer: bool,
+    times: list[float],
+) -> Outcome:
+    call, close = make()  # inside the loop: some limiters bind to it
+    go = asyncio.Event()
+    bounds = [0.0, 0.0]
+    refused = [0]
+
+    async def work() -> None:
+        await go.wait()
+        end = bounds[1]
+        while time.monotonic() < end:
+            if not await call():
+                refused[0] += 1
+            if hammer:
+                await asyncio.sleep(0)  # a refusal never suspends: let the others run
+
+    workers = [asyncio.create_task(work()) for _ in range(tasks)]
+    errors: list[str] = []
+    try:
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        bounds[:] = [start, start + duration]
+        go.set()
+        await asyncio.sleep(duration)
+        # Calls still queued at the end are cancelled (a task never holds an admission
+        # across a suspension: it records as soon as it is admitted).
+        for worker in workers:
+            worker.cancel()
+        for result in await asyncio.gather(*workers, return_exceptions=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                errors.append(repr(result))
+    finally:
+        for worker in workers:
+            worker.cancel()
+        close()
+    return Outcome(list(times), start, start + duration, refused[0], errors)
+
+
+def run_one(
+    subject: Subject, workload: str, conc: Concurrency, cfg: Config, repeat: int
+) -> Run | None:
+    blocking = workload == "burst"
+    times: list[float] = []
+    append = times.append
+    if not (subject.threads if conc.kind == "threads" else subject.tasks):
+        return None
+    run = Run(subject.key, workload, conc.label, repeat)
+    try:
+        if conc.kind == "threads":
+
+            def record() -> None:
+                append(time.monotonic())
+
+            made = subject.sync(blocking, record)
+            assert made is not None
+            call, close = made
+            try:
+                outcome = run_threads(call, conc.n, cfg.duration, times)
+            finally:
+                close()
+        else:
+
+            async def arecord() -> None:
+                append(time.monotonic())
+
+            def make() -> tuple[AsyncCall, Close]:
+                made = subject.async_(blocking, arecord)
+                assert made is not None
+                return made
+
+            outcome = asyncio.run(run_tasks(make, conc.n, cfg.duration, not blocking, times))
+    except Exception as exc:
+        run.error = repr(exc)
+        return run
+    run.elapsed = outcome.end - outcome.start
+    run.refused = outcome.refused
+    run.accuracy = accuracy(outcome.times, outcome.start, outcome.end, cfg.limit, cfg.period)
+    if outcome.errors:
+        run.error = "; ".join(sorted(set(outcome.errors)))[:300]
+    return run
+
+
+# -- Redis ----------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 (as in tests/conftest.py)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def capture_server_times(sink: list[float], round_trips: list[int]) -> bool:
+    """Record the server-clock time (Redis TIME) of every admission this process gets, and
+    count the script's round trips, by wrapping RedisStorage.run in this worker process only.
+    False if that is not possible."""
+    try:
+        from callpolicy.quotas import redis_storage  # noqa: PLC0415 (optional, internal)
+    except ImportError:
+        return False
+    original = getattr(redis_storage.RedisStorage, "run", None)
+    if original is None:
+        return False
+
+    def run(self: Any, keys: list[str], args: list[Any]) -> Any:
+        reply = original(self, keys, args)
+        round_trips[0] += 1
+        if args and args[0] == "admit" and reply and int(reply[0]) == 1:
+            sink.append(int(reply[1]) / 1e6)
+        return reply
+
+    redis_storage.RedisStorage.run = run  # type: ignore[method-assign]
+    return True
+
+
+@dataclass
+class WorkerResult:
+    index: int
+    times: list[float] = field(default_factory=list)  # time.time() in the function
+    server: list[float] = field(default_factory=list)  # Redis TIME of the same admissions
+    round_trips: int = 0  # script calls (admissions and refusals)
+    error: str | None = None
+
+
+def redis_worker(
+    directory: str,
+    ready: MPBarrier,
+    go: MPEvent,
+    start_at: Synchronized[float],
+    duration: float,
+    results: MPQueue[WorkerResult],
+    index: int,
+) -> None:
+    """One of the processes sharing the Redis quota: a blocking burst, recording time.time()
+    of every admission (and the server's clock of it, when it can be read)."""
+    out = WorkerResult(index)
+    times, server, round_trips = out.times, out.server, [0]
+    try:
+        try:
+            registry = callpolicy.Registry(directory)
+            captured = capture_server_times(server, round_trips)
+
+            def record() -> None:
+                times.append(time.time())
+
+            fn = registry.policy("bench.e")(record)
+            registry.policy("bench.free")(_nothing)()  # connect and load the script
+            server.clear()
+            round_trips[0] = 0
+        except BaseException:
+            ready.abort()  # the parent stops waiting at once
+            raise
+        ready.wait(60)
+        if not go.wait(60):
+            raise RuntimeError("no start signal")
+        start = start_at.value
+        time.sleep(max(start - time.time(), 0.0))
+        end = start + duration
+        while time.time() < end:
+            fn()
+        if not captured:
+            server.clear()
+        out.round_trips = round_trips[0]
+    except Exception as exc:
+        out.error = repr(exc)
+    results.put(out)
+
+
+@dataclass
+class RedisShared:
+    processes: int
+    seconds: float
+    accuracy: Accuracy | None = None
+    server_accuracy: Accuracy | None = None  # the same, on the server's clock of admission
+    client_delay_ms: dict[str, float] = field(default_factory=dict)
+    round_trips_per_admission: float = math.nan
+    errors: list[str] = field(default_factory=list)
+
+
+def run_redis_shared(cfg: Config, url: str, directory: Path) -> RedisShared:
+    ctx = multiprocessing.get_context("spawn")
+    n = cfg.redis_processes
+    ready = ctx.Barrier(n + 1)
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    results: MPQueue[WorkerResult] = ctx.Queue()
+    result = RedisShared(n, cfg.redis_seconds)
+    processes = [
+        ctx.Process(
+            target=redis_worker,
+            args=(str(directory), ready, go, start_at, cfg.redis_seconds, results, i),
+            name=f"bench-redis-{i}",
+            daemon=True,
+        )
+        for i in range(n)
+    ]
+    got: list[WorkerResult] = []
+    try:
+        for process in processes:
+            process.start()
+        ready.wait(120)  # every process imported, connected and loaded the script
+        start = time.time() + 0.2
+        start_at.value = start
+        go.set()
+        deadline = time.monotonic() + cfg.redis_seconds + 60
+        while len(got) < n and time.monotonic() < deadline:
+            try:
+                got.append(results.get(timeout=0.5))
+            except queue.Empty:
+                if not any(process.is_alive() for process in processes):
+                    break
+        for process in processes:
+            process.join(10)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+        results.close()
+        results.join_thread()
+    end = start + cfg.redis_seconds
+    result.errors = [f"process {r.index}: {r.error}" for r in got if r.error]
+    if len(got) < n:
+        result.errors.append(f"{n - len(got)} processes sent no result")
+    times = [t for r in got for t in r.times]
+    result.accuracy = accuracy(times, start, end, cfg.limit, cfg.period)
+    if times and all(len(r.server) == len(r.times) for r in got):
+        server_times = [t for r in got for t in r.server]
+        result.server_accuracy = accuracy(server_times, start, end, cfg.limit, cfg.period)
+        delays = sorted((c - s) * 1000 for r in got for c, s in zip(r.times, r.server, strict=True))
+        result.client_delay_ms = {
+            "min": delays[0],
+            "median": statistics.median(delays),
+            "p99": percentile(delays, 0.99),
+            "max": delays[-1],
+        }
+        result.round_trips_per_admission = sum(r.round_trips for r in got) / len(times)
+    return result
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Latency:
+    samples: int
+    ping_us: dict[str, float]
+    callpolicy_us: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.callpolicy_us["median"] / self.ping_us["median"]
+
+
+def run_latency(cfg: Config, port: int, directory: Path) -> Latency:
+    """One admission through a never-throttling Redis quota vs one PING, interleaved."""
+    fn = callpolicy.Registry(directory).policy("bench.free")(_nothing)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        ping: Callable[[], object] = client.ping
+        samples: dict[str, list[float]] = {"ping": [], "callpolicy": []}
+        cases: list[tuple[str, Callable[[], object]]] = [("ping", ping), ("callpolicy", fn)]
+        for _, warm in cases:
+            for _ in range(200):
+                warm()
+        clock = time.perf_counter_ns
+        for round_no in range(cfg.latency_rounds):
+            for name, call in cases if round_no % 2 == 0 else cases[::-1]:
+                sink = samples[name]
+                for _ in range(cfg.latency_batch):
+                    began = clock()
+                    call()
+                    sink.append((clock() - began) / 1000)
+    finally:
+        client.close()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {"median": statistics.median(ordered), "p99": percentile(ordered, 0.99)}
+
+    return Latency(len(samples["ping"]), summary(samples["ping"]), summary(samples["callpolicy"]))
+
+
+@dataclass
+class RedisPart:
+    version: str = "?"
+    shared: RedisShared | None = None
+    latency: Latency | None = None
+    error: str | None = None
+
+
+def run_redis(cfg: Config, root: Path) -> RedisPart:
+    part = RedisPart()
+    server = RedisServer(root / "redis")
+    server.tmp.mkdir()
+    try:
+        server.start()
+        info = redis.Redis(host="127.0.0.1", port=server.port)
+        part.version = str(info.info("server").get("redis_version", "?"))
+        info.close()
+        directory = write_policy(root / "redis-policies", cfg, "sliding-window", server.url)
+        print(f"  Redis: {cfg.redis_processes} processes sharing one quota ...", flush=True)
+        part.shared = run_redis_shared(cfg, server.url, directory)
+        print("  Redis: admission latency ...", flush=True)
+        part.latency = run_latency(cfg, server.port, directory)
+    except Exception as exc:
+        part.error = repr(exc)
+    finally:
+        server.stop()
+    return part
+
+
+# -- reporting ------------------------------------------------------------------------------
+WORKLOADS = {
+    "burst": "burst: every worker calls back to back, blocking (waits for admission)",
+    "hammer": "hammer: every worker calls back to back, non-blocking (refusals counted)",
+}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for package in ("callpolicy", "ratelimit", "limits", "pyrate-limiter", "aiolimiter", "redis"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "?"
+    return found
+
+
+@dataclass
+class Cell:
+    """The runs of one subject, workload and concurrency."""
+
+    runs: list[Run]
+
+    @property
+    def ok(self) -> list[Accuracy]:
+        return [r.accuracy for r in self.runs if r.accuracy is not None and r.error is None]
+
+    @property
+    def worst_max(self) -> int:
+        return max(a.max_window for a in self.ok)
+
+    @property
+    def over(self) -> int:
+        return sum(a.over for a in self.ok)
+
+    @property
+    def short_ms(self) -> float:
+        return max(a.short_ms for a in self.ok)
+
+    @property
+    def median_share(self) -> float:
+        return statistics.median(a.share for a in self.ok)
+
+    @property
+    def tries_per_s(self) -> float:
+        return statistics.median(
+            (r.refused + r.accuracy.admitted) / r.elapsed
+            for r in self.runs
+            if r.accuracy and r.elapsed
+        )
+
+
+def cells(runs: list[Run]) -> dict[tuple[str, str, str], Cell]:
+    found: dict[tuple[str, str, str], Cell] = {}
+    for run in runs:
+        found.setdefault((run.subject, run.workload, run.concurrency), Cell([])).runs.append(run)
+    return found
+
+
+def print_matrix(
+    title: str, rows: list[Subject], concs: list[Concurrency], text: Callable[[str, str], str]
+) -> None:
+    """One line per limiter, one column per concurrency; text(subject key, column label)."""
+    print()
+    print(title)
+    width = 16
+    print(f"  {'limiter':<28}" + "".join(f"{c.label:>{width}}" for c in concs))
+    print("  " + "-" * (28 + width * len(concs)))
+    for subject in rows:
+        cells_ = "".join(f" {text(subject.key, conc.label):>{width - 1}}" for conc in concs)
+        print(f"  {subject.label:<28}{cells_}")
+
+
+def cell_text(
+    table: dict[tuple[str, str, str], Cell], workload: str, show: Callable[[Cell], str]
+) -> Callable[[str, str], str]:
+    def text(subject: str, conc: str) -> str:
+        cell = table.get((subject, workload, conc))
+        if cell is None:
+            return "-"
+        return show(cell) if cell.ok else "error"
+
+    return text
+
+
+def accuracy_text(limit: int) -> Callable[[Cell], str]:
+    def show(cell: Cell) -> str:
+        mark = "!" if cell.worst_max > limit else " "
+        return f"{cell.worst_max:>4}{mark} {cell.median_share:7.1%}"
+
+    return show
+
+
+def short_text(cell: Cell) -> str:
+    return ms_text(cell.short_ms) if cell.short_ms > 0 else "-"
+
+
+def ms_text(ms: float) -> str:
+    if ms >= 10:
+        return f"{ms:.0f}"
+    return "<0.001" if 0 < ms < 0.0005 else f"{ms:.3f}"
+
+
+def short_phrase(ms: float) -> str:
+    """How close N + 1 admissions came, in words."""
+    if ms <= 0:
+        return "never N + 1 within a period"
+    return f"N + 1 within a period less {ms_text(ms)} ms"
+
+
+@dataclass
+class Target:
+    name: str
+    value: str
+    passed: bool
+
+
+def targets(
+    cfg: Config, table: dict[tuple[str, str, str], Cell], concs: list[Concurrency], part: RedisPart
+) -> list[Target]:
+    found = []
+    target_cells = [table.get((TARGET_SUBJECT, "burst", c.label)) for c in concs]
+    present = [c for c in target_cells if c is not None and c.ok]
+    complete = len(present) == len(concs)
+    if present:
+        worst = max(c.worst_max for c in present)
+        over = sum(c.over for c in present)
+        low = min(c.median_share for c in present)
+        short = max(c.short_ms for c in present)
+    else:
+        worst, over, low, short = 0, 0, 0.0, 0.0
+    found.append(
+        Target(
+            "callpolicy sliding-window, in-process burst: 0 windows over N",
+            f"{over} over N in {len(present) * cfg.repeats} runs; most in a window {worst} of "
+            f"{cfg.limit}; {short_phrase(short)}",
+            complete and over == 0,
+        )
+    )
+    found.append(
+        Target(
+            f"callpolicy sliding-window, in-process burst: >= {TARGET_SHARE:.1%} of N per period",
+            f"lowest median share {low:.2%}",
+            complete and low >= TARGET_SHARE,
+        )
+    )
+    shared = part.shared
+    acc = shared.accuracy if shared is not None and not shared.errors else None
+    n = cfg.redis_processes
+    found.append(
+        Target(
+            f"Redis, {n} processes: 0 windows over N",
+            f"{acc.over} over N; most in a window {acc.max_window} of {cfg.limit}; "
+            f"{short_phrase(acc.short_ms)}"
+            if acc
+            else "not measured",
+            acc is not None and acc.over == 0,
+        )
+    )
+    found.append(
+        Target(
+            f"Redis, {n} processes: >= {REDIS_TARGET_SHARE:.0%} of N per period",
+            f"share {acc.share:.2%}" if acc else "not measured",
+            acc is not None and acc.share >= REDIS_TARGET_SHARE,
+        )
+    )
+    lat = part.latency
+    found.append(
+        Target(
+            f"Redis admission latency within {LATENCY_TARGET:g}x PING (medians)",
+            f"x{lat.ratio:.2f}" if lat else "not measured",
+            lat is not None and lat.ratio <= LATENCY_TARGET,
+        )
+    )
+    return found
+
+
+def report(
+    cfg: Config,
+    subjects_: list[Subject],
+    concs: list[Concurrency],
+    runs: list[Run],
+    part: RedisPart,
+    seconds: float,
+) -> list[Target]:
+    table = cells(runs)
+    print()
+    print(
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
+        f"{platform.system()} {platform.machine()}, {multiprocessing.cpu_count()} CPUs "
+        "(shared, noisy machine); " + ", ".join(f"{k} {v}" for k, v in versions().items())
+    )
+    print(
+        f"Quota N = {cfg.limit} per {cfg.period:g} s; each run {cfg.periods:g} periods "
+        f"({cfg.duration:g} s) on a fresh limiter. Cells: the most admissions in any "
+        f"[t, t + {cfg.period:g} s) ('!' above N), then the share of N per period admitted "
+        "(admitted / (run length / period x N))."
+    )
+    if cfg.guard_ms:
+        print(
+            f"callpolicy's quotas are declared as {cfg.limit}/{cfg.period_ms + cfg.guard_ms}ms "
+            f"(--guard-ms {cfg.guard_ms}), judged on {cfg.period_ms} ms windows."
+        )
+    print(
+        f"{TARGET_SUBJECT}, burst: {cfg.repeats} runs per cell (worst window, median share); "
+        "other cells: one run. '-': not supported by the library."
+    )
+    show = accuracy_text(cfg.limit)
+    for workload, title in WORKLOADS.items():
+        print_matrix(title, subjects_, concs, cell_text(table, workload, show))
+    burst = cell_text(table, "burst", short_text)
+    hammer = cell_text(table, "hammer", short_text)
+    print_matrix(
+        "N + 1 admissions within one period: by how much less than a period (ms), "
+        "burst / hammer ('-': never)",
+        subjects_,
+        concs,
+        lambda subject, conc: f"{burst(subject, conc)} / {hammer(subject, conc)}",
+    )
+    print_matrix(
+        "hammer: calls tried per second (admitted + refused), thousands",
+        subjects_,
+        concs,
+        cell_text(table, "hammer", lambda cell: f"{cell.tries_per_s / 1000:.1f}k"),
+    )
+    errors = [r for r in runs if r.error]
+    for run in errors:
+        print(f"  error: {run.subject} {run.workload} {run.concurrency}: {run.error}")
+
+    print()
+    print(f"Redis {part.version} on 127.0.0.1")
+    if part.error:
+        print(f"  error: {part.error}")
+    shared = part.shared
+    if shared is not None and shared.accuracy is not None:
+        acc = shared.accuracy
+        print(
+            f"  {shared.processes} processes (spawn), one sliding-window quota, blocking burst "
+            f"for {shared.seconds:g} s; times are time.time() taken in the function"
+        )
+        print(
+            f"    admitted {acc.admitted} ({acc.recorded} with those while stopping); most in any "
+            f"{cfg.period:g} s window {acc.max_window} of {cfg.limit}, {acc.over} windows "
+            f"over N ({short_phrase(acc.short_ms)}); share {acc.share:.2%}"
+        )
+        server = shared.server_accuracy
+        if server is not None:
+            delay = shared.client_delay_ms
+            print(
+                f"    on the server's clock of admission (Redis TIME): most in a window "
+                f"{server.max_window}, {server.over} over N"
+            )
+            print(
+                f"    the function ran after the server admitted it by {delay['median']:.2f} ms "
+                f"(median; p99 {delay['p99']:.2f}, max {delay['max']:.2f}); "
+                f"{shared.round_trips_per_admission:.2f} script round trips per admission"
+            )
+        for error in shared.errors:
+            print(f"    error: {error}")
+    lat = part.latency
+    if lat is not None:
+        print(f"  one call, microseconds ({lat.samples} samples each, interleaved)")
+        print(f"    {'':<34}{'median':>9}{'p99':>9}")
+        print(f"    {'redis-py PING':<34}{lat.ping_us['median']:9.1f}{lat.ping_us['p99']:9.1f}")
+        print(
+            f"    {'callpolicy admission (no-op call)':<34}{lat.callpolicy_us['median']:9.1f}"
+            f"{lat.callpolicy_us['p99']:9.1f}   x{lat.ratio:.2f} PING (median), "
+            f"x{lat.callpolicy_us['p99'] / lat.ping_us['p99']:.2f} (p99)"
+        )
+
+    found = targets(cfg, table, concs, part)
+    print()
+    print("Targets:")
+    for target in found:
+        print(f"  [{'PASS' if target.passed else 'MISS'}] {target.name}: {target.value}")
+    print(f"Total {seconds:.0f} s.")
+    return found
+
+
+def to_json(
+    cfg: Config, runs: list[Run], part: RedisPart, found: list[Target], seconds: float
+) -> dict[str, object]:
+    return {
+        "python": sys.version,
+        "platform": platform.platform(),
+        "cpus": multiprocessing.cpu_count(),
+        "versions": versions(),
+        "config": asdict(cfg),
+        "runs": [asdict(run) for run in runs],
+        "redis": asdict(part),
+        "targets": [asdict(t) for t in found],
+        "seconds": seconds,
+    }
+
+
+# -- main -----------------------------------------------------------------------------------
+def configure(argv: list[str] | None) -> tuple[Config, Path | None]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short run (CI smoke test)")
+    parser.add_argument("--json", metavar="PATH", type=Path, help="also write results here")
+    parser.add_argument("--limit", type=int, help="N calls per period (default 50; quick 20)")
+    parser.add_argument("--period-ms", type=int, help="period in ms (default 500; quick 100)")
+    parser.add_argument("--periods", type=float, help="run length in periods (default 4; quick 2)")
+    parser.add_argument("--repeats", type=int, help="runs of the target cells (default 3; quick 1)")
+    parser.add_argument("--tasks", type=int, help="asyncio tasks (default 500; quick 100)")
+    parser.add_argument("--processes", type=int, default=8, help="Redis processes (default 8)")
+    parser.add_argument("--redis-seconds", type=float, help="Redis run (default 4; quick 1)")
+    parser.add_argument(
+        "--guard-ms",
+        type=int,
+        default=0,
+        help="declare callpolicy's quotas with a period this much longer, as docs/policies.md "
+        "advises against arrival jitter; windows and shares are still judged on the period",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="KEYS",
+        help="comma-separated limiters to run, e.g. callpolicy-sliding-window",
+    )
+    args = parser.parse_args(argv)
+    for name in ("limit", "period_ms", "periods", "repeats", "tasks", "redis_seconds"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.processes < 1 or args.guard_ms < 0:
+        parser.error("--processes must be >= 1 and --guard-ms >= 0")
+    quick: bool = args.quick
+    period_ms: int = args.period_ms or (100 if quick else 500)
+    cfg = Config(
+        limit=args.limit or (20 if quick else 50),
+        period=period_ms / 1000,
+        periods=args.periods or (2.0 if quick else 4.0),
+        threads=(1, 4, 16),
+        tasks=args.tasks or (100 if quick else 500),
+        repeats=args.repeats or (1 if quick else 3),
+        redis_processes=args.processes,
+        redis_seconds=args.redis_seconds or (1.0 if quick else 4.0),
+        latency_rounds=6 if quick else 20,
+        latency_batch=100 if quick else 250,
+        quick=quick,
+        guard_ms=args.guard_ms,
+        only=tuple(args.only.split(",")) if args.only else (),
+    )
+    return cfg, args.json
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwind: the finally blocks stop the server and workers
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, json_path = configure(argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    began = time.monotonic()
+    concs = [Concurrency("threads", n) for n in cfg.threads] + [Concurrency("tasks", cfg.tasks)]
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="quota-accuracy-") as tmp:
+        root = Path(tmp)
+        every = subjects(cfg, root)
+        unknown = sorted(set(cfg.only) - {s.key for s in every})
+        if unknown:
+            known = ", ".join(s.key for s in every)
+            raise SystemExit(f"unknown limiter {', '.join(unknown)} (known: {known})")
+        subjects_ = [s for s in every if not cfg.only or s.key in cfg.only]
+        for subject in subjects_:
+            print(f"  {subject.label} ...", flush=True)
+            for workload in WORKLOADS:
+                for conc in concs:
+                    repeats = (
+                        cfg.repeats if subject.key == TARGET_SUBJECT and workload == "burst" else 1
+                    )
+                    for repeat in range(repeats):
+                        run = run_one(subject, workload, conc, cfg, repeat)
+                        if run is not None:
+                            runs.append(run)
+        part = run_redis(cfg, root)
+    seconds = time.monotonic() - began
+    found = report(cfg, subjects_, concs, runs, part, seconds)
+    if json_path is not None:
+        data = to_json(cfg, runs, part, found, seconds)
+        json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        print(f"Results written to {json_path}")
+
+
+if __name__ == "__main__":
+    main()
