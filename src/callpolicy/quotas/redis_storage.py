@@ -154,6 +154,19 @@ class RedisGroup:
             if q.on_unavailable == "local" and q.local_limit is not None
         ]
         self.fallback: MemoryGroup | None = storage.memory.group(local) if local else None
+        # An unweighted admission's arguments never change but for its id: built once.
+        self._admit_tail = self._args("admit", None, 1.0, [None] * len(self.quotas))[4:]
+
+    def _admit_args(self, cost: float) -> list[Any]:
+        if not self.weighted:
+            return [
+                "admit",
+                len(self.quotas),
+                f"{random.getrandbits(64):016x}",
+                0,
+                *self._admit_tail,
+            ]
+        return self._args("admit", None, cost, [None] * len(self.quotas))
 
     def _args(
         self, op: str, taken: RedisTaken | None, cost: float, new: Sequence[float | None]
@@ -204,14 +217,14 @@ class RedisGroup:
         return outcome if isinstance(outcome, Refusal) else None
 
     def try_take(self, cost: float) -> RedisTaken | Refusal:
-        args = self._args("admit", None, cost, [None] * len(self.quotas))
+        args = self._admit_args(cost)
         try:
             return self._outcome(self.storage.run(self.keys, args), args, cost)
         except UNREACHABLE as error:
             return self._unavailable(error, cost)
 
     async def atry_take(self, cost: float) -> RedisTaken | Refusal:
-        args = self._args("admit", None, cost, [None] * len(self.quotas))
+        args = self._admit_args(cost)
         try:
             return self._outcome(await self.storage.arun(self.keys, args), args, cost)
         except UNREACHABLE as error:
