@@ -36,7 +36,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
 logger = logging.getLogger("callpolicy")
-SCRIPT = resources.files("callpolicy.quotas").joinpath("redis.lua").read_text(encoding="utf-8")
+_HERE = resources.files("callpolicy.quotas")
+SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
+LONE_SCRIPT = _HERE.joinpath("redis_lone.lua").read_text(encoding="utf-8")
 ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window": "fw"}
 LEASE_US = 10 * 60 * 1_000_000  # an in-flight slot whose process died frees after 10 min
 POLL = 0.02  # how often a call waiting for another process's in-flight slot looks again
@@ -72,7 +74,10 @@ class RedisStorage:
             plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
         )
         self.client = redis.Redis(connection_pool=pool)
-        self._script = self.client.register_script(SCRIPT)
+        self._scripts = (
+            self.client.register_script(SCRIPT),
+            self.client.register_script(LONE_SCRIPT),
+        )
         self._async_options = (plain, options)
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -86,26 +91,30 @@ class RedisStorage:
     def group(self, quotas: Sequence[Quota]) -> RedisGroup:
         return RedisGroup(self, quotas)
 
-    def async_script(self) -> Any:
-        """The script bound to a client of the running event loop (redis.asyncio clients
+    def async_scripts(self) -> Any:
+        """The scripts bound to a client of the running event loop (redis.asyncio clients
         belong to the loop that made them)."""
         loop = asyncio.get_running_loop()
-        script = self._async.get(loop)
-        if script is None:
+        scripts = self._async.get(loop)
+        if scripts is None:
             plain, options = self._async_options
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
             )
             client = redis.asyncio.Redis(connection_pool=pool)
-            script = self._async[loop] = client.register_script(SCRIPT)
-        return script
+            scripts = self._async[loop] = (
+                client.register_script(SCRIPT),
+                client.register_script(LONE_SCRIPT),
+            )
+        return scripts
 
-    def run(self, keys: list[str], args: list[Any]) -> list[int]:
-        result: list[int] = self._script(keys=keys, args=args)
+    def run(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
+        """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window)."""
+        result: list[int] = self._scripts[lone](keys=keys, args=args)
         return result
 
-    async def arun(self, keys: list[str], args: list[Any]) -> list[int]:
-        result: list[int] = await self.async_script()(keys=keys, args=args)
+    async def arun(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
+        result: list[int] = await self.async_scripts()[lone](keys=keys, args=args)
         return result
 
     def unreachable(self, error: Exception) -> None:
@@ -156,16 +165,18 @@ class RedisGroup:
         self.fallback: MemoryGroup | None = storage.memory.group(local) if local else None
         # An unweighted admission's arguments never change but for its id: built once.
         self._admit_tail = self._args("admit", None, 1.0, [None] * len(self.quotas))[4:]
+        # One unweighted sliding window, the common case, has a script of its own: less
+        # work on the server (redis_lone.lua).
+        self.lone = len(self.quotas) == 1 and self._admit_tail[0] == "sc"
+        if self.lone:
+            self.keys = self.keys[:1]  # redis_lone.lua reads only the set
 
     def _admit_args(self, cost: float) -> list[Any]:
+        admission = f"{random.getrandbits(64):016x}"
+        if self.lone:
+            return [admission, self._admit_tail[1], self._admit_tail[2]]
         if not self.weighted:
-            return [
-                "admit",
-                len(self.quotas),
-                f"{random.getrandbits(64):016x}",
-                0,
-                *self._admit_tail,
-            ]
+            return ["admit", len(self.quotas), admission, 0, *self._admit_tail]
         return self._args("admit", None, cost, [None] * len(self.quotas))
 
     def _args(
@@ -195,7 +206,10 @@ class RedisGroup:
 
     def _outcome(self, reply: list[int], args: list[Any], cost: float) -> RedisTaken | Refusal:
         if reply[0] == 1:
-            return RedisTaken(args[2], int(reply[1]), cost)
+            return RedisTaken(args[0] if self.lone else args[2], int(reply[1]), cost)
+        return self._refusal(reply)
+
+    def _refusal(self, reply: list[int]) -> Refusal:
         wait_us, index = int(reply[1]), int(reply[2]) - 1
         quota = self.quotas[index]
         if wait_us == -2:
@@ -213,20 +227,27 @@ class RedisGroup:
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
 
     def take_one(self) -> Refusal | None:
-        outcome = self.try_take(1.0)
-        return outcome if isinstance(outcome, Refusal) else None
+        """The fast path: admit a cost of 1 (None), keeping no handle; else the refusal."""
+        args = self._admit_args(1.0)
+        try:
+            reply = self.storage.run(self.keys, args, self.lone)
+        except UNREACHABLE as error:
+            outcome = self._unavailable(error, 1.0)
+            return outcome if isinstance(outcome, Refusal) else None
+        return None if reply[0] == 1 else self._refusal(reply)
 
     def try_take(self, cost: float) -> RedisTaken | Refusal:
         args = self._admit_args(cost)
         try:
-            return self._outcome(self.storage.run(self.keys, args), args, cost)
+            return self._outcome(self.storage.run(self.keys, args, self.lone), args, cost)
         except UNREACHABLE as error:
             return self._unavailable(error, cost)
 
     async def atry_take(self, cost: float) -> RedisTaken | Refusal:
         args = self._admit_args(cost)
         try:
-            return self._outcome(await self.storage.arun(self.keys, args), args, cost)
+            reply = await self.storage.arun(self.keys, args, self.lone)
+            return self._outcome(reply, args, cost)
         except UNREACHABLE as error:
             return self._unavailable(error, cost)
 
