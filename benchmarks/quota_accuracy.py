@@ -6,7 +6,12 @@ N it actually lets through, next to ratelimit, limits, pyrate-limiter and aiolim
     python benchmarks/quota_accuracy.py --json results.json
     python benchmarks/quota_accuracy.py --only callpolicy-sliding-window --guard-ms 1
 
-Every admitted call records `time.monotonic()` inside the limited function. Two workloads run
+Every admitted call records `time.monotonic()` inside the limited function. For callpolicy,
+the benchmark also records the instant each call was admitted on callpolicy's own clock (the
+`now` its counter admitted it at, by wrapping the in-memory counters' `admit` and `take` in
+this process during callpolicy's runs): its guarantee is on admissions, and what the function
+sees adds the scheduler's delay between admission and the call running. The other libraries
+expose no admission instant: they are measured in the function only. Two workloads run
 against a fresh limiter each, at 1, 4 and 16 threads and as 500 asyncio tasks:
 
   burst   every worker calls back to back, blocking (waiting for admission)
@@ -15,21 +20,26 @@ against a fresh limiter each, at 1, 4 and 16 threads and as 500 asyncio tasks:
 
 For each run: the most admissions in any window of one period (for each admission time t, the
 admissions in [t, t + period)), and the throughput share: the admissions inside the run
-divided by (run length / period) x N.
+divided by (run length / period) x N; for callpolicy both at admission and in the function,
+and the delay from one to the other.
 
 Then Redis: a redis-server on 127.0.0.1 (started and stopped here), 8 processes (spawn)
 sharing one sliding-window quota for a few seconds in blocking mode; each records
-`time.time()` (one host, one clock: comparable across processes). And the latency of one
-callpolicy admission against Redis (a decorated no-op under a quota that never throttles)
-beside a plain redis-py PING, interleaved in the same run.
+`time.time()` in the function (one host, one clock: comparable across processes) and the
+server's TIME of each admission. And the latency of one callpolicy admission against Redis
+(a decorated no-op under a quota that never throttles) beside a plain redis-py PING,
+interleaved in the same run.
 
-Targets are printed as PASS or MISS; the exit status is 0 either way.
+callpolicy's targets are judged at admission (in-process: callpolicy's clock; Redis: the
+server's TIME); the in-function figures are printed beside them. Targets are printed as PASS
+or MISS; the exit status is 0 either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing
@@ -71,6 +81,7 @@ ARecord = Callable[[], Awaitable[None]]
 SyncCall = Callable[[], bool]  # True: admitted (and recorded); False: refused
 AsyncCall = Callable[[], Awaitable[bool]]
 Close = Callable[[], None]
+Stamp = tuple[float, object]  # (a time, who: the thread or task, or the process)
 
 TARGET_SUBJECT = "callpolicy-sliding-window"
 TARGET_SHARE = 0.995
@@ -421,6 +432,41 @@ def accuracy(
     )
 
 
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def delay_summary(delays: Sequence[float]) -> dict[str, float]:
+    """min, median, p99 and max of delays (ms); empty when there are none."""
+    ordered = sorted(delays)
+    if not ordered:
+        return {}
+    return {
+        "min": ordered[0],
+        "median": statistics.median(ordered),
+        "p99": percentile(ordered, 0.99),
+        "max": ordered[-1],
+    }
+
+
+def admission_delays(admissions: Sequence[Stamp], calls: Sequence[Stamp]) -> list[float]:
+    """Milliseconds from each admission to its function running. A thread (or task) runs
+    the function it was admitted for before it asks again, so the two pair up in order per
+    thread or task (a task cancelled at the end may leave its last admission unpaired)."""
+    admitted: dict[object, list[float]] = {}
+    for t, who in admissions:
+        admitted.setdefault(who, []).append(t)
+    ran: dict[object, list[float]] = {}
+    for t, who in calls:
+        ran.setdefault(who, []).append(t)
+    return [
+        (c - a) * 1000
+        for who, times in ran.items()
+        for a, c in zip(admitted.get(who, []), times, strict=False)
+    ]
+
+
 @dataclass
 class Run:
     subject: str
@@ -429,21 +475,90 @@ class Run:
     repeat: int
     elapsed: float = 0.0
     refused: int = 0
-    accuracy: Accuracy | None = None
+    accuracy: Accuracy | None = None  # on time.monotonic() taken in the function
+    # callpolicy only: the same on its own clock of admission (the figure judged), and the
+    # delay (ms) from admission to the function running
+    admission: Accuracy | None = None
+    delay_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+
+
+# -- admissions on callpolicy's clock -------------------------------------------------------
+# The in-memory counters whose `admit` / `take` return an Entry for an admitted call.
+TAPPED = ("SlidingWindow", "TokenBucket", "FixedWindow")
+
+
+@contextlib.contextmanager
+def admissions_tapped(
+    sink: list[Stamp], who: Callable[[], object], enabled: bool = True
+) -> Iterator[bool]:
+    """While open, record (now, who) for every call a callpolicy in-memory counter admits:
+    `now` is the instant callpolicy's clock admitted it at. Done by wrapping the counters'
+    `admit` and `take` in this process only, restored on exit. Yields False when it is not
+    possible (or not enabled)."""
+    algorithms: Any = None
+    if enabled:
+        try:
+            from callpolicy.quotas import algorithms  # noqa: PLC0415 (internal)
+        except ImportError:
+            algorithms = None
+    entry_type = getattr(algorithms, "Entry", None)
+    if not isinstance(entry_type, type):
+        yield False
+        return
+    last: list[object] = [None]  # an admit() that calls take(): one admission, one record
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def method(self: object, now: float, cost: float) -> Any:
+            out = original(self, now, cost)
+            # Callers hold the storage's lock: no other admission runs in between.
+            if isinstance(out, entry_type) and out is not last[0]:
+                last[0] = out
+                sink.append((now, who()))
+            return out
+
+        return method
+
+    saved: list[tuple[type, str, Any]] = []
+    try:
+        for name in TAPPED:
+            cls = getattr(algorithms, name, None)
+            if not isinstance(cls, type):
+                continue
+            for method in ("admit", "take"):
+                original = vars(cls).get(method)
+                if callable(original):
+                    saved.append((cls, method, original))
+                    setattr(cls, method, wrap(original))
+        yield bool(saved)
+    finally:
+        for cls, method, original in reversed(saved):
+            setattr(cls, method, original)
+
+
+def guard_ms(cfg: Config) -> float:
+    """How long callpolicy's sliding windows pad each call's stay: its default guard, plus
+    --guard-ms (the benchmark's quotas declare no guard of their own)."""
+    try:
+        from callpolicy.quotas import spec  # noqa: PLC0415 (internal)
+    except ImportError:
+        default = 0.002
+    else:
+        default = float(getattr(spec, "DEFAULT_GUARD", 0.002))
+    return default * 1000 + cfg.guard_ms
 
 
 # -- running one workload -------------------------------------------------------------------
 @dataclass
 class Outcome:
-    times: list[float]
+    calls: list[Stamp]  # (time.monotonic() in the function, the thread or task)
     start: float
     end: float
     refused: int
     errors: list[str] = field(default_factory=list)
 
 
-def run_threads(call: SyncCall, threads: int, duration: float, times: list[float]) -> Outcome:
+def run_threads(call: SyncCall, threads: int, duration: float, calls: list[Stamp]) -> Outcome:
     go = threading.Event()
     bounds = [0.0, 0.0]
     refused = [0] * threads
@@ -477,7 +592,7 @@ def run_threads(call: SyncCall, threads: int, duration: float, times: list[float
     stuck = sum(worker.is_alive() for worker in workers)
     if stuck:
         errors.append(f"{stuck} threads still waiting {grace:.0f}s after the start")
-    return Outcome(list(times), start, start + duration, sum(refused), errors)
+    return Outcome(list(calls), start, start + duration, sum(refused), errors)
 
 
 async def run_tasks(
@@ -485,7 +600,7 @@ async def run_tasks(
     tasks: int,
     duration: float,
     hammer: bool,
-    times: list[float],
+    calls: list[Stamp],
 ) -> Outcome:
     call, close = make()  # inside the loop: some limiters bind to it
     go = asyncio.Event()
@@ -520,48 +635,62 @@ async def run_tasks(
         for worker in workers:
             worker.cancel()
         close()
-    return Outcome(list(times), start, start + duration, refused[0], errors)
+    return Outcome(list(calls), start, start + duration, refused[0], errors)
 
 
 def run_one(
     subject: Subject, workload: str, conc: Concurrency, cfg: Config, repeat: int
 ) -> Run | None:
     blocking = workload == "burst"
-    times: list[float] = []
-    append = times.append
     if not (subject.threads if conc.kind == "threads" else subject.tasks):
         return None
+    calls: list[Stamp] = []
+    append = calls.append
+    admissions: list[Stamp] = []
+    # Who made a call: the thread, or the task (all tasks share one thread).
+    who: Callable[[], object] = (
+        threading.get_ident if conc.kind == "threads" else asyncio.current_task
+    )
     run = Run(subject.key, workload, conc.label, repeat)
+    tap = isinstance(subject, Callpolicy)
     try:
-        if conc.kind == "threads":
+        with admissions_tapped(admissions, who, enabled=tap) as tapped:
+            if conc.kind == "threads":
 
-            def record() -> None:
-                append(time.monotonic())
+                def record() -> None:
+                    append((time.monotonic(), who()))
 
-            made = subject.sync(blocking, record)
-            assert made is not None
-            call, close = made
-            try:
-                outcome = run_threads(call, conc.n, cfg.duration, times)
-            finally:
-                close()
-        else:
-
-            async def arecord() -> None:
-                append(time.monotonic())
-
-            def make() -> tuple[AsyncCall, Close]:
-                made = subject.async_(blocking, arecord)
+                made = subject.sync(blocking, record)
                 assert made is not None
-                return made
+                call, close = made
+                try:
+                    outcome = run_threads(call, conc.n, cfg.duration, calls)
+                finally:
+                    close()
+            else:
 
-            outcome = asyncio.run(run_tasks(make, conc.n, cfg.duration, not blocking, times))
+                async def arecord() -> None:
+                    append((time.monotonic(), who()))
+
+                def make() -> tuple[AsyncCall, Close]:
+                    made = subject.async_(blocking, arecord)
+                    assert made is not None
+                    return made
+
+                outcome = asyncio.run(run_tasks(make, conc.n, cfg.duration, not blocking, calls))
+            admitted = list(admissions)
     except Exception as exc:
         run.error = repr(exc)
         return run
     run.elapsed = outcome.end - outcome.start
     run.refused = outcome.refused
-    run.accuracy = accuracy(outcome.times, outcome.start, outcome.end, cfg.limit, cfg.period)
+    times = [t for t, _ in outcome.calls]
+    run.accuracy = accuracy(times, outcome.start, outcome.end, cfg.limit, cfg.period)
+    if tapped:
+        run.admission = accuracy(
+            [t for t, _ in admitted], outcome.start, outcome.end, cfg.limit, cfg.period
+        )
+        run.delay_ms = delay_summary(admission_delays(admitted, outcome.calls))
     if outcome.errors:
         run.error = "; ".join(sorted(set(outcome.errors)))[:300]
     return run
@@ -636,10 +765,11 @@ def capture_server_times(sink: list[float], round_trips: list[int]) -> bool:
     if original is None:
         return False
 
-    def run(self: Any, keys: list[str], args: list[Any]) -> Any:
-        reply = original(self, keys, args)
+    def run(self: Any, keys: list[str], args: list[Any], lone: bool = False) -> Any:
+        reply = original(self, keys, args, lone)
         round_trips[0] += 1
-        if args and args[0] == "admit" and reply and int(reply[0]) == 1:
+        admitting = lone or (args and args[0] == "admit")  # redis_lone.lua only admits
+        if admitting and reply and int(reply[0]) == 1:
             sink.append(int(reply[1]) / 1e6)
         return reply
 
@@ -704,7 +834,7 @@ def redis_worker(
 class RedisShared:
     processes: int
     seconds: float
-    accuracy: Accuracy | None = None
+    accuracy: Accuracy | None = None  # on time.time() taken in the function
     server_accuracy: Accuracy | None = None  # the same, on the server's clock of admission
     client_delay_ms: dict[str, float] = field(default_factory=dict)
     round_trips_per_admission: float = math.nan
@@ -761,20 +891,11 @@ def run_redis_shared(cfg: Config, url: str, directory: Path) -> RedisShared:
     if times and all(len(r.server) == len(r.times) for r in got):
         server_times = [t for r in got for t in r.server]
         result.server_accuracy = accuracy(server_times, start, end, cfg.limit, cfg.period)
-        delays = sorted((c - s) * 1000 for r in got for c, s in zip(r.times, r.server, strict=True))
-        result.client_delay_ms = {
-            "min": delays[0],
-            "median": statistics.median(delays),
-            "p99": percentile(delays, 0.99),
-            "max": delays[-1],
-        }
+        result.client_delay_ms = delay_summary(
+            [(c - s) * 1000 for r in got for c, s in zip(r.times, r.server, strict=True)]
+        )
         result.round_trips_per_admission = sum(r.round_trips for r in got) / len(times)
     return result
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass
@@ -865,29 +986,49 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class Cell:
-    """The runs of one subject, workload and concurrency."""
+    """Some runs (of one subject, workload and concurrency). Figures are at admission when
+    every run recorded it (callpolicy), else in the function; with fn=True, in the function."""
 
     runs: list[Run]
 
     @property
-    def ok(self) -> list[Accuracy]:
-        return [r.accuracy for r in self.runs if r.accuracy is not None and r.error is None]
+    def good(self) -> list[Run]:
+        return [r for r in self.runs if r.accuracy is not None and r.error is None]
 
     @property
-    def worst_max(self) -> int:
-        return max(a.max_window for a in self.ok)
+    def tapped(self) -> bool:
+        """Every run has its admissions on callpolicy's clock."""
+        good = self.good
+        return bool(good) and all(r.admission is not None for r in good)
 
-    @property
-    def over(self) -> int:
-        return sum(a.over for a in self.ok)
+    def ok(self, fn: bool = False) -> list[Accuracy]:
+        at_admission = not fn and self.tapped
+        found = [r.admission if at_admission else r.accuracy for r in self.good]
+        return [a for a in found if a is not None]
 
-    @property
-    def short_ms(self) -> float:
-        return max(a.short_ms for a in self.ok)
+    def worst_max(self, fn: bool = False) -> int:
+        return max(a.max_window for a in self.ok(fn))
 
-    @property
-    def median_share(self) -> float:
-        return statistics.median(a.share for a in self.ok)
+    def over(self, fn: bool = False) -> int:
+        return sum(a.over for a in self.ok(fn))
+
+    def short_ms(self, fn: bool = False) -> float:
+        return max(a.short_ms for a in self.ok(fn))
+
+    def median_share(self, fn: bool = False) -> float:
+        return statistics.median(a.share for a in self.ok(fn))
+
+    def delay_ms(self) -> dict[str, float]:
+        """From admission to the function running: the median of the runs' medians, the
+        worst p99 and the worst max."""
+        found = [r.delay_ms for r in self.good if r.delay_ms]
+        if not found:
+            return {}
+        return {
+            "median": statistics.median(d["median"] for d in found),
+            "p99": max(d["p99"] for d in found),
+            "max": max(d["max"] for d in found),
+        }
 
     @property
     def tries_per_s(self) -> float:
@@ -905,18 +1046,31 @@ def cells(runs: list[Run]) -> dict[tuple[str, str, str], Cell]:
     return found
 
 
-def print_matrix(
-    title: str, rows: list[Subject], concs: list[Concurrency], text: Callable[[str, str], str]
-) -> None:
-    """One line per limiter, one column per concurrency; text(subject key, column label)."""
+Row = tuple[str, Callable[[str], str]]  # a label, and the text of its cell in a column
+
+
+def print_matrix(title: str, rows: list[Row], concs: list[Concurrency], width: int = 16) -> None:
+    """One line per row, one column per concurrency (at least `width` wide, more if a cell
+    needs it)."""
+    texts = [[text(conc.label) for conc in concs] for _, text in rows]
+    width = max([width, *(len(t) + 2 for line in texts for t in line)])
+    label_width = max([28, *(len(label) + 2 for label, _ in rows)])
     print()
     print(title)
-    width = 16
-    print(f"  {'limiter':<28}" + "".join(f"{c.label:>{width}}" for c in concs))
-    print("  " + "-" * (28 + width * len(concs)))
-    for subject in rows:
-        cells_ = "".join(f" {text(subject.key, conc.label):>{width - 1}}" for conc in concs)
-        print(f"  {subject.label:<28}{cells_}")
+    print(f"  {'limiter':<{label_width}}" + "".join(f"{c.label:>{width}}" for c in concs))
+    print("  " + "-" * (label_width + width * len(concs)))
+    for (label, _), line in zip(rows, texts, strict=True):
+        print(f"  {label:<{label_width}}" + "".join(f" {t:>{width - 1}}" for t in line))
+
+
+def partial_text(text: Callable[[str, str], str], key: str) -> Callable[[str], str]:
+    """text(key, column label), as a function of the column label."""
+    return lambda conc: text(key, conc)
+
+
+def subject_rows(subjects_: Sequence[Subject], text: Callable[[str, str], str]) -> list[Row]:
+    """One row per limiter; text(subject key, column label)."""
+    return [(s.label, partial_text(text, s.key)) for s in subjects_]
 
 
 def cell_text(
@@ -926,21 +1080,32 @@ def cell_text(
         cell = table.get((subject, workload, conc))
         if cell is None:
             return "-"
-        return show(cell) if cell.ok else "error"
+        return show(cell) if cell.good else "error"
 
     return text
 
 
 def accuracy_text(limit: int) -> Callable[[Cell], str]:
     def show(cell: Cell) -> str:
-        mark = "!" if cell.worst_max > limit else " "
-        return f"{cell.worst_max:>4}{mark} {cell.median_share:7.1%}"
+        worst = cell.worst_max()
+        if cell.tapped:  # callpolicy: at admission, then in the function
+            fn = cell.worst_max(fn=True)
+            mark, fn_mark = ("!" if worst > limit else ""), ("!" if fn > limit else "")
+            text = f"{worst}{mark} ({fn}{fn_mark} fn)"
+        else:
+            text = f"{worst}{'!' if worst > limit else ' '}"
+        return f"{text} {cell.median_share():7.1%}"
 
     return show
 
 
-def short_text(cell: Cell) -> str:
-    return ms_text(cell.short_ms) if cell.short_ms > 0 else "-"
+def short_text(cell: Cell | None, fn: bool = False) -> str:
+    if cell is None:
+        return "-"
+    if not cell.good:
+        return "error"
+    short = cell.short_ms(fn)
+    return ms_text(short) if short > 0 else "-"
 
 
 def ms_text(ms: float) -> str:
@@ -956,60 +1121,113 @@ def short_phrase(ms: float) -> str:
     return f"N + 1 within a period less {ms_text(ms)} ms"
 
 
+def delay_phrase(delay: dict[str, float]) -> str:
+    return (
+        f"{ms_text(delay['median'])} ms median (p99 {ms_text(delay['p99'])}, "
+        f"max {ms_text(delay['max'])})"
+    )
+
+
+def guarantee(late_ms: float, guard: float) -> str:
+    return (
+        f"the guarantee is on admissions; a call that starts {ms_text(late_ms)} ms late is "
+        f"the scheduler's, the guard absorbs up to {guard:g} ms"
+    )
+
+
 @dataclass
 class Target:
     name: str
     value: str
     passed: bool
+    note: str = ""  # information beside the judged figure
 
 
 def targets(
     cfg: Config, table: dict[tuple[str, str, str], Cell], concs: list[Concurrency], part: RedisPart
 ) -> list[Target]:
     found = []
+    guard = guard_ms(cfg)
     target_cells = [table.get((TARGET_SUBJECT, "burst", c.label)) for c in concs]
-    present = [c for c in target_cells if c is not None and c.ok]
+    present = [c for c in target_cells if c is not None and c.good]
     complete = len(present) == len(concs)
+    every = Cell([r for c in present for r in c.runs])  # all the target runs together
+    tapped = every.tapped
+    where = "at admission (callpolicy's clock)" if tapped else "in the function"
     if present:
-        worst = max(c.worst_max for c in present)
-        over = sum(c.over for c in present)
-        low = min(c.median_share for c in present)
-        short = max(c.short_ms for c in present)
+        worst, over, short = every.worst_max(), every.over(), every.short_ms()
+        low = min(c.median_share() for c in present)
     else:
         worst, over, low, short = 0, 0, 0.0, 0.0
+    fn_note = share_note = ""
+    if present and tapped:
+        delay = every.delay_ms()
+        fn_note = (
+            f"in the function (information): most in a window {every.worst_max(fn=True)}, "
+            f"{every.over(fn=True)} over N, {short_phrase(every.short_ms(fn=True))}"
+        )
+        if delay:
+            fn_note += f"; the function ran after admission by {delay_phrase(delay)}: " + guarantee(
+                delay["max"], guard
+            )
+        share_note = "in the function (information): lowest median share " + (
+            f"{min(c.median_share(fn=True) for c in present):.2%}"
+        )
+    elif present:
+        fn_note = "admission times could not be recorded: judged in the function"
     found.append(
         Target(
-            "callpolicy sliding-window, in-process burst: 0 windows over N",
-            f"{over} over N in {len(present) * cfg.repeats} runs; most in a window {worst} of "
+            f"callpolicy sliding-window, in-process burst: 0 windows over N {where}",
+            f"{over} over N in {len(every.good)} runs; most in a window {worst} of "
             f"{cfg.limit}; {short_phrase(short)}",
             complete and over == 0,
+            fn_note,
         )
     )
     found.append(
         Target(
-            f"callpolicy sliding-window, in-process burst: >= {TARGET_SHARE:.1%} of N per period",
+            f"callpolicy sliding-window, in-process burst: >= {TARGET_SHARE:.1%} of N per "
+            f"period {where}",
             f"lowest median share {low:.2%}",
             complete and low >= TARGET_SHARE,
+            share_note,
         )
     )
     shared = part.shared
-    acc = shared.accuracy if shared is not None and not shared.errors else None
+    fn_acc = shared.accuracy if shared is not None and not shared.errors else None
+    server = shared.server_accuracy if shared is not None and fn_acc is not None else None
+    acc = server or fn_acc
+    where = "at admission (the server's TIME)" if server else "in the function"
+    fn_note = share_note = ""
+    if shared is not None and server is not None and fn_acc is not None:
+        delay = shared.client_delay_ms
+        fn_note = (
+            f"in the function (time.time(); information): most in a window "
+            f"{fn_acc.max_window}, {fn_acc.over} over N, {short_phrase(fn_acc.short_ms)}; "
+            f"the function ran after the server admitted it by {delay_phrase(delay)}: "
+            + guarantee(delay["max"], guard)
+        )
+        share_note = f"in the function (information): share {fn_acc.share:.2%}"
+    elif fn_acc is not None:
+        fn_note = "the server's clock of admission could not be read: judged in the function"
     n = cfg.redis_processes
     found.append(
         Target(
-            f"Redis, {n} processes: 0 windows over N",
+            f"Redis, {n} processes: 0 windows over N {where}",
             f"{acc.over} over N; most in a window {acc.max_window} of {cfg.limit}; "
             f"{short_phrase(acc.short_ms)}"
             if acc
             else "not measured",
             acc is not None and acc.over == 0,
+            fn_note,
         )
     )
     found.append(
         Target(
-            f"Redis, {n} processes: >= {REDIS_TARGET_SHARE:.0%} of N per period",
+            f"Redis, {n} processes: >= {REDIS_TARGET_SHARE:.0%} of N per period {where}",
             f"share {acc.share:.2%}" if acc else "not measured",
             acc is not None and acc.share >= REDIS_TARGET_SHARE,
+            share_note,
         )
     )
     lat = part.latency
@@ -1023,58 +1241,76 @@ def targets(
     return found
 
 
-def report(
+def print_tables(
     cfg: Config,
     subjects_: list[Subject],
     concs: list[Concurrency],
-    runs: list[Run],
-    part: RedisPart,
-    seconds: float,
-) -> list[Target]:
-    table = cells(runs)
-    print()
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
-        f"{platform.system()} {platform.machine()}, {multiprocessing.cpu_count()} CPUs "
-        "(shared, noisy machine); " + ", ".join(f"{k} {v}" for k, v in versions().items())
-    )
-    print(
-        f"Quota N = {cfg.limit} per {cfg.period:g} s; each run {cfg.periods:g} periods "
-        f"({cfg.duration:g} s) on a fresh limiter. Cells: the most admissions in any "
-        f"[t, t + {cfg.period:g} s) ('!' above N), then the share of N per period admitted "
-        "(admitted / (run length / period x N))."
-    )
-    if cfg.guard_ms:
-        print(
-            f"callpolicy's quotas are declared as {cfg.limit}/{cfg.period_ms + cfg.guard_ms}ms "
-            f"(--guard-ms {cfg.guard_ms}), judged on {cfg.period_ms} ms windows."
-        )
-    print(
-        f"{TARGET_SUBJECT}, burst: {cfg.repeats} runs per cell (worst window, median share); "
-        "other cells: one run. '-': not supported by the library."
-    )
+    table: dict[tuple[str, str, str], Cell],
+) -> None:
+    guard = guard_ms(cfg)
     show = accuracy_text(cfg.limit)
     for workload, title in WORKLOADS.items():
-        print_matrix(title, subjects_, concs, cell_text(table, workload, show))
-    burst = cell_text(table, "burst", short_text)
-    hammer = cell_text(table, "hammer", short_text)
+        print_matrix(
+            title, subject_rows(subjects_, cell_text(table, workload, show)), concs, width=21
+        )
+
+    def short_pair(subject: str, conc: str) -> str:
+        burst = table.get((subject, "burst", conc))
+        hammer = table.get((subject, "hammer", conc))
+        text = f"{short_text(burst)} / {short_text(hammer)}"
+        if any(c is not None and c.tapped for c in (burst, hammer)):
+            text += f" (fn {short_text(burst, fn=True)} / {short_text(hammer, fn=True)})"
+        return text
+
     print_matrix(
         "N + 1 admissions within one period: by how much less than a period (ms), "
-        "burst / hammer ('-': never)",
-        subjects_,
+        "burst / hammer ('-': never; callpolicy: at admission, then in the function)",
+        subject_rows(subjects_, short_pair),
         concs,
-        lambda subject, conc: f"{burst(subject, conc)} / {hammer(subject, conc)}",
+        width=26,
     )
+
+    def delay_text(cell: Cell) -> str:
+        delay = cell.delay_ms()
+        if not delay:
+            return "-"
+        return f"{ms_text(delay['median'])} / {ms_text(delay['p99'])} / {ms_text(delay['max'])}"
+
+    tapped_rows: list[Row] = []
+    for subject in subjects_:
+        for workload in WORKLOADS:
+            text = cell_text(table, workload, delay_text)
+            if any(
+                cell.tapped
+                for (s, w, _), cell in table.items()
+                if (s, w) == (subject.key, workload)
+            ):
+                tapped_rows.append(
+                    (f"{subject.label}, {workload}", partial_text(text, subject.key))
+                )
+    if tapped_rows:
+        late = max(
+            (cell.delay_ms()["max"] for cell in table.values() if cell.tapped and cell.delay_ms()),
+            default=0.0,
+        )
+        print_matrix(
+            "callpolicy: from admission to the function running, ms: median / p99 / max",
+            tapped_rows,
+            concs,
+            width=24,
+        )
+        print(f"  {guarantee(late, guard).capitalize()} (sliding-window only).")
     print_matrix(
         "hammer: calls tried per second (admitted + refused), thousands",
-        subjects_,
+        subject_rows(
+            subjects_, cell_text(table, "hammer", lambda cell: f"{cell.tries_per_s / 1000:.1f}k")
+        ),
         concs,
-        cell_text(table, "hammer", lambda cell: f"{cell.tries_per_s / 1000:.1f}k"),
     )
-    errors = [r for r in runs if r.error]
-    for run in errors:
-        print(f"  error: {run.subject} {run.workload} {run.concurrency}: {run.error}")
 
+
+def print_redis(cfg: Config, part: RedisPart) -> None:
+    guard = guard_ms(cfg)
     print()
     print(f"Redis {part.version} on 127.0.0.1")
     if part.error:
@@ -1084,25 +1320,30 @@ def report(
         acc = shared.accuracy
         print(
             f"  {shared.processes} processes (spawn), one sliding-window quota, blocking burst "
-            f"for {shared.seconds:g} s; times are time.time() taken in the function"
-        )
-        print(
-            f"    admitted {acc.admitted} ({acc.recorded} with those while stopping); most in any "
-            f"{cfg.period:g} s window {acc.max_window} of {cfg.limit}, {acc.over} windows "
-            f"over N ({short_phrase(acc.short_ms)}); share {acc.share:.2%}"
+            f"for {shared.seconds:g} s; {shared.round_trips_per_admission:.2f} script round "
+            "trips per admission"
         )
         server = shared.server_accuracy
         if server is not None:
-            delay = shared.client_delay_ms
             print(
-                f"    on the server's clock of admission (Redis TIME): most in a window "
-                f"{server.max_window}, {server.over} over N"
+                f"    at admission (the server's TIME): admitted {server.admitted}; most in any "
+                f"{cfg.period:g} s window {server.max_window} of {cfg.limit}, {server.over} "
+                f"windows over N ({short_phrase(server.short_ms)}); share {server.share:.2%}"
             )
+        print(
+            f"    in the function (time.time(){'; information' if server else ''}): admitted "
+            f"{acc.admitted} ({acc.recorded} with those while stopping); most in any "
+            f"{cfg.period:g} s window {acc.max_window} of {cfg.limit}, {acc.over} windows "
+            f"over N ({short_phrase(acc.short_ms)}); share {acc.share:.2%}"
+        )
+        delay = shared.client_delay_ms
+        if server is not None and delay:
             print(
-                f"    the function ran after the server admitted it by {delay['median']:.2f} ms "
-                f"(median; p99 {delay['p99']:.2f}, max {delay['max']:.2f}); "
-                f"{shared.round_trips_per_admission:.2f} script round trips per admission"
+                f"    the function ran after the server admitted it by {delay_phrase(delay)}: "
+                f"{guarantee(delay['max'], guard)}"
             )
+        elif server is None:
+            print("    (the server's clock of admission could not be read)")
         for error in shared.errors:
             print(f"    error: {error}")
     lat = part.latency
@@ -1116,11 +1357,60 @@ def report(
             f"x{lat.callpolicy_us['p99'] / lat.ping_us['p99']:.2f} (p99)"
         )
 
+
+def report(
+    cfg: Config,
+    subjects_: list[Subject],
+    concs: list[Concurrency],
+    runs: list[Run],
+    part: RedisPart,
+    seconds: float,
+) -> list[Target]:
+    table = cells(runs)
+    guard = guard_ms(cfg)
+    print()
+    print(
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on "
+        f"{platform.system()} {platform.machine()}, {multiprocessing.cpu_count()} CPUs "
+        "(shared, noisy machine); " + ", ".join(f"{k} {v}" for k, v in versions().items())
+    )
+    print(
+        f"Quota N = {cfg.limit} per {cfg.period:g} s; each run {cfg.periods:g} periods "
+        f"({cfg.duration:g} s) on a fresh limiter. Cells: the most admissions in any "
+        f"[t, t + {cfg.period:g} s) ('!' above N), then the share of N per period admitted "
+        "(admitted / (run length / period x N))."
+    )
+    print(
+        "callpolicy rows count admissions on callpolicy's own clock, the instant its counter "
+        "admitted each call (its guarantee is on admissions), and '(M fn)' the same count "
+        "taken when the function ran (time.monotonic() inside it), which adds the scheduler's "
+        "delay between admission and the call running. The other libraries expose no "
+        "admission instant: they can only be measured in the function."
+    )
+    extra = f", with --guard-ms {cfg.guard_ms}" if cfg.guard_ms else ""
+    print(
+        f"callpolicy's sliding windows count each call {guard:g} ms past its period (its "
+        f"guard{extra}; the quotas are declared as {cfg.limit}/{cfg.period_ms + cfg.guard_ms}ms); "
+        f"every limiter is judged on {cfg.period_ms} ms windows."
+    )
+    print(
+        f"{TARGET_SUBJECT}, burst: {cfg.repeats} runs per cell (worst window, median share); "
+        "other cells: one run. '-': not supported by the library."
+    )
+    print_tables(cfg, subjects_, concs, table)
+    errors = [r for r in runs if r.error]
+    for run in errors:
+        print(f"  error: {run.subject} {run.workload} {run.concurrency}: {run.error}")
+
+    print_redis(cfg, part)
+
     found = targets(cfg, table, concs, part)
     print()
     print("Targets:")
     for target in found:
         print(f"  [{'PASS' if target.passed else 'MISS'}] {target.name}: {target.value}")
+        if target.note:
+            print(f"         {target.note}")
     print(f"Total {seconds:.0f} s.")
     return found
 
@@ -1134,6 +1424,7 @@ def to_json(
         "cpus": multiprocessing.cpu_count(),
         "versions": versions(),
         "config": asdict(cfg),
+        "callpolicy_guard_ms": guard_ms(cfg),
         "runs": [asdict(run) for run in runs],
         "redis": asdict(part),
         "targets": [asdict(t) for t in found],
