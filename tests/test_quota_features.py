@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -261,3 +262,88 @@ def test_pool_key_outside_a_pool_call_says_so() -> None:
 
 def test_unused_names_are_not_kept(registry_of: RegistryOf) -> None:
     assert isinstance(registry_of(svc="[endpoints.e]\n"), Registry)
+
+
+def test_a_reload_that_changes_only_max_wait_keeps_what_was_counted(
+    write_policies: Callable[..., Any], clock: FakeClock
+) -> None:
+    folder = write_policies(
+        svc='[quotas.q]\nlimit = "2/10s"\nmax_wait = "0s"\n[endpoints.e]\nquotas = ["q"]\n'
+    )
+    registry = Registry(folder)
+    fn = registry.policy("svc.e")(noop)
+    fn()
+    fn()
+    (folder / "svc.toml").write_text(
+        '[quotas.q]\nlimit = "2/10s"\nmax_wait = "1s"\n[endpoints.e]\nquotas = ["q"]\n'
+    )
+    registry.load()
+    with pytest.raises(QuotaExceeded, match="more than its max_wait"):
+        fn()
+
+
+def test_a_non_blocking_call_does_not_queue_behind_waiting_calls(registry_of: RegistryOf) -> None:
+    registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
+    release, holder = _held_slot(registry)
+    time.sleep(0.02)
+    waiter = threading.Thread(target=registry.policy("svc.e")(noop))
+    waiter.start()
+    _queued(registry, 1)
+    started = time.monotonic()
+    with call_options(blocking=False), pytest.raises(QuotaExceeded) as refused:
+        registry.policy("svc.e")(noop)()
+    assert time.monotonic() - started < 0.5
+    assert refused.value.reason == "non-blocking"
+    release.set()
+    holder.join()
+    waiter.join()
+
+
+def test_a_slot_freed_before_a_waiter_queues_is_not_missed(
+    registry_of: RegistryOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_of(
+        svc='[quotas.slot]\nconcurrency = 1\nmax_wait = "5s"\n[endpoints.e]\nquotas = ["slot"]\n'
+    )
+    release, holder = _held_slot(registry)
+    time.sleep(0.02)
+    admission = registry.compiled("svc.e").admission
+    assert admission is not None
+    try_once = admission.try_once
+
+    def refused_then_released(cost: float) -> Any:
+        outcome = try_once(cost)
+        if not release.is_set():  # the holder ends between this refusal and the queueing
+            release.set()
+            holder.join()
+        return outcome
+
+    monkeypatch.setattr(admission, "try_once", refused_then_released)
+    started = time.monotonic()
+    registry.policy("svc.e")(noop)()
+    assert time.monotonic() - started < 1.0  # not the 5 s max_wait
+
+
+def test_an_invalid_actual_cost_keeps_the_estimate_and_the_result(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(anthropic=WEIGHTED)
+    send = registry.policy("anthropic.messages", cost=50, actual_cost=lambda _: -500)(identity)
+    assert send(7) == 7
+    assert "actual_cost returned -500" in caplog.text
+    send(7)
+    with pytest.raises(QuotaExceeded):  # 50 + 50 counted: the negative cost freed nothing
+        send(7)
+
+
+@pytest.mark.parametrize(
+    ("reason", "wait", "text"),
+    [
+        ("cost", float("inf"), "would admit this call never, the call's cost is above"),
+        ("non-blocking", 2.0, "would admit this call in 2.000s, and the call may not wait"),
+        ("max_wait", float("inf"), "did not admit this call within its max_wait (1.000s)"),
+        ("deadline", 3.0, "in 3.000s, more than the time left before stop.deadline (1.000s)"),
+    ],
+)
+def test_quota_exceeded_says_why_in_words(reason: str, wait: float, text: str) -> None:
+    assert text in str(QuotaExceeded("svc.e", "svc.q", wait, 1.0, reason))

@@ -745,3 +745,48 @@ def test_a_fail_closed_refusal_gives_back_what_other_storages_took(
     # Nothing ran, so the memory quota still holds its two calls.
     assert [outcome(mem_only), outcome(mem_only)] == ["ok", "ok"]
     assert ran == ["mem_only", "mem_only"]
+
+
+# -- replies lost in flight ------------------------------------------------------------------
+
+
+def test_an_admission_whose_reply_timed_out_is_given_back_on_the_next_round_trip(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    registry = registry_of(
+        svc=f"""
+        [quotas.slots]
+        concurrency = 1
+        storage = "{redis_server.url}?timeout=100ms"
+        max_wait = "0s"
+        [endpoints.e]
+        quotas = ["slots"]
+        """
+    )
+    fn = registry.policy("svc.e")(noop)
+    fn()  # the scripts are loaded
+    with redis_busy(redis_server.url, 0.4), pytest.raises(QuotaUnavailable):
+        fn()  # sent, then timed out: Redis runs the script once free, and takes the slot
+    time.sleep(0.1)
+    fn()  # given back first thing, so the only slot is free again
+    assert client.zcard(f"{TAG}:svc.slots:a") == 0
+
+
+def test_repeated_asyncio_run_keeps_no_client_of_a_closed_loop(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    registry = registry_of(
+        svc=f'[quotas.q]\nlimit = "1000/1s"\nstorage = "{redis_server.url}"\n'
+        '[endpoints.e]\nquotas = ["q"]\n'
+    )
+
+    @registry.policy("svc.e")
+    async def call() -> None:
+        return None
+
+    for _ in range(5):
+        asyncio.run(call())
+    compiled = registry.compiled("svc.e")
+    assert compiled.admission is not None
+    storage = compiled.admission.candidates[0].groups[0].storage  # type: ignore[attr-defined]
+    assert len(storage._async) == 1  # only the last loop's client is kept

@@ -70,9 +70,11 @@ class RetryExhausted(Exception):
 class QuotaExceeded(Exception):
     """A call could not be admitted by a quota within the time it may wait.
 
-    `quota` names the quota, `wait` is how many seconds from now the call could go,
-    `max_wait` the most the call was allowed to wait, and `reason` what set that bound:
-    "max_wait" (the quota's) or "deadline" (the policy's `stop.deadline`).
+    `quota` names the quota, `wait` is how many seconds from now the call could go (inf:
+    never, or not before a call in flight ends), `max_wait` the most the call was allowed to
+    wait, and `reason` why it could not: "max_wait" (the quota's), "deadline" (the policy's
+    `stop.deadline`), "cost" (above the quota's limit), "non-blocking" (the call may not
+    wait) or "unavailable" (Redis unreachable; see QuotaUnavailable).
     """
 
     def __init__(self, policy: str, quota: str, wait: float, max_wait: float, reason: str) -> None:
@@ -81,11 +83,17 @@ class QuotaExceeded(Exception):
         self.wait = wait
         self.max_wait = max_wait
         self.reason = reason
-        bound = "its max_wait" if reason == "max_wait" else "the time left before stop.deadline"
-        super().__init__(
-            f"{policy}: quota {quota} would admit this call in {wait:.3f}s, "
-            f"more than {bound} ({max_wait:.3f}s)"
-        )
+        when = "never" if wait == float("inf") else f"in {wait:.3f}s"
+        why = {
+            "max_wait": f"more than its max_wait ({max_wait:.3f}s)",
+            "deadline": f"more than the time left before stop.deadline ({max_wait:.3f}s)",
+            "cost": "the call's cost is above the quota's limit",
+            "non-blocking": "and the call may not wait (call_options(blocking=False))",
+        }.get(reason, reason)
+        sentence = f"would admit this call {when}, {why}"
+        if wait == float("inf") and reason == "max_wait":  # waited for a slot that never came
+            sentence = f"did not admit this call within its max_wait ({max_wait:.3f}s)"
+        super().__init__(f"{policy}: quota {quota} {sentence}")
 
 
 def _short_repr(value: Any, limit: int = 200) -> str:

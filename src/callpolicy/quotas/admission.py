@@ -100,12 +100,10 @@ class Admission:
                 try:
                     taken = group.try_take(cost)
                 except BaseException as error:  # QuotaUnavailable, an interrupt: keep nothing
-                    for done, done_taken in takes:
-                        done.refund(done_taken)
+                    self._give_back(takes)
                     raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
-                    for done, done_taken in takes:
-                        done.refund(done_taken)
+                    self._give_back(takes)
                     best = _sooner(best, taken)
                     break
                 takes.append((group, taken))
@@ -122,12 +120,10 @@ class Admission:
                 try:
                     taken = await group.atry_take(cost)
                 except BaseException as error:  # QuotaUnavailable, a cancellation: keep nothing
-                    for done, done_taken in takes:
-                        await done.arefund(done_taken)
+                    await self._async_give_back(takes)
                     raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
-                    for done, done_taken in takes:
-                        await done.arefund(done_taken)
+                    await self._async_give_back(takes)
                     best = _sooner(best, taken)
                     break
                 takes.append((group, taken))
@@ -147,8 +143,9 @@ class Admission:
         first: Refusal | None = None,
     ) -> Grant:
         """`first`: the refusal of a try just made (do not ask the storage twice)."""
+        self._no_queue_for_non_blocking(first, blocking)
         if first is None and not self.queue.busy(self.names):
-            outcome = self.try_once(cost)
+            outcome: Grant | Refusal = self.try_once(cost)
             if isinstance(outcome, Grant):
                 return outcome
             first = outcome
@@ -160,7 +157,10 @@ class Admission:
             while True:
                 if self.queue.is_head(ticket):
                     # The refusal just had is as fresh as a new try: sleep on it first.
-                    outcome = first if first is not None else self.try_once(cost)
+                    # (A refusal "until a call ends" is not: a release may have come before
+                    # this ticket joined the queue and so woke nobody.)
+                    timed = first is not None and first.wait is not None
+                    outcome = first if first is not None and timed else self.try_once(cost)
                     first = None
                     if isinstance(outcome, Grant):
                         return outcome
@@ -186,6 +186,7 @@ class Admission:
         blocking: bool,
         first: Refusal | None = None,
     ) -> Grant:
+        self._no_queue_for_non_blocking(first, blocking)
         if first is None and not self.queue.busy(self.names):
             outcome = await self.async_try_once(cost)
             if isinstance(outcome, Grant):
@@ -198,7 +199,11 @@ class Admission:
         try:
             while True:
                 if self.queue.is_head(ticket):
-                    outcome = first if first is not None else await self.async_try_once(cost)
+                    timed = first is not None and first.wait is not None
+                    if first is not None and timed:
+                        outcome = first
+                    else:
+                        outcome = await self.async_try_once(cost)
                     first = None
                     if isinstance(outcome, Grant):
                         return outcome
@@ -214,6 +219,25 @@ class Admission:
                     self._out_of_time(ticket, attempt, budget)
         finally:
             self.queue.leave(ticket)
+
+    def _no_queue_for_non_blocking(self, first: Refusal | None, blocking: bool) -> None:
+        """A call that may not wait does not queue behind calls already waiting."""
+        if not blocking and first is None and self.queue.busy(self.names):
+            names = ", ".join(sorted(self.names))
+            raise QuotaExceeded(self.policy, names, math.inf, 0.0, "non-blocking")
+
+    def _give_back(self, takes: list[tuple[Group, Any]]) -> None:
+        """Refund a partial admission, and wake who waits for the slots it held."""
+        for group, taken in takes:
+            group.refund(taken)
+            if group.has_slots:
+                self.queue.notify(group.names)
+
+    async def _async_give_back(self, takes: list[tuple[Group, Any]]) -> None:
+        for group, taken in takes:
+            await group.arefund(taken)
+            if group.has_slots:
+                self.queue.notify(group.names)
 
     def _named(self, error: BaseException) -> BaseException:
         """`error` naming this policy, when it is a QuotaUnavailable raised by a storage."""

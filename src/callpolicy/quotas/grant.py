@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from callpolicy.options import Costing, reset_pool_key, set_pool_key
 from callpolicy.quotas.storage import Group
 from callpolicy.quotas.waiting import WaitQueue
+
+logger = logging.getLogger("callpolicy")
 
 
 class Grant:
@@ -46,7 +50,9 @@ class Grant:
             if token is not None:
                 reset_pool_key(token)
         if actual is not None:
-            self.adjust(float(actual(result)))
+            cost = _checked_cost(actual(result))
+            if cost is not None:
+                self.adjust(cost)
         return result
 
     async def async_run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
@@ -60,7 +66,9 @@ class Grant:
             if token is not None:
                 reset_pool_key(token)
         if actual is not None:
-            await self.async_adjust(float(actual(result)))
+            cost = _checked_cost(actual(result))
+            if cost is not None:
+                await self.async_adjust(cost)
         return result
 
     def release(self) -> None:
@@ -99,3 +107,12 @@ class Candidate:
 
 
 PLAIN = Grant([], None, None, None, weighted=False)  # an admission with nothing to do after
+
+
+def _checked_cost(cost: Any) -> float | None:
+    """An actual_cost() result, if it is a finite number >= 0; else None (the estimate stays,
+    and a warning says why: the call itself succeeded and its result is returned)."""
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < math.inf:
+        return float(cost)
+    logger.warning("actual_cost returned %r, not a number >= 0: the estimated cost stays", cost)
+    return None

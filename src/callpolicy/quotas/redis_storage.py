@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import time
-import weakref
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -79,9 +78,11 @@ class RedisStorage:
             self.client.register_script(LONE_SCRIPT),
         )
         self._async_options = (plain, options)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per event loop; a closed loop's entry is dropped (its client holds the loop).
+        self._async: dict[asyncio.AbstractEventLoop, Any] = {}
+        # Changes whose reply was lost (a timeout, a cancelled task): the script may have run,
+        # so they are sent again, first thing, on the next round trip. (group, change args)
+        self.pending: list[tuple[RedisGroup, list[Any]]] = []
         self.memory = memory
         self._warned_at = -math.inf
 
@@ -97,6 +98,8 @@ class RedisStorage:
         loop = asyncio.get_running_loop()
         scripts = self._async.get(loop)
         if scripts is None:
+            for old in [known for known in self._async if known.is_closed()]:
+                del self._async[old]
             plain, options = self._async_options
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
@@ -110,12 +113,37 @@ class RedisStorage:
 
     def run(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
         """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window)."""
+        while self.pending:
+            item = self._next_pending()
+            if item is None:
+                break
+            try:
+                self._scripts[0](keys=item[0].keys, args=item[1])
+            except BaseException:
+                self.pending.append(item)  # not sent: keep it for the next round trip
+                raise
         result: list[int] = self._scripts[lone](keys=keys, args=args)
         return result
 
     async def arun(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
-        result: list[int] = await self.async_scripts()[lone](keys=keys, args=args)
+        scripts = self.async_scripts()
+        while self.pending:
+            item = self._next_pending()
+            if item is None:
+                break
+            try:
+                await scripts[0](keys=item[0].keys, args=item[1])
+            except BaseException:
+                self.pending.append(item)
+                raise
+        result: list[int] = await scripts[lone](keys=keys, args=args)
         return result
+
+    def _next_pending(self) -> tuple[RedisGroup, list[Any]] | None:
+        try:
+            return self.pending.pop()
+        except IndexError:  # another thread took the last one
+            return None
 
     def unreachable(self, error: Exception) -> None:
         now = time.monotonic()
@@ -232,8 +260,12 @@ class RedisGroup:
         try:
             reply = self.storage.run(self.keys, args, self.lone)
         except UNREACHABLE as error:
+            self._maybe_taken(args, 1.0)
             outcome = self._unavailable(error, 1.0)
             return outcome if isinstance(outcome, Refusal) else None
+        except BaseException:
+            self._maybe_taken(args, 1.0)
+            raise
         return None if reply[0] == 1 else self._refusal(reply)
 
     def try_take(self, cost: float) -> RedisTaken | Refusal:
@@ -241,7 +273,11 @@ class RedisGroup:
         try:
             return self._outcome(self.storage.run(self.keys, args, self.lone), args, cost)
         except UNREACHABLE as error:
+            self._maybe_taken(args, cost)
             return self._unavailable(error, cost)
+        except BaseException:
+            self._maybe_taken(args, cost)
+            raise
 
     async def atry_take(self, cost: float) -> RedisTaken | Refusal:
         args = self._admit_args(cost)
@@ -249,7 +285,21 @@ class RedisGroup:
             reply = await self.storage.arun(self.keys, args, self.lone)
             return self._outcome(reply, args, cost)
         except UNREACHABLE as error:
+            self._maybe_taken(args, cost)
             return self._unavailable(error, cost)
+        except BaseException:  # a cancelled task consumes nothing
+            self._maybe_taken(args, cost)
+            raise
+
+    def _maybe_taken(self, args: list[Any], cost: float) -> None:
+        """The admission's reply was lost: the script may have run. Give it back on the next
+        round trip: harmless if it never ran (sorted-set removals by id). Token-bucket and
+        fixed-window counts cannot tell, so they keep what they may have taken."""
+        if all(code in ("sc", "sw", "cc") for code in self._admit_tail[::6]):
+            taken = RedisTaken(args[0] if self.lone else args[2], 0, cost)
+            change = self._change_args(taken, self._refunds(only_slots=False))
+            if change is not None:
+                self.storage.pending.append((self, change))
 
     def _change_args(self, taken: RedisTaken, new: Sequence[float | None]) -> list[Any] | None:
         return None if not taken.id else self._args("change", taken, taken.cost, new)
@@ -260,7 +310,8 @@ class RedisGroup:
             return
         try:
             self.storage.run(self.keys, args)
-        except UNREACHABLE as error:  # lost with the server anyway; nothing to give back
+        except UNREACHABLE as error:  # sent again on the next round trip
+            self.storage.pending.append((self, args))
             self.storage.unreachable(error)
 
     async def _achange(self, taken: RedisTaken, new: Sequence[float | None]) -> None:
@@ -270,6 +321,7 @@ class RedisGroup:
         try:
             await self.storage.arun(self.keys, args)
         except UNREACHABLE as error:
+            self.storage.pending.append((self, args))
             self.storage.unreachable(error)
 
     def _refunds(self, only_slots: bool) -> list[float | None]:

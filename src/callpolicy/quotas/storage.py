@@ -49,14 +49,16 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self._counters: dict[str, tuple[Quota, Counter]] = {}
+        self._counters: dict[str, tuple[tuple[Any, ...], Counter]] = {}
 
     def counter(self, quota: Quota) -> Counter:
-        """The counter of `quota`, kept across reloads while its definition is unchanged."""
+        """The counter of `quota`, kept across reloads while what it counts is unchanged
+        (a new max_wait or on_unavailable keeps the calls already counted)."""
+        counts = (quota.rate, quota.algorithm, quota.weighted, quota.guard, quota.concurrency)
         with self.lock:
             known = self._counters.get(quota.name)
-            if known is None or known[0] != quota:
-                known = self._counters[quota.name] = (quota, make_counter(quota))
+            if known is None or known[0] != counts:
+                known = self._counters[quota.name] = (counts, make_counter(quota))
             return known[1]
 
     def group(self, quotas: Sequence[Quota]) -> MemoryGroup:
