@@ -18,6 +18,7 @@ from callpolicy.quotas.spec import build_quota, read_quota
 from callpolicy.schema import Context, Located, QuotaRef
 
 SECTION_NAMES = ("retry", "wait", "stop")
+HINT_KEYS = ("server_hints", "hint_cap", "hint_above_cap")  # with any strategy
 INHERITED = ("quotas", "description")
 
 # Keys each wait strategy uses, besides `strategy` itself.
@@ -71,7 +72,7 @@ def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str
     strategy = _value(keys, "strategy", "exponential")
     used = STRATEGY_KEYS[strategy]
     for key, leaf in keys.items():
-        if key != "strategy" and key not in used:
+        if key not in ("strategy", *HINT_KEYS) and key not in used:
             uses = f"it uses {', '.join(used)}" if used else "it takes no other keys"
             fix = _strategy_for(key)
             hint = f'; set strategy = "{fix}" to use {key}' if fix else ""
@@ -92,6 +93,9 @@ def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str
         min=_value(keys, "min", 0.0),
         jitter=_value(keys, "jitter", 0.0),
         steps=steps,
+        hints=tuple(_value(keys, "server_hints", [])),
+        hint_cap=_value(keys, "hint_cap", 60.0),
+        hint_above_cap=_value(keys, "hint_above_cap", "clamp"),
     )
 
 

@@ -11,6 +11,7 @@ threads and tasks share a policy freely.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -66,7 +67,7 @@ class CompiledPolicy:
         if self.deadline is not None:
             stop = stop | _DeadlineStop(self.deadline)
         self.stop = stop
-        self.wait = compile_wait(policy.wait)
+        self.wait = compile_wait(policy.wait, policy.name)
 
     # -- sync ------------------------------------------------------------------------------
     def call(
@@ -214,7 +215,7 @@ class CompiledPolicy:
         (the last error, or RetryExhausted) when the stop strategy says to give up."""
         sleep = float(self.wait(state))
         state.upcoming_sleep = sleep
-        if self.stop(state):
+        if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
             self._give_up(state)
         state.idle_for += sleep
         self._before_sleep(state)
@@ -245,6 +246,7 @@ class CompiledPolicy:
                 state.upcoming_sleep,
                 cause,
                 trigger,
+                hint=getattr(state, "callpolicy_hint", None),
             )
         )
 
@@ -253,7 +255,10 @@ class CompiledPolicy:
         assert outcome is not None
         if outcome.failed:
             raise outcome.exception()  # type: ignore[misc]  # the last original exception
-        if state.attempt_number >= self.max_attempts:
+        hint = getattr(state, "callpolicy_hint", None)
+        if math.isinf(state.upcoming_sleep) and hint:
+            reason = f"the server said to wait longer than allowed: {hint}"
+        elif state.attempt_number >= self.max_attempts:
             reason = f"stop.attempts = {self.max_attempts} reached"
         else:
             deadline = format_seconds(self.deadline or 0.0)

@@ -32,6 +32,7 @@ class SleepEvent:
     cause: str  # "ConnectionError: refused", "HTTP 429", "quota spotify.app (180/30s)"
     trigger: SleepTrigger
     quota: str | None = None
+    hint: str | None = None  # the server hint used, e.g. "Retry-After: 12 instead of ..."
 
     def message(self) -> str:
         if self.source == "quota":
@@ -40,9 +41,10 @@ class SleepEvent:
                 f"{self.seconds:.3f}s for {self.cause} (quota)"
             )
         outcome = "is not done yet" if self.trigger == "result" else "failed"
+        why = f"backoff; {self.hint}" if self.hint else "backoff"
         return (
             f"{self.policy}: attempt {self.attempt} of {self.max_attempts} {outcome} "
-            f"({self.cause}); sleeping {self.seconds:.3f}s (backoff)"
+            f"({self.cause}); sleeping {self.seconds:.3f}s ({why})"
         )
 
 
@@ -75,6 +77,7 @@ def emit(event: SleepEvent) -> None:
                 "cause": event.cause,
                 "trigger": event.trigger,
                 "quota": event.quota,
+                "hint": event.hint,
             },
         )
     for hook in tuple(_hooks):

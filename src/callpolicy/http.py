@@ -29,6 +29,38 @@ def describe_status(status: int) -> str:
     return f"HTTP {status}"
 
 
+def header_values(obj: Any, name: str) -> list[str]:
+    """Every value of header `name` (any case) in `obj`'s headers or its response's: one per
+    occurrence where the client keeps repeats apart (httpx, aiohttp, urllib), as joined by
+    the client otherwise (requests). Never raises."""
+    for candidate in (obj, _safe_getattr(obj, "response")):
+        headers = _safe_getattr(candidate, "headers") if candidate is not None else None
+        if headers is None:
+            continue
+        try:
+            values = _values(headers, name)
+        except Exception:  # an odd headers object tells us nothing
+            continue
+        return [_text(v) for v in values if v is not None]
+    return []
+
+
+def _values(headers: Any, name: str) -> list[Any]:
+    for method in ("get_list", "getall", "get_all"):  # httpx, aiohttp, urllib/email
+        many = getattr(headers, method, None)
+        if callable(many):
+            found = many(name, []) if method == "getall" else many(name)
+            return list(found or [])
+    if hasattr(headers, "items"):
+        wanted = name.lower()
+        return [v for k, v in headers.items() if _text(k).lower() == wanted]
+    return []
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
 def _safe_getattr(obj: Any, name: str) -> Any:
     try:
         return getattr(obj, name, None)

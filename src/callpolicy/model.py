@@ -18,6 +18,7 @@ WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
 ALGORITHMS: tuple[str, ...] = ("sliding-window", "token-bucket", "fixed-window")
 UNAVAILABLE_MODES: tuple[str, ...] = ("fail-closed", "fail-open", "local")
+HINT_ACTIONS: tuple[str, ...] = ("clamp", "ignore", "fail")
 ConditionOp = Literal["in", "not_in", "equals"]
 _MISSING = object()
 
@@ -122,6 +123,10 @@ class Wait:
     min: float = attrs.field(default=0.0, validator=v.ge(0))
     jitter: float = attrs.field(default=0.0, validator=v.ge(0))
     steps: tuple[Wait, ...] = ()
+    # Server hints: (header, format) pairs read in order; see callpolicy.hints.
+    hints: tuple[tuple[str, str], ...] = ()
+    hint_cap: float = attrs.field(default=60.0, validator=v.ge(0))
+    hint_above_cap: str = attrs.field(default="clamp", validator=v.in_(HINT_ACTIONS))
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,11 +20,14 @@ from callpolicy.conditions import (
     resolve_predicate,
 )
 from callpolicy.errors import Problem
+from callpolicy.hints import FORMATS as HINT_FORMATS
+from callpolicy.hints import hint_format
 from callpolicy.keymap import KeyPath, line_of
-from callpolicy.model import WAIT_STRATEGIES, ResultCondition
+from callpolicy.model import HINT_ACTIONS, WAIT_STRATEGIES, ResultCondition
 from callpolicy.units import UnitError, parse_duration, shown_value
 
 Table = dict[str, Any]
+_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", re.ASCII)
 
 
 @attrs.frozen
@@ -209,6 +213,37 @@ RETRY_KEYS: dict[str, Parser] = {
     "result_predicate": _predicate,
     "exception_predicate": _predicate,
 }
+
+
+def _hint_sources(value: Any, ctx: Context, key: str) -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        raise UnitError(f'must be a list like ["Retry-After"] (got {shown_value(value)})')
+    sources = []
+    for index, entry in enumerate(value):
+        if isinstance(entry, str) and _HEADER.fullmatch(entry):
+            sources.append((entry, hint_format(entry)))
+        elif isinstance(entry, dict) and set(entry) <= {"header", "format"}:
+            header, fmt = entry.get("header"), entry.get("format")
+            if not isinstance(header, str) or not _HEADER.fullmatch(header):
+                ctx.report(
+                    f"{key}[{index}].header", f"must be a header name (got {shown_value(header)})"
+                )
+            elif fmt is not None and fmt not in HINT_FORMATS:
+                options = ", ".join(map(repr, HINT_FORMATS))
+                ctx.report(
+                    f"{key}[{index}].format", f"must be one of {options} (got {shown_value(fmt)})"
+                )
+            else:
+                sources.append((header, fmt or hint_format(header)))
+        else:
+            ctx.report(
+                f"{key}[{index}]",
+                'must be a header name or { header = "X-RateLimit-Reset", format = '
+                f'"epoch-seconds" }} (got {shown_value(entry)})',
+            )
+    return sources
+
+
 WAIT_KEYS: dict[str, Parser] = {
     "strategy": choice(WAIT_STRATEGIES),
     "seconds": duration,
@@ -218,6 +253,9 @@ WAIT_KEYS: dict[str, Parser] = {
     "min": duration,
     "jitter": duration,
     "steps": _steps,
+    "server_hints": _hint_sources,
+    "hint_cap": duration,
+    "hint_above_cap": choice(HINT_ACTIONS),
 }
 STOP_KEYS: dict[str, Parser] = {"attempts": _attempts, "deadline": _positive_duration}
 SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS}

@@ -6,14 +6,26 @@ jitter is `+ wait_random(0, jitter)`, so it only ever adds to the computed wait.
 
 from __future__ import annotations
 
+import math
+import random
+
+import attrs
 import tenacity
 from tenacity.wait import wait_base
 
+from callpolicy.hints import read_hint
 from callpolicy.model import Wait
+from callpolicy.units import format_seconds
 
 
-def compile_wait(wait: Wait) -> wait_base:
-    """The tenacity strategy for `wait`: the seconds to sleep after attempt n."""
+def compile_wait(wait: Wait, policy: str = "") -> wait_base:
+    """The tenacity strategy for `wait`: the seconds to sleep after attempt n (with server
+    hints, what the failed attempt's response says, within the policy's cap)."""
+    computed = _computed(wait)
+    return _Hinted(computed, wait, policy) if wait.hints else computed
+
+
+def _computed(wait: Wait) -> wait_base:
     strategy: wait_base
     if wait.strategy == "none":
         strategy = tenacity.wait_none()
@@ -34,6 +46,12 @@ def compile_wait(wait: Wait) -> wait_base:
 
 def describe_wait(wait: Wait) -> str:
     """One line for `callpolicy explain`."""
+    if wait.hints:
+        headers = ", ".join(header for header, _ in wait.hints)
+        plain = describe_wait(attrs.evolve(wait, hints=()))
+        cap = format_seconds(wait.hint_cap)
+        above = wait.hint_above_cap
+        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}"
     jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
     if wait.strategy == "none":
         return "retry at once"
@@ -61,3 +79,42 @@ class _Chain(wait_base):
             return float(self.steps[index](retry_state))
         finally:
             retry_state.attempt_number = attempt
+
+
+class _Hinted(wait_base):
+    """The server's word (a hint the response carries) instead of the computed backoff,
+    capped; jitter only adds. What it did is left on the retry state for the log."""
+
+    def __init__(self, computed: wait_base, wait: Wait, policy: str) -> None:
+        self.computed = computed
+        self.wait = wait
+        self.policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        computed = float(self.computed(retry_state))
+        retry_state.callpolicy_hint = None  # type: ignore[attr-defined]
+        outcome = retry_state.outcome
+        if outcome is None:
+            return computed
+        answer = outcome.exception() if outcome.failed else outcome.result()
+        hint = read_hint(self.wait.hints, answer, self.policy)
+        if hint is None:
+            return computed
+        cap, action = self.wait.hint_cap, self.wait.hint_above_cap
+        said = hint.describe()
+        seconds = hint.seconds
+        if seconds > cap:
+            if action == "ignore":
+                note = f"{said} is above hint_cap {cap:g}s: ignored, computed backoff used"
+                retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
+                return computed
+            if action == "fail":
+                note = f"{said} is above hint_cap {cap:g}s"
+                retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
+                return math.inf  # the compiler gives up at once
+            said, seconds = f"{said}, capped at {cap:g}s", cap
+        if self.wait.jitter:
+            seconds += random.uniform(0, self.wait.jitter)
+        note = f"{said} instead of the computed {computed:.3f}s"
+        retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
+        return seconds
