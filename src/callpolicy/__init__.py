@@ -9,7 +9,14 @@ def track(track_id): ...
 from __future__ import annotations
 
 from callpolicy.decorator import policy
-from callpolicy.errors import PolicyError, Problem, QuotaExceeded, QuotaUnavailable, RetryExhausted
+from callpolicy.errors import (
+    AccountLimit,
+    PolicyError,
+    Problem,
+    QuotaExceeded,
+    QuotaUnavailable,
+    RetryExhausted,
+)
 from callpolicy.events import SleepEvent, add_sleep_hook
 from callpolicy.loader import PathLike
 from callpolicy.model import Policy, Quota, ResultCondition, Retry, Stop, Wait
@@ -26,6 +33,7 @@ def load(*paths: PathLike) -> Registry:
 
 
 __all__ = [
+    "AccountLimit",
     "CallOptions",
     "FakeClock",
     "Policy",

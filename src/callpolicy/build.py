@@ -129,6 +129,9 @@ def _build_retry(keys: Mapping[str, Located]) -> Retry:
         while_=_value(keys, "while", None),
         result_predicate=_value(keys, "result_predicate", None),
         exception_predicate=_value(keys, "exception_predicate", None),
+        idempotent=_value(keys, "idempotent", None),
+        refused_any_method=_value(keys, "refused_any_method", True),
+        give_up=tuple(_value(keys, "give_up", [])),
     )
 
 

@@ -60,7 +60,7 @@ class CompiledPolicy:
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
-        self.condition = RetryCondition(policy.retry)
+        self.condition = RetryCondition(policy.retry, policy.name)
         self.checks_results = self.condition.checks_results
         self.admission = quotas.admission(policy)
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)

@@ -12,7 +12,8 @@ from typing import Any
 
 import tenacity
 
-from callpolicy.http import status_of
+from callpolicy.errors import AccountLimit
+from callpolicy.http import header_values, json_of, may_repeat, never_sent, status_of
 from callpolicy.model import Retry
 from callpolicy.units import UnitError, shown_value
 
@@ -105,11 +106,12 @@ def parse_statuses(value: object) -> frozenset[int]:
 class RetryCondition(tenacity.retry_base):
     """A policy's `retry` table as a tenacity retry strategy, plus fast checks for the wrapper."""
 
-    def __init__(self, rule: Retry) -> None:
+    def __init__(self, rule: Retry, policy: str = "") -> None:
         self.rule = rule
+        self.policy = policy
         self.exceptions = rule.on_exceptions
         self.statuses = rule.on_status
-        self.checks_results = rule.checks_results
+        self.checks_results = rule.checks_results or bool(rule.give_up)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         outcome = retry_state.outcome
@@ -121,19 +123,54 @@ class RetryCondition(tenacity.retry_base):
         return self.retries_result(outcome.result())
 
     def retries_exception(self, exc: BaseException) -> bool:
+        """Whether `exc` calls for another attempt; raises AccountLimit if it is one."""
         if not isinstance(exc, Exception):  # KeyboardInterrupt, CancelledError, ...
             return False
+        if self.rule.give_up:
+            self._give_up_if_gone(exc)
         if self.exceptions and isinstance(exc, self.exceptions):
-            return True
+            return self._may_repeat(exc, exc)
         if self.statuses and status_of(exc) in self.statuses:
-            return True
+            return self._may_repeat(exc, exc)
         predicate = self.rule.exception_predicate
-        return predicate is not None and bool(predicate(exc))
+        return predicate is not None and bool(predicate(exc)) and self._may_repeat(exc, exc)
+
+    def _may_repeat(self, obj: Any, exc: BaseException | None) -> bool:
+        """Whether the request behind `obj` may be sent again: idempotent (by the policy, or
+        by its method or Idempotency-Key), never sent at all, or refused by the server with a
+        hint (429/503 with Retry-After)."""
+        idempotent = self.rule.idempotent
+        if idempotent or (idempotent is None and may_repeat(obj)):
+            return True
+        if exc is not None and never_sent(exc):
+            return True
+        return (
+            self.rule.refused_any_method
+            and status_of(obj) in (429, 503)
+            and bool(header_values(obj, "Retry-After"))
+        )
+
+    def gives_up(self, obj: Any) -> str | None:
+        """The give_up rule a response (or an error's) matches, described; else None."""
+        status = status_of(obj)
+        body = json_of(obj) if any(rule.fields for rule in self.rule.give_up) else None
+        for rule in self.rule.give_up:
+            if rule.matches(status, body):
+                return rule.describe()
+        return None
+
+    def _give_up_if_gone(self, obj: Any) -> None:
+        matched = self.gives_up(obj)
+        if matched is not None:
+            raise AccountLimit(self.policy, matched, obj)
 
     def retries_result(self, result: Any) -> bool:
+        """Whether `result` calls for another attempt; raises AccountLimit if it says so."""
         rule = self.rule
+        if rule.give_up:
+            self._give_up_if_gone(result)
         if self.statuses and status_of(result) in self.statuses:
-            return True
+            return self._may_repeat(result, None)
         if rule.until is not None and not rule.until.matches(result):
             return True
         if rule.while_ is not None and rule.while_.matches(result):

@@ -117,3 +117,17 @@ class QuotaUnavailable(QuotaExceeded):
         self.max_wait = 0.0
         self.reason = "unavailable"
         self.storage = storage
+
+
+class AccountLimit(Exception):
+    """The server said the quota is gone for good (an account-level limit the policy's
+    `retry.give_up` describes): retrying cannot help, so the call stops at once.
+    `response` is what the server answered (the response, or the error carrying it)."""
+
+    def __init__(self, policy: str, rule: str, response: Any) -> None:
+        self.policy = policy
+        self.rule = rule
+        self.response = response
+        super().__init__(
+            f"{policy}: the server says the account's limit is reached ({rule}); not retrying"
+        )

@@ -7,7 +7,15 @@ response in `.response`.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+# Errors raised before a request could reach a server, by class name, wherever the client
+# keeps them: httpx, urllib3 (inside requests' ConnectionError), aiohttp.
+_NEVER_SENT = frozenset(
+    {"ConnectError", "NewConnectionError", "NameResolutionError", "ClientConnectorDNSError"}
+)
 
 _STATUS_ATTRIBUTES = ("status_code", "status")
 
@@ -66,3 +74,72 @@ def _safe_getattr(obj: Any, name: str) -> Any:
         return getattr(obj, name, None)
     except Exception:  # a property that raises tells us nothing
         return None
+
+
+def request_of(obj: Any) -> Any:
+    """The request behind a response or an error, or None."""
+    for candidate in (obj, _safe_getattr(obj, "response")):
+        if candidate is None:
+            continue
+        request = _safe_getattr(candidate, "request")
+        if request is not None:
+            return request
+        info = _safe_getattr(candidate, "request_info")  # aiohttp
+        if info is not None:
+            return info
+    return None
+
+
+def method_of(obj: Any) -> str | None:
+    """The HTTP method of the request behind `obj`, upper case, or None if unknown."""
+    request = request_of(obj)
+    method = _safe_getattr(request, "method") if request is not None else None
+    if method is None:
+        method = _safe_getattr(obj, "method")  # aiohttp ClientResponse
+    return method.upper() if isinstance(method, str) else None
+
+
+def may_repeat(obj: Any) -> bool:
+    """Whether sending the request behind `obj` twice is safe: an idempotent method, an
+    Idempotency-Key header, or no request known at all (not an HTTP call)."""
+    method = method_of(obj)
+    if method is None or method in IDEMPOTENT_METHODS:
+        return True
+    request = request_of(obj)
+    return bool(request is not None and header_values(request, "Idempotency-Key"))
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether `exc` proves its request never reached a server: refused connection, DNS
+    failure (searched through causes, contexts and wrapped reasons)."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo and len(seen) < 12:
+        error = todo.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        if type(error).__name__ in _NEVER_SENT:
+            return True
+        todo += [error.__cause__, error.__context__, _safe_getattr(error, "reason")]
+        todo += [arg for arg in error.args if isinstance(arg, BaseException)]
+    return False
+
+
+def json_of(obj: Any) -> Any:
+    """The JSON body of a response (or of an error's response) if the client parsed it or
+    can parse it without I/O; None otherwise. Never raises."""
+    for candidate in (obj, _safe_getattr(obj, "response")):
+        parse = _safe_getattr(candidate, "json") if candidate is not None else None
+        if callable(parse):
+            try:
+                body = parse()
+            except Exception:
+                continue
+            if hasattr(body, "__await__"):  # aiohttp: the body is not read yet
+                body.close()
+                continue
+            return body
+    return None

@@ -95,6 +95,31 @@ class ResultCondition:
 
 
 @attrs.frozen
+class GiveUp:
+    """A response meaning "the quota is gone for good" (an account-level limit): a status
+    (any if empty) and JSON body fields (dotted paths) with the values they must have."""
+
+    statuses: frozenset[int] = frozenset()
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, status: int | None, body: Any) -> bool:
+        if self.statuses and status not in self.statuses:
+            return False
+        for path, expected in self.fields:
+            value = body
+            for part in path.split("."):
+                value = value.get(part, _MISSING) if isinstance(value, Mapping) else _MISSING
+            if value != expected:
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = [f"HTTP {', '.join(map(str, sorted(self.statuses)))}"] if self.statuses else []
+        parts += [f"{path} = {value!r}" for path, value in self.fields]
+        return ", ".join(parts)
+
+
+@attrs.frozen
 class Retry:
     """When an attempt's outcome calls for another attempt. Empty means never retry."""
 
@@ -104,6 +129,10 @@ class Retry:
     while_: ResultCondition | None = None
     result_predicate: Callable[[Any], bool] | None = None
     exception_predicate: Callable[[BaseException], bool] | None = None
+    # HTTP: None decides by the request's method (and Idempotency-Key); True/False say so.
+    idempotent: bool | None = None
+    refused_any_method: bool = True  # 429/503 with a Retry-After: retried for any method
+    give_up: tuple[GiveUp, ...] = ()
 
     @property
     def checks_results(self) -> bool:

@@ -23,7 +23,7 @@ from callpolicy.errors import Problem
 from callpolicy.hints import FORMATS as HINT_FORMATS
 from callpolicy.hints import hint_format
 from callpolicy.keymap import KeyPath, line_of
-from callpolicy.model import HINT_ACTIONS, WAIT_STRATEGIES, ResultCondition
+from callpolicy.model import HINT_ACTIONS, WAIT_STRATEGIES, GiveUp, ResultCondition
 from callpolicy.units import UnitError, parse_duration, shown_value
 
 Table = dict[str, Any]
@@ -205,6 +205,53 @@ def _steps(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
     return steps
 
 
+def _flag(value: Any, ctx: Context, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise UnitError(f"must be true or false (got {shown_value(value)})")
+    return value
+
+
+def _give_up(value: Any, ctx: Context, key: str) -> list[GiveUp]:
+    if not isinstance(value, list):
+        raise UnitError(f"must be a list of tables (got {shown_value(value)})")
+    rules = []
+    for index, entry in enumerate(value):
+        sub = ctx.child(f"{key}[{index}]")
+        if not isinstance(entry, dict) or not entry:
+            sub.report(
+                None,
+                'must be a table like { status = 429, json = { type = "..." } }'
+                f" (got {shown_value(entry)})",
+            )
+            continue
+        report_unknown(entry, ("status", "json"), sub)
+        status = entry.get("status", [])
+        statuses: frozenset[int] = frozenset()
+        try:
+            for item in status if isinstance(status, list) else [status]:
+                statuses |= parse_statuses(item)
+        except UnitError as exc:
+            sub.report("status", str(exc))
+        body = entry.get("json", {})
+        if not isinstance(body, dict):
+            sub.report("json", f"must be a table of field = value (got {shown_value(body)})")
+            body = {}
+        rules.append(GiveUp(statuses, tuple(_flatten(body))))
+    return rules
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """{ error = { type = "x" } } and { "error.type" = "x" } both mean error.type == "x"."""
+    pairs = []
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            pairs += _flatten(value, f"{path}.")
+        else:
+            pairs.append((path, value))
+    return pairs
+
+
 RETRY_KEYS: dict[str, Parser] = {
     "on_exceptions": _list_of(_exception),
     "on_status": _list_of(_status),
@@ -212,6 +259,9 @@ RETRY_KEYS: dict[str, Parser] = {
     "while": _condition,
     "result_predicate": _predicate,
     "exception_predicate": _predicate,
+    "idempotent": _flag,
+    "refused_any_method": _flag,
+    "give_up": _give_up,
 }
 
 
