@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from callpolicy.errors import Problem
-from callpolicy.model import Policy, Quota, Retry, Stop, Wait
+from callpolicy.hints import hint_format
+from callpolicy.model import Pause, Policy, Quota, Retry, Stop, Wait
 from callpolicy.quotas.spec import build_quota, read_quota
 from callpolicy.schema import Context, Located, QuotaRef
 
-SECTION_NAMES = ("retry", "wait", "stop")
+SECTION_NAMES = ("retry", "wait", "stop", "pause")
 HINT_KEYS = ("server_hints", "hint_cap", "hint_above_cap")  # with any strategy
 INHERITED = ("quotas", "description")
 
@@ -65,7 +66,21 @@ def build_policy(
     )
     quota_list = _resolve_quotas(name, layers.get("quotas"), quotas, problems)
     description = _value(layers, "description", "")
-    return Policy(name, retry, wait, stop, quota_list, description, source)
+    pause = _build_pause(layers.get("pause"))
+    return Policy(name, retry, wait, stop, quota_list, description, source, pause)
+
+
+def _build_pause(keys: Mapping[str, Located] | None) -> Pause | None:
+    """The endpoint's pause; the reset header's format defaults by its name."""
+    if not keys:
+        return None
+    reset = _value(keys, "reset", "X-RateLimit-Reset")
+    return Pause(
+        remaining=_value(keys, "remaining", "X-RateLimit-Remaining"),
+        reset=reset,
+        format=_value(keys, "format", hint_format(reset)),
+        max=_value(keys, "max", 60.0),
+    )
 
 
 def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str) -> Wait:

@@ -31,6 +31,7 @@ from callpolicy.events import (
 from callpolicy.http import status_of
 from callpolicy.model import Policy
 from callpolicy.options import Costing
+from callpolicy.pause import ServerPause
 from callpolicy.quotas import QuotaStore
 from callpolicy.units import format_seconds
 from callpolicy.waits import compile_wait
@@ -63,6 +64,8 @@ class CompiledPolicy:
         self.condition = RetryCondition(policy.retry, policy.name)
         self.checks_results = self.condition.checks_results
         self.admission = quotas.admission(policy)
+        pause = policy.pause
+        self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | _DeadlineStop(self.deadline)
@@ -74,7 +77,9 @@ class CompiledPolicy:
         self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
-        admission = self.admission
+        admission, pause = self.admission, self.pause
+        if pause is not None:
+            pause.wait(1, self._deadline_at(start))
         grant = None
         if admission is not None:
             grant = admission.admit(1, self._deadline_at(start), costing, args, kwargs)
@@ -84,11 +89,15 @@ class CompiledPolicy:
             else:
                 result = grant.run(fn, args, kwargs, costing)
         except Exception as exc:
+            if pause is not None:
+                pause.note(exc)
             if not self.condition.retries_exception(exc):
                 raise
             state = self._new_state(fn, args, kwargs, start)
             state.set_exception((type(exc), exc, exc.__traceback__))
         else:
+            if pause is not None:
+                pause.note(result)
             if not (self.checks_results and self.condition.retries_result(result)):
                 return result
             state = self._new_state(fn, args, kwargs, start)
@@ -106,12 +115,14 @@ class CompiledPolicy:
         costing: Costing | None,
     ) -> Any:
         deadline_at = self._deadline_at(start)
-        admission = self.admission
+        admission, pause = self.admission, self.pause
         while True:
             sleep = self._next_sleep(state)
             last = state.outcome
             state.prepare_for_next_attempt()
             CLOCK.sleep(sleep)
+            if pause is not None:
+                self._pause_for_retry(pause, last, state, deadline_at)
             grant = None
             if admission is not None:
                 try:
@@ -126,10 +137,14 @@ class CompiledPolicy:
                 else:
                     result = grant.run(fn, args, kwargs, costing)
             except Exception as exc:
+                if pause is not None:
+                    pause.note(exc)
                 if not self.condition.retries_exception(exc):
                     raise
                 state.set_exception((type(exc), exc, exc.__traceback__))
             else:
+                if pause is not None:
+                    pause.note(result)
                 if not (self.checks_results and self.condition.retries_result(result)):
                     return result
                 state.set_result(result)
@@ -143,7 +158,9 @@ class CompiledPolicy:
         costing: Costing | None = None,
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
-        admission = self.admission
+        admission, pause = self.admission, self.pause
+        if pause is not None:
+            await pause.async_wait(1, self._deadline_at(start))
         grant = None
         if admission is not None:
             grant = await admission.async_admit(1, self._deadline_at(start), costing, args, kwargs)
@@ -153,11 +170,15 @@ class CompiledPolicy:
             else:
                 result = await grant.async_run(fn, args, kwargs, costing)
         except Exception as exc:
+            if pause is not None:
+                pause.note(exc)
             if not self.condition.retries_exception(exc):
                 raise
             state = self._new_state(fn, args, kwargs, start)
             state.set_exception((type(exc), exc, exc.__traceback__))
         else:
+            if pause is not None:
+                pause.note(result)
             if not (self.checks_results and self.condition.retries_result(result)):
                 return result
             state = self._new_state(fn, args, kwargs, start)
@@ -174,12 +195,17 @@ class CompiledPolicy:
         costing: Costing | None,
     ) -> Any:
         deadline_at = self._deadline_at(start)
-        admission = self.admission
+        admission, pause = self.admission, self.pause
         while True:
             sleep = self._next_sleep(state)
             last = state.outcome
             state.prepare_for_next_attempt()
             await CLOCK.async_sleep(sleep)
+            if pause is not None:
+                try:
+                    await pause.async_wait(state.attempt_number, deadline_at)
+                except QuotaExceeded as refused:
+                    self._no_quota_for_retry(refused, last, state)
             grant = None
             if admission is not None:
                 try:
@@ -194,10 +220,14 @@ class CompiledPolicy:
                 else:
                     result = await grant.async_run(fn, args, kwargs, costing)
             except Exception as exc:
+                if pause is not None:
+                    pause.note(exc)
                 if not self.condition.retries_exception(exc):
                     raise
                 state.set_exception((type(exc), exc, exc.__traceback__))
             else:
+                if pause is not None:
+                    pause.note(result)
                 if not (self.checks_results and self.condition.retries_result(result)):
                     return result
                 state.set_result(result)
@@ -266,6 +296,18 @@ class CompiledPolicy:
                 f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {deadline}"
             )
         raise RetryExhausted(self.name, outcome.result(), state.attempt_number, reason)
+
+    def _pause_for_retry(
+        self,
+        pause: ServerPause,
+        last: tenacity.Future | None,
+        state: tenacity.RetryCallState,
+        deadline_at: float | None,
+    ) -> None:
+        try:
+            pause.wait(state.attempt_number, deadline_at)
+        except QuotaExceeded as refused:
+            self._no_quota_for_retry(refused, last, state)
 
     def _no_quota_for_retry(
         self, refused: QuotaExceeded, last: tenacity.Future | None, state: tenacity.RetryCallState

@@ -12,7 +12,7 @@ from callpolicy.http import status_of
 
 logger = logging.getLogger("callpolicy")
 
-SleepSource = Literal["backoff", "quota"]
+SleepSource = Literal["backoff", "quota", "pause"]
 # Why: an exception was raised, a response came back with a retried status, a returned value
 # did not meet the policy's condition yet (polling), or a quota was full.
 SleepTrigger = Literal["exception", "status", "result", "quota"]
@@ -35,6 +35,11 @@ class SleepEvent:
     hint: str | None = None  # the server hint used, e.g. "Retry-After: 12 instead of ..."
 
     def message(self) -> str:
+        if self.source == "pause":
+            return (
+                f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
+                f"{self.seconds:.3f}s: the server said {self.cause} (pause)"
+            )
         if self.source == "quota":
             return (
                 f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "

@@ -167,6 +167,17 @@ class Stop:
 
 
 @attrs.frozen
+class Pause:
+    """When a response's `remaining` header reads 0, the endpoint waits until its `reset`
+    header (read in `format`) says, for `max` seconds at most."""
+
+    remaining: str = "X-RateLimit-Remaining"
+    reset: str = "X-RateLimit-Reset"
+    format: str = "delta-seconds"
+    max: float = attrs.field(default=60.0, validator=v.ge(0))
+
+
+@attrs.frozen
 class Policy:
     """Everything one endpoint's calls obey; `source` is where it was declared (file:line)."""
 
@@ -177,3 +188,4 @@ class Policy:
     quotas: tuple[Quota, ...] = ()
     description: str = ""
     source: str = ""
+    pause: Pause | None = None

@@ -307,8 +307,22 @@ WAIT_KEYS: dict[str, Parser] = {
     "hint_cap": duration,
     "hint_above_cap": choice(HINT_ACTIONS),
 }
+
+
+def _header(value: Any, ctx: Context, key: str) -> str:
+    if not isinstance(value, str) or not _HEADER.fullmatch(value):
+        raise UnitError(f"must be a header name (got {shown_value(value)})")
+    return value
+
+
+PAUSE_KEYS: dict[str, Parser] = {
+    "remaining": _header,
+    "reset": _header,
+    "format": choice(HINT_FORMATS),
+    "max": duration,
+}
 STOP_KEYS: dict[str, Parser] = {"attempts": _attempts, "deadline": _positive_duration}
-SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS}
+SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS, "pause": PAUSE_KEYS}
 POLICY_KEYS: dict[str, Parser] = {
     "extends": _text,
     "description": _text,

@@ -1,0 +1,65 @@
+"""Pausing an endpoint when the server says its quota is spent (`[endpoints.x] pause`).
+
+When a response reads `X-RateLimit-Remaining: 0` (or the header the policy names) and its
+reset header says when the window reopens, the endpoint's next calls wait until then,
+before the server has to refuse one. The reset is read like any server hint (strictly,
+capped by `pause.max`); a value that is not a usable hint pauses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from callpolicy.clock import CLOCK
+from callpolicy.errors import QuotaExceeded
+from callpolicy.events import SleepEvent, emit
+from callpolicy.hints import read_hint
+from callpolicy.http import header_values
+from callpolicy.model import Pause
+
+
+class ServerPause:
+    """The pause state of one endpoint, shared by its calls in every thread and task."""
+
+    def __init__(self, policy: str, max_attempts: int, pause: Pause) -> None:
+        self.policy = policy
+        self.max_attempts = max_attempts
+        self.pause = pause
+        self.sources = ((pause.reset, pause.format),)
+        self.until = 0.0  # CLOCK time before which calls wait
+        self._lock = threading.Lock()
+
+    def note(self, answer: Any) -> None:
+        """Read a response (or an error carrying one) after an attempt."""
+        values = header_values(answer, self.pause.remaining)
+        if len(values) != 1 or values[0].strip() != "0":
+            return
+        hint = read_hint(self.sources, answer, self.policy)
+        if hint is None:
+            return
+        until = CLOCK.now() + min(hint.seconds, self.pause.max)
+        with self._lock:
+            self.until = max(self.until, until)
+
+    def _left(self, attempt: int, deadline_at: float | None) -> float:
+        now = CLOCK.now()
+        left = self.until - now
+        if left <= 0:
+            return 0.0
+        if deadline_at is not None and now + left > deadline_at:
+            name = f"{self.policy} (paused by the server)"
+            raise QuotaExceeded(self.policy, name, left, max(deadline_at - now, 0.0), "deadline")
+        cause = f"{self.pause.remaining}: 0 until {self.pause.reset}"
+        emit(SleepEvent(self.policy, attempt, self.max_attempts, "pause", left, cause, "quota"))
+        return left
+
+    def wait(self, attempt: int, deadline_at: float | None) -> None:
+        left = self._left(attempt, deadline_at)
+        if left:
+            CLOCK.sleep(left)
+
+    async def async_wait(self, attempt: int, deadline_at: float | None) -> None:
+        left = self._left(attempt, deadline_at)
+        if left:
+            await CLOCK.async_sleep(left)
