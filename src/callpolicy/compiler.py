@@ -19,38 +19,22 @@ import tenacity
 
 from callpolicy.clock import CLOCK
 from callpolicy.conditions import RetryCondition
-from callpolicy.errors import QuotaExceeded, RetryExhausted
+from callpolicy.errors import QuotaExceeded
 from callpolicy.events import (
-    SleepEvent,
-    SleepTrigger,
-    describe_exception,
-    describe_result,
     emit,
     listening,
 )
-from callpolicy.http import status_of
 from callpolicy.model import Policy
 from callpolicy.options import Costing
+from callpolicy.outcomes import DeadlineStop, give_up, no_quota_for_retry, sleep_event
 from callpolicy.pause import ServerPause
 from callpolicy.quotas import QuotaStore
-from callpolicy.units import format_seconds
 from callpolicy.waits import compile_wait
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 # RetryCallState wants a Retrying to point at; ours is never iterated.
 _STATE_OWNER = tenacity.Retrying()
-
-
-class _DeadlineStop(tenacity.stop.stop_base):
-    """Stop before a sleep that would end past the deadline (measured from the call's start)."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        elapsed = CLOCK.now() - retry_state.start_time
-        return elapsed + retry_state.upcoming_sleep > self.deadline
 
 
 class CompiledPolicy:
@@ -68,7 +52,7 @@ class CompiledPolicy:
         self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
-            stop = stop | _DeadlineStop(self.deadline)
+            stop = stop | DeadlineStop(self.deadline)
         self.stop = stop
         self.wait = compile_wait(policy.wait, policy.name)
 
@@ -255,47 +239,11 @@ class CompiledPolicy:
         return None if self.deadline is None else start + self.deadline
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
-        if not listening():  # describing the cause costs more than the rest of a retry
-            return
-        outcome = state.outcome
-        assert outcome is not None
-        exc = outcome.exception() if outcome.failed else None
-        trigger: SleepTrigger
-        if exc is not None:
-            trigger, cause = "exception", describe_exception(exc)
-        else:
-            result = outcome.result()
-            trigger = "status" if status_of(result) in self.condition.statuses else "result"
-            cause = describe_result(result)
-        emit(
-            SleepEvent(
-                self.name,
-                state.attempt_number,
-                self.max_attempts,
-                "backoff",
-                state.upcoming_sleep,
-                cause,
-                trigger,
-                hint=getattr(state, "callpolicy_hint", None),
-            )
-        )
+        if listening():  # describing the cause costs more than the rest of a retry
+            emit(sleep_event(self.name, self.max_attempts, self.condition.statuses, state))
 
     def _give_up(self, state: tenacity.RetryCallState) -> NoReturn:
-        outcome = state.outcome
-        assert outcome is not None
-        if outcome.failed:
-            raise outcome.exception()  # type: ignore[misc]  # the last original exception
-        hint = getattr(state, "callpolicy_hint", None)
-        if math.isinf(state.upcoming_sleep) and hint:
-            reason = f"the server said to wait longer than allowed: {hint}"
-        elif state.attempt_number >= self.max_attempts:
-            reason = f"stop.attempts = {self.max_attempts} reached"
-        else:
-            deadline = format_seconds(self.deadline or 0.0)
-            reason = (
-                f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {deadline}"
-            )
-        raise RetryExhausted(self.name, outcome.result(), state.attempt_number, reason)
+        give_up(self.name, self.max_attempts, self.deadline, state)
 
     def _pause_for_retry(
         self,
@@ -307,18 +255,9 @@ class CompiledPolicy:
         try:
             pause.wait(state.attempt_number, deadline_at)
         except QuotaExceeded as refused:
-            self._no_quota_for_retry(refused, last, state)
+            no_quota_for_retry(self.name, refused, last, state)
 
     def _no_quota_for_retry(
         self, refused: QuotaExceeded, last: tenacity.Future | None, state: tenacity.RetryCallState
     ) -> NoReturn:
-        """A retry found no quota in time: fail with the last error, losing nothing."""
-        assert last is not None
-        attempts = state.attempt_number - 1
-        if last.failed:
-            error = last.exception()
-            assert error is not None
-            if refused.reason == "deadline":
-                raise error  # the deadline rule: fail at once with the last error
-            raise refused from error
-        raise RetryExhausted(self.name, last.result(), attempts, str(refused)) from refused
+        no_quota_for_retry(self.name, refused, last, state)

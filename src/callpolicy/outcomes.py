@@ -1,0 +1,91 @@
+"""How a retried call ends: the stop at a deadline, the sleep event, giving up with the
+last error (or RetryExhausted), and a retry that found no quota in time."""
+
+from __future__ import annotations
+
+import math
+from typing import NoReturn
+
+import tenacity
+
+from callpolicy.clock import CLOCK
+from callpolicy.errors import QuotaExceeded, RetryExhausted
+from callpolicy.events import SleepEvent, SleepTrigger, describe_exception, describe_result
+from callpolicy.http import status_of
+from callpolicy.units import format_seconds
+
+
+class DeadlineStop(tenacity.stop.stop_base):
+    """Stop before a sleep that would end past the deadline (measured from the call's start)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = CLOCK.now() - retry_state.start_time
+        return elapsed + retry_state.upcoming_sleep > self.deadline
+
+
+def sleep_event(
+    policy: str, max_attempts: int, statuses: frozenset[int], state: tenacity.RetryCallState
+) -> SleepEvent:
+    """The backoff sleep about to happen after the attempt `state` holds."""
+    outcome = state.outcome
+    assert outcome is not None
+    exc = outcome.exception() if outcome.failed else None
+    trigger: SleepTrigger
+    if exc is not None:
+        trigger, cause = "exception", describe_exception(exc)
+    else:
+        result = outcome.result()
+        trigger = "status" if status_of(result) in statuses else "result"
+        cause = describe_result(result)
+    return SleepEvent(
+        policy,
+        state.attempt_number,
+        max_attempts,
+        "backoff",
+        state.upcoming_sleep,
+        cause,
+        trigger,
+        hint=getattr(state, "callpolicy_hint", None),
+    )
+
+
+def give_up(
+    policy: str, max_attempts: int, deadline: float | None, state: tenacity.RetryCallState
+) -> NoReturn:
+    """Retries are over: raise the last original exception, or RetryExhausted with the last
+    result and why."""
+    outcome = state.outcome
+    assert outcome is not None
+    if outcome.failed:
+        raise outcome.exception()  # type: ignore[misc]  # the last original exception
+    hint = getattr(state, "callpolicy_hint", None)
+    if math.isinf(state.upcoming_sleep) and hint:
+        reason = f"the server said to wait longer than allowed: {hint}"
+    elif state.attempt_number >= max_attempts:
+        reason = f"stop.attempts = {max_attempts} reached"
+    else:
+        shown = format_seconds(deadline or 0.0)
+        reason = f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {shown}"
+    raise RetryExhausted(policy, outcome.result(), state.attempt_number, reason)
+
+
+def no_quota_for_retry(
+    policy: str,
+    refused: QuotaExceeded,
+    last: tenacity.Future | None,
+    state: tenacity.RetryCallState,
+) -> NoReturn:
+    """A retry found no quota (or the server's pause) in time: fail with the last error,
+    losing nothing."""
+    assert last is not None
+    attempts = state.attempt_number - 1
+    if last.failed:
+        error = last.exception()
+        assert error is not None
+        if refused.reason == "deadline":
+            raise error  # the deadline rule: fail at once with the last error
+        raise refused from error
+    raise RetryExhausted(policy, last.result(), attempts, str(refused)) from refused
