@@ -113,3 +113,21 @@ def test_an_error_carrying_the_headers_pauses_too(
     )
     assert registry.policy("api.get")(call)().status_code == 200
     assert clock.sleeps == [0.0, 2.0]  # the retry's backoff, then the pause
+
+
+def test_what_remains_for_calls_already_in_flight_pauses_the_next(clock: FakeClock) -> None:
+    from callpolicy.model import Pause  # noqa: PLC0415 (the unit under test)
+    from callpolicy.pause import ServerPause  # noqa: PLC0415
+
+    pause = ServerPause("api.get", 3, Pause())
+    pause.enter()  # this call
+    pause.enter()  # another, still waiting for its answer: it will use the last one left
+    pause.note(Response({"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "3"}))
+    assert pause.until == pytest.approx(clock.now() + 3.0)
+    pause.note(Response({}))  # the other answered
+    pause.enter()
+    pause.note(Response({"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "9"}))
+    assert pause.until == pytest.approx(clock.now() + 3.0)  # 1 left, none in flight: go on
+    pause.enter()
+    pause.leave()  # interrupted: not in flight any more
+    assert pause.in_flight == 0

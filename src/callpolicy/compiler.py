@@ -67,6 +67,8 @@ class CompiledPolicy:
         grant = None
         if admission is not None:
             grant = admission.admit(1, self._deadline_at(start), costing, args, kwargs)
+        if pause is not None:
+            pause.enter()
         try:
             if grant is None or grant.plain:
                 result = fn(*args, **kwargs)
@@ -79,6 +81,10 @@ class CompiledPolicy:
                 raise
             state = self._new_state(fn, args, kwargs, start)
             state.set_exception((type(exc), exc, exc.__traceback__))
+        except BaseException:  # interrupted or cancelled: never retried
+            if pause is not None:
+                pause.leave()
+            raise
         else:
             if pause is not None:
                 pause.note(result)
@@ -115,6 +121,8 @@ class CompiledPolicy:
                     )
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
+            if pause is not None:
+                pause.enter()
             try:
                 if grant is None or grant.plain:
                     result = fn(*args, **kwargs)
@@ -126,6 +134,10 @@ class CompiledPolicy:
                 if not self.condition.retries_exception(exc):
                     raise
                 state.set_exception((type(exc), exc, exc.__traceback__))
+            except BaseException:
+                if pause is not None:
+                    pause.leave()
+                raise
             else:
                 if pause is not None:
                     pause.note(result)
@@ -148,6 +160,8 @@ class CompiledPolicy:
         grant = None
         if admission is not None:
             grant = await admission.async_admit(1, self._deadline_at(start), costing, args, kwargs)
+        if pause is not None:
+            pause.enter()
         try:
             if grant is None or grant.plain:
                 result = await fn(*args, **kwargs)
@@ -160,6 +174,10 @@ class CompiledPolicy:
                 raise
             state = self._new_state(fn, args, kwargs, start)
             state.set_exception((type(exc), exc, exc.__traceback__))
+        except BaseException:  # interrupted or cancelled: never retried
+            if pause is not None:
+                pause.leave()
+            raise
         else:
             if pause is not None:
                 pause.note(result)
@@ -198,6 +216,8 @@ class CompiledPolicy:
                     )
                 except QuotaExceeded as refused:
                     self._no_quota_for_retry(refused, last, state)
+            if pause is not None:
+                pause.enter()
             try:
                 if grant is None or grant.plain:
                     result = await fn(*args, **kwargs)
@@ -209,6 +229,10 @@ class CompiledPolicy:
                 if not self.condition.retries_exception(exc):
                     raise
                 state.set_exception((type(exc), exc, exc.__traceback__))
+            except BaseException:
+                if pause is not None:
+                    pause.leave()
+                raise
             else:
                 if pause is not None:
                     pause.note(result)

@@ -1,9 +1,10 @@
 """Pausing an endpoint when the server says its quota is spent (`[endpoints.x] pause`).
 
-When a response reads `X-RateLimit-Remaining: 0` (or the header the policy names) and its
-reset header says when the window reopens, the endpoint's next calls wait until then,
-before the server has to refuse one. The reset is read like any server hint (strictly,
-capped by `pause.max`); a value that is not a usable hint pauses nothing.
+When a response's `X-RateLimit-Remaining` (or the header the policy names) is no more than
+the endpoint's other calls already in flight, which will use up what remains, and its reset
+header says when the window reopens, the endpoint's next calls wait until then, before the
+server has to refuse one. The reset is read like any server hint (strictly, capped by
+`pause.max`); a value that is not a usable hint pauses nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ class ServerPause:
         self.pause = pause
         self.sources = ((pause.reset, pause.format),)
         self.until = 0.0  # CLOCK time before which calls wait
+        self.in_flight = 0  # attempts sent and not answered yet
         self._lock = threading.Lock()
+
+    def leave(self) -> None:
+        """An attempt ended without an answer to read (interrupted, cancelled)."""
+        with self._lock:
+            self.in_flight = max(self.in_flight - 1, 0)
 
     def note(self, answer: Any) -> None:
         """Read a response (or an error carrying one) after an attempt."""
+        self.leave()
         values = header_values(answer, self.pause.remaining)
-        if len(values) != 1 or values[0].strip() != "0":
+        text = values[0].strip() if len(values) == 1 else ""
+        if not (text.isascii() and text.isdigit() and int(text) <= self.in_flight):
             return
         hint = read_hint(self.sources, answer, self.policy)
         if hint is None:
@@ -53,6 +62,11 @@ class ServerPause:
         cause = f"{self.pause.remaining}: 0 until {self.pause.reset}"
         emit(SleepEvent(self.policy, attempt, self.max_attempts, "pause", left, cause, "quota"))
         return left
+
+    def enter(self) -> None:
+        """An attempt is about to be sent: in flight until note() or leave()."""
+        with self._lock:
+            self.in_flight += 1
 
     def wait(self, attempt: int, deadline_at: float | None) -> None:
         left = self._left(attempt, deadline_at)
