@@ -235,7 +235,6 @@ limit = "1/10s"
 limit = "1/20s"
 [quotas.keys]
 pool = ["key_a", "key_b"]
-max_wait = "1m"
 [endpoints.messages]
 quotas = ["keys", "100/1s"]
 """

@@ -95,8 +95,8 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     for key in RATE_ONLY if kind != "limit" else ():
         if key in keys:
             ctx.report(key, f"applies only to a quota with a limit (this one has {kind})")
-    if kind == "pool" and ("storage" in keys or "on_unavailable" in keys):
-        ctx.report(None, "a pool takes storage and on_unavailable from its members")
+    if kind == "pool" and any(k in keys for k in ("storage", "on_unavailable", "max_wait")):
+        ctx.report(None, "a pool takes storage, on_unavailable and max_wait from its members")
     mode = keys.get("on_unavailable")
     if mode is not None and mode.value == "local" and "local_limit" not in keys:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
