@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import random
 import sys
@@ -43,6 +42,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from mock_api import log_sleeps
 
 import callpolicy
 from callpolicy import SleepEvent, policy
@@ -459,10 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, default=10, help="batch size (10)")
     parser.add_argument("--quiet", action="store_true", help="do not log each sleep")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.WARNING, format="%(relativeCreated)6.0fms  %(message)s"
-    )
-    logging.getLogger("callpolicy").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log_sleeps(quiet=args.quiet)
 
     callpolicy.load(POLICIES)  # the directory next to this file: runs from any cwd
     counter = SleepCounter()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from mock_api import MockAPI, Reply, Request, Stats
+from mock_api import MockAPI, Reply, Request, Stats, log_sleeps
 
 import callpolicy
 from callpolicy import SleepEvent, policy
@@ -192,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls < URGENT:
         parser.error(f"--calls must be at least {URGENT}")
 
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.WARNING, format="%(relativeCreated)6.0fms  %(message)s"
-    )
-    logging.getLogger("callpolicy").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    log_sleeps(quiet=not args.verbose)
     callpolicy.load(POLICIES / "batch.toml")  # this example's file only
     retries = Retries()
     remove_hook = callpolicy.add_sleep_hook(retries)

@@ -18,9 +18,11 @@ injected failures (503), then the route (404 if none matches, 500 if the handler
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -250,3 +252,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the examples print their own account of what happened."""
+
+
+def log_sleeps(quiet: bool = False) -> None:
+    """Print callpolicy's log lines (every sleep, at INFO) on stdout, in order with the
+    example's prints: milliseconds since start, then the message."""
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.WARNING, format="%(relativeCreated)6.0fms  %(message)s"
+    )
+    logging.getLogger("callpolicy").setLevel(logging.WARNING if quiet else logging.INFO)

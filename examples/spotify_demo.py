@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from mock_api import MockAPI, Request
+from mock_api import MockAPI, Request, log_sleeps
 
 import callpolicy
 from callpolicy import SleepEvent, policy
@@ -147,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Short log lines on stdout, in order with the prints: milliseconds since start, message.
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.WARNING, format="%(relativeCreated)6.0fms  %(message)s"
-    )
-    logging.getLogger("callpolicy").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log_sleeps(quiet=args.quiet)
 
     # The directory next to this file, so the demo runs from any working directory.
     registry = callpolicy.load(POLICIES)

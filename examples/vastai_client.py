@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import random
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from mock_api import MockAPI, Reply, Request
+from mock_api import MockAPI, Reply, Request, log_sleeps
 
 import callpolicy
 from callpolicy import SleepEvent, policy
@@ -449,10 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quiet", action="store_true", help="do not log each sleep")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout, level=logging.WARNING, format="%(relativeCreated)6.0fms  %(message)s"
-    )
-    logging.getLogger("callpolicy").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log_sleeps(quiet=args.quiet)
 
     callpolicy.load(POLICIES)  # the directory next to this file: runs from any cwd
     counter = SleepCounter()
