@@ -204,3 +204,37 @@ def test_jitter_only_adds_to_a_hint(registry_of: RegistryOf, clock: FakeClock) -
         registry.policy("api.get")(calls(Response(429, {"Retry-After": "5"})))()
     assert all(5.0 <= s <= 7.0 for s in clock.sleeps)
     assert len(set(clock.sleeps)) > 1
+
+
+class PostResponse(Response):
+    """A response to a POST (its request says so)."""
+
+    class request:  # noqa: N801 - shaped like requests' PreparedRequest
+        method = "POST"
+        headers: dict[str, str] = {}  # noqa: RUF012
+
+
+def test_a_refused_post_is_repeated_only_with_a_usable_hint_in_the_policys_headers() -> None:
+    from callpolicy.conditions import RetryCondition  # noqa: PLC0415 (the unit under test)
+    from callpolicy.model import Retry  # noqa: PLC0415
+
+    vendor = RetryCondition(
+        Retry(on_status=frozenset({429})), "api.post", (("x-ratelimit-reset-requests", "duration"),)
+    )
+    assert vendor.retries_result(PostResponse(429, {"x-ratelimit-reset-requests": "1s"}))
+    assert not vendor.retries_result(PostResponse(429, {"x-ratelimit-reset-requests": "soon"}))
+    plain = RetryCondition(Retry(on_status=frozenset({429})), "api.post")
+    assert plain.retries_result(PostResponse(429, {"Retry-After": "2"}))
+    assert not plain.retries_result(PostResponse(429, {"Retry-After": "garbage"}))
+    assert not plain.retries_result(PostResponse(429, {}))
+
+
+def test_header_values_that_cannot_be_read_are_no_hint() -> None:
+    class Boom:
+        def __str__(self) -> str:
+            raise RuntimeError("boom")
+
+    assert (
+        read_hint((("Retry-After", "retry-after"),), Response(429, {"Retry-After": Boom()}), "x")
+        is None
+    )

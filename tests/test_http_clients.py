@@ -45,6 +45,11 @@ def server() -> Iterator[tuple[str, Script]]:
             self.rfile.read(length)
             script.methods.append(self.command)
             status, headers, body = script.replies.pop(0) if script.replies else (200, [], {})
+            if status == 0:  # served, then the connection dropped before any answer
+                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             data = json.dumps(body).encode()
             self.send_response(status)
             for name, value in headers:  # raw UTF-8: a hostile server sends what it likes
@@ -234,3 +239,16 @@ def test_an_account_level_limit_stops_at_once(
         call("GET", url)
     assert clock.sleeps == []
     assert script.methods == ["GET"]
+
+
+def test_a_post_whose_answer_was_lost_is_not_repeated(
+    server: tuple[str, Script],
+    call: Callable[..., Any],
+    clock: FakeClock,
+    request: pytest.FixtureRequest,
+) -> None:
+    url, script = server
+    script.answer((0, [], {}), (200, [], {}))
+    with pytest.raises(Exception):  # noqa: B017 - each client has its own error
+        call("POST", url)
+    assert script.methods == ["POST"]  # the server got it once: it may have done the work

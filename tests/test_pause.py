@@ -71,6 +71,7 @@ def test_a_pause_is_capped_by_its_max(registry_of: RegistryOf, clock: FakeClock)
         {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "soon"},
         {"X-RateLimit-Remaining": "0"},
         {"X-RateLimit-Remaining": "zero", "X-RateLimit-Reset": "5"},
+        {"X-RateLimit-Remaining": "9" * 5000, "X-RateLimit-Reset": "5"},
     ],
 )
 def test_no_usable_reset_pauses_nothing(

@@ -45,7 +45,7 @@ class CompiledPolicy:
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
-        self.condition = RetryCondition(policy.retry, policy.name)
+        self.condition = RetryCondition(policy.retry, policy.name, policy.wait.hints)
         self.checks_results = self.condition.checks_results
         self.admission = quotas.admission(policy)
         pause = policy.pause

@@ -13,7 +13,8 @@ from typing import Any
 import tenacity
 
 from callpolicy.errors import AccountLimit
-from callpolicy.http import header_values, json_of, may_repeat, never_sent, status_of
+from callpolicy.hints import read_hint
+from callpolicy.http import json_of, may_repeat, never_sent, status_of
 from callpolicy.model import Retry
 from callpolicy.units import UnitError, shown_value
 
@@ -106,9 +107,14 @@ def parse_statuses(value: object) -> frozenset[int]:
 class RetryCondition(tenacity.retry_base):
     """A policy's `retry` table as a tenacity retry strategy, plus fast checks for the wrapper."""
 
-    def __init__(self, rule: Retry, policy: str = "") -> None:
+    def __init__(
+        self, rule: Retry, policy: str = "", hints: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.rule = rule
         self.policy = policy
+        # What counts as "the server said when to come back": the policy's hints, else
+        # Retry-After.
+        self.hints = hints or (("Retry-After", "retry-after"),)
         self.exceptions = rule.on_exceptions
         self.statuses = rule.on_status
         self.checks_results = rule.checks_results or bool(rule.give_up)
@@ -147,7 +153,7 @@ class RetryCondition(tenacity.retry_base):
         return (
             self.rule.refused_any_method
             and status_of(obj) in (429, 503)
-            and bool(header_values(obj, "Retry-After"))
+            and read_hint(self.hints, obj, self.policy) is not None
         )
 
     def gives_up(self, obj: Any) -> str | None:

@@ -11,6 +11,7 @@ import socket
 from typing import Any
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_HTTP_CLIENTS = frozenset({"aiohttp", "requests", "httpx", "httpcore", "urllib3"})
 # Errors raised before a request could reach a server, by class name, wherever the client
 # keeps them: httpx, urllib3 (inside requests' ConnectionError), aiohttp.
 _NEVER_SENT = frozenset(
@@ -46,10 +47,9 @@ def header_values(obj: Any, name: str) -> list[str]:
         if headers is None:
             continue
         try:
-            values = _values(headers, name)
-        except Exception:  # an odd headers object tells us nothing
+            return [_text(v) for v in _values(headers, name) if v is not None]
+        except Exception:  # an odd headers object (or value) tells us nothing
             continue
-        return [_text(v) for v in values if v is not None]
     return []
 
 
@@ -101,9 +101,13 @@ def method_of(obj: Any) -> str | None:
 
 def may_repeat(obj: Any) -> bool:
     """Whether sending the request behind `obj` twice is safe: an idempotent method, an
-    Idempotency-Key header, or no request known at all (not an HTTP call)."""
+    Idempotency-Key header, or no HTTP request at all. An HTTP client's error that does not
+    say its request (aiohttp's disconnects, requests' ChunkedEncodingError) may have been
+    served: not safe."""
     method = method_of(obj)
-    if method is None or method in IDEMPOTENT_METHODS:
+    if method is None:
+        return type(obj).__module__.partition(".")[0] not in _HTTP_CLIENTS
+    if method in IDEMPOTENT_METHODS:
         return True
     request = request_of(obj)
     return bool(request is not None and header_values(request, "Idempotency-Key"))

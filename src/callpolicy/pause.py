@@ -42,7 +42,10 @@ class ServerPause:
         self.leave()
         values = header_values(answer, self.pause.remaining)
         text = values[0].strip() if len(values) == 1 else ""
-        if not (text.isascii() and text.isdigit() and int(text) <= self.in_flight):
+        # ASCII digits, and few of them: int() refuses more than 4300 digits.
+        if not (text.isascii() and text.isdigit() and len(text) <= 15):
+            return
+        if int(text) > self.in_flight:
             return
         hint = read_hint(self.sources, answer, self.policy)
         if hint is None:
