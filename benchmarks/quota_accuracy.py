@@ -45,11 +45,8 @@ import math
 import multiprocessing
 import platform
 import queue
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +72,10 @@ import ratelimit
 import redis
 
 import callpolicy
+
+# The one redis-server starter, shared with the Redis example and the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from local_redis import RedisServer
 
 Record = Callable[[], None]
 ARecord = Callable[[], Awaitable[None]]
@@ -697,62 +698,6 @@ def run_one(
 
 
 # -- Redis ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1 (as in tests/conftest.py)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.tmp = tmp
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
 def capture_server_times(sink: list[float], round_trips: list[int]) -> bool:
     """Record the server-clock time (Redis TIME) of every admission this process gets, and
     count the script's round trips, by wrapping RedisStorage.run in this worker process only.
@@ -949,7 +894,6 @@ class RedisPart:
 def run_redis(cfg: Config, root: Path) -> RedisPart:
     part = RedisPart()
     server = RedisServer(root / "redis")
-    server.tmp.mkdir()
     try:
         server.start()
         info = redis.Redis(host="127.0.0.1", port=server.port)

@@ -27,20 +27,18 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import queue
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 import requests
+from local_redis import RedisMissing, RedisServer
 from mock_api import MockAPI, Request, Stats
 
 import callpolicy
@@ -73,93 +71,6 @@ POLICY_FILE = """\
     wait = {{ strategy = "exponential", initial = "50ms", max = "500ms", jitter = "20ms" }}
     stop.attempts = 5
 """
-
-
-# -- a throwaway redis-server --------------------------------------------------------------------
-class RedisMissing(RuntimeError):
-    """No redis-server binary on PATH."""
-
-
-class RedisServer:
-    """`redis-server` on 127.0.0.1 and a free port, without persistence, killed on exit."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RedisMissing(
-                "redis-server is not installed or not on PATH; this example starts its own. "
-                "Install it (e.g. `apt-get install redis-server` or `brew install redis`)."
-            )
-        self.binary = binary
-        self.workdir = workdir
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def __enter__(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            self._wait_until_up()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _wait_until_up(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"redis-server exited at once:\n{error}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port} within 10 s")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            if self.process.stderr is not None:
-                self.process.stderr.close()
-            self.process = None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- a worker process ----------------------------------------------------------------------------

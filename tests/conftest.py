@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
+import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +9,10 @@ import pytest
 
 import callpolicy
 from callpolicy import FakeClock, Registry, fake_time
+
+# The one redis-server starter, shared with the Redis example and the quota benchmark.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from local_redis import RedisServer
 
 WritePolicies = Callable[..., Path]
 
@@ -54,62 +55,6 @@ def default_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
     generation = registry.generation
     vars(registry).update(saved)
     registry.generation = generation + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1, started and stopped by the tests."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.tmp = tmp
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import redis
 from callpolicy import QuotaExceeded, QuotaUnavailable, Registry, call_options, pool_key
 
 if TYPE_CHECKING:
-    from conftest import RedisServer, WritePolicies
+    from conftest import WritePolicies
+    from local_redis import RedisServer
 
 RegistryOf = Callable[..., Registry]
 WORKER = Path(__file__).with_name("redis_worker.py")
