@@ -500,7 +500,7 @@ def admissions_tapped(
     algorithms: Any = None
     if enabled:
         try:
-            from callpolicy.quotas import algorithms  # noqa: PLC0415 (internal)
+            from callpolicy._quotas import algorithms  # noqa: PLC0415 (internal)
         except ImportError:
             algorithms = None
     entry_type = getattr(algorithms, "Entry", None)
@@ -541,7 +541,7 @@ def guard_ms(cfg: Config) -> float:
     """How long callpolicy's sliding windows pad each call's stay: its default guard, plus
     --guard-ms (the benchmark's quotas declare no guard of their own)."""
     try:
-        from callpolicy.quotas import spec  # noqa: PLC0415 (internal)
+        from callpolicy._config import quotas as spec  # noqa: PLC0415 (internal)
     except ImportError:
         default = 0.002
     else:
@@ -703,7 +703,7 @@ def capture_server_times(sink: list[float], round_trips: list[int]) -> bool:
     count the script's round trips, by wrapping RedisStorage.run in this worker process only.
     False if that is not possible."""
     try:
-        from callpolicy.quotas import redis_storage  # noqa: PLC0415 (optional, internal)
+        from callpolicy._quotas.redis import storage as redis_storage  # noqa: PLC0415 (optional, internal)
     except ImportError:
         return False
     original = getattr(redis_storage.RedisStorage, "run", None)

@@ -93,7 +93,7 @@ def worker(
         data: dict[str, Any] = response.json()
         return data
 
-    registry.compiled(POLICY)  # resolve the policy now, not on the first timed call
+    registry.runner(POLICY)  # resolve the policy now, not on the first timed call
     results.put(("ready", number))
     start.wait()
     ok = refused = failed = 0

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
         response.read()
         return response.status
 
-    registry.compiled(policy_name)  # resolve the policy before the start signal
+    registry.runner(policy_name)  # resolve the policy before the start signal
     print("ready", flush=True)
     sys.stdin.readline()
     ok = refused = bad = 0

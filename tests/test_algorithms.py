@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callpolicy.quotas.algorithms import EPS, FixedWindow, InFlight, SlidingWindow, TokenBucket
+from callpolicy._quotas.algorithms import EPS, FixedWindow, InFlight, SlidingWindow, TokenBucket
 
 
 def test_sliding_window_frees_a_slot_exactly_one_period_after_it_was_taken() -> None:

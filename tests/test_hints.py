@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from callpolicy import FakeClock, Registry, RetryExhausted
-from callpolicy.hints import NotAHint, parse, read_hint
+from callpolicy._engine.hints import NotAHint, parse, read_hint
 
 NOW = 1_700_000_000.0  # a fixed "now", in epoch seconds
 RegistryOf = Callable[..., Registry]
@@ -215,8 +215,8 @@ class PostResponse(Response):
 
 
 def test_a_refused_post_is_repeated_only_with_a_usable_hint_in_the_policys_headers() -> None:
-    from callpolicy.conditions import RetryCondition  # noqa: PLC0415 (the unit under test)
-    from callpolicy.model import Retry  # noqa: PLC0415
+    from callpolicy._engine.conditions import RetryCondition  # noqa: PLC0415 (the unit under test)
+    from callpolicy._model import Retry  # noqa: PLC0415
 
     vendor = RetryCondition(
         Retry(on_status=frozenset({429})), "api.post", (("x-ratelimit-reset-requests", "duration"),)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sys
 
-from callpolicy.keymap import key_lines, line_of
+from callpolicy._config.keymap import key_lines, line_of
 
 if sys.version_info >= (3, 11):
     import tomllib

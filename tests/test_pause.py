@@ -117,8 +117,8 @@ def test_an_error_carrying_the_headers_pauses_too(
 
 
 def test_what_remains_for_calls_already_in_flight_pauses_the_next(clock: FakeClock) -> None:
-    from callpolicy.model import Pause  # noqa: PLC0415 (the unit under test)
-    from callpolicy.pause import ServerPause  # noqa: PLC0415
+    from callpolicy._engine.pause import ServerPause  # noqa: PLC0415
+    from callpolicy._model import Pause  # noqa: PLC0415 (the unit under test)
 
     pause = ServerPause("api.get", 3, Pause())
     pause.enter()  # this call

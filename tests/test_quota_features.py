@@ -306,7 +306,7 @@ def test_a_slot_freed_before_a_waiter_queues_is_not_missed(
     )
     release, holder = _held_slot(registry)
     time.sleep(0.02)
-    admission = registry.compiled("svc.e").admission
+    admission = registry.runner("svc.e").admission
     assert admission is not None
     try_once = admission.try_once
 

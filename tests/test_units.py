@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callpolicy.units import Rate, UnitError, format_seconds, parse_duration, parse_rate
+from callpolicy._config.values import UnitError, parse_duration, parse_rate
+from callpolicy._model import Rate
+from callpolicy._text import format_seconds
 
 
 @pytest.mark.parametrize(

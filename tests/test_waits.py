@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callpolicy import FakeClock, Registry, Wait
-from callpolicy.waits import compile_wait, describe_wait
+from callpolicy._engine.waits import compile_wait
+from callpolicy._explain import describe_wait
 
 RegistryOf = Callable[..., Registry]
 

@@ -8,21 +8,33 @@ def track(track_id): ...
 
 from __future__ import annotations
 
-from callpolicy.decorator import policy
-from callpolicy.errors import (
+from callpolicy._config import PathLike
+from callpolicy._errors import (
     AccountLimit,
+    CallPolicyError,
     PolicyError,
     Problem,
     QuotaExceeded,
     QuotaUnavailable,
     RetryExhausted,
 )
-from callpolicy.events import SleepEvent, add_sleep_hook
-from callpolicy.loader import PathLike
-from callpolicy.model import Policy, Quota, ResultCondition, Retry, Stop, Wait
-from callpolicy.options import CallOptions, call_options, pool_key
-from callpolicy.registry import Registry, default_registry
+from callpolicy._events import SleepEvent, add_sleep_hook
+from callpolicy._model import (
+    Pause,
+    Policy,
+    Quota,
+    Rate,
+    ResultCondition,
+    Retry,
+    Stop,
+    Storage,
+    Wait,
+)
+from callpolicy._options import CallOptions, call_options, pool_key
+from callpolicy._registry import Registry, default_registry, policy
 from callpolicy.testing import FakeClock, fake_time
+
+__version__ = "0.1.0"
 
 
 def load(*paths: PathLike) -> Registry:
@@ -35,19 +47,23 @@ def load(*paths: PathLike) -> Registry:
 __all__ = [
     "AccountLimit",
     "CallOptions",
+    "CallPolicyError",
     "FakeClock",
+    "Pause",
     "Policy",
     "PolicyError",
     "Problem",
     "Quota",
     "QuotaExceeded",
     "QuotaUnavailable",
+    "Rate",
     "Registry",
     "ResultCondition",
     "Retry",
     "RetryExhausted",
     "SleepEvent",
     "Stop",
+    "Storage",
     "Wait",
     "add_sleep_hook",
     "call_options",

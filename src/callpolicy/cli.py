@@ -6,58 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from callpolicy.errors import PolicyError
-from callpolicy.model import Policy
-from callpolicy.registry import Registry
-from callpolicy.units import format_seconds
-from callpolicy.waits import describe_wait
-
-
-def explain(policy: Policy) -> str:
-    """A policy in plain words, one line per rule."""
-    retry = policy.retry
-    lines = [f"{policy.name}  ({policy.source})"]
-    if policy.description:
-        lines.append(f"  {policy.description}")
-    triggers = [e.__module__ + "." + e.__qualname__ for e in retry.on_exceptions]
-    if retry.on_status:
-        triggers.append("HTTP " + _status_ranges(retry.on_status))
-    if retry.until:
-        triggers.append(f"until {retry.until.describe()}")
-    if retry.while_:
-        triggers.append(f"while {retry.while_.describe()}")
-    for label, predicate in (
-        ("result", retry.result_predicate),
-        ("exception", retry.exception_predicate),
-    ):
-        if predicate is not None:
-            triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
-    lines.append("  retry on: " + (", ".join(triggers) if triggers else "nothing (no retries)"))
-    lines.append(f"  wait:     {describe_wait(policy.wait)}")
-    stop = f"after {policy.stop.attempts} attempts"
-    if policy.stop.deadline is not None:
-        stop += f", or before a wait that would end past {format_seconds(policy.stop.deadline)}"
-    lines.append(f"  stop:     {stop}")
-    quotas = ", ".join(q.describe() for q in policy.quotas) or "none"
-    lines.append(f"  quotas:   {quotas}")
-    return "\n".join(lines)
-
-
-def _status_ranges(statuses: frozenset[int]) -> str:
-    ordered = sorted(statuses)
-    ranges: list[str] = []
-    start = previous = ordered[0]
-    for status in [*ordered[1:], None]:
-        if status is not None and status == previous + 1:
-            previous = status
-            continue
-        if start % 100 == 0 and previous == start + 99:
-            ranges.append(f"{start // 100}xx")
-        else:
-            ranges.append(str(start) if start == previous else f"{start}-{previous}")
-        if status is not None:
-            start = previous = status
-    return ", ".join(ranges)
+from callpolicy._errors import PolicyError
+from callpolicy._explain import explain
+from callpolicy._registry import Registry
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from callpolicy.clock import CLOCK
+from callpolicy._clock import CLOCK
 
 
 class FakeClock:

@@ -19,14 +19,13 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import attrs
 
-from callpolicy.errors import QuotaUnavailable
-from callpolicy.model import Quota
-from callpolicy.quotas.storage import MemoryGroup, MemoryStorage, Refusal
-from callpolicy.units import UnitError, parse_duration
+from callpolicy._errors import QuotaUnavailable
+from callpolicy._model import Quota, Storage
+from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal
 
 try:
     import redis
@@ -35,7 +34,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
 logger = logging.getLogger("callpolicy")
-_HERE = resources.files("callpolicy.quotas")
+_HERE = resources.files("callpolicy._quotas.redis")
 SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
 LONE_SCRIPT = _HERE.joinpath("redis_lone.lua").read_text(encoding="utf-8")
 ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window": "fw"}
@@ -49,20 +48,15 @@ POOL_WAIT = 10.0  # the most a call waits for a free connection
 class RedisStorage:
     """One Redis server (URL) and the quotas kept in it."""
 
-    def __init__(self, url: str, memory: MemoryStorage) -> None:
+    def __init__(self, storage: Storage, memory: MemoryStorage) -> None:
         if redis is None:
             raise ImportError(
-                f"quota storage {url!r} needs the redis client: pip install 'callpolicy[redis]'"
+                f"quota storage {storage} needs the redis client: pip install 'callpolicy[redis]'"
             )
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        self.url = url
-        self.prefix = query.get("prefix", ["callpolicy"])[0]
-        try:
-            self.timeout = parse_duration(query.get("timeout", ["250ms"])[0], allow_zero=False)
-        except UnitError as exc:
-            raise ValueError(f"quota storage {url!r}: timeout {exc}") from None
-        plain = parts._replace(query="").geturl()
+        self.storage = storage
+        self.prefix = storage.prefix
+        self.timeout = storage.timeout
+        plain = storage.url
         options: dict[str, Any] = {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
@@ -152,10 +146,10 @@ class RedisStorage:
             logger.warning(
                 "quota storage %s unreachable (%s); quotas do what on_unavailable says "
                 "(this warning repeats at most every %ds)",
-                _redacted(self.url),
+                self.storage,
                 error,
                 WARN_EVERY,
-                extra={"storage": _redacted(self.url)},
+                extra={"storage": str(self.storage)},
             )
 
 
@@ -186,7 +180,7 @@ class RedisGroup:
         modes = {q.on_unavailable for q in quotas}
         self.mode = "fail-closed" if "fail-closed" in modes else min(modes)
         local = [
-            attrs.evolve(q, name=f"{q.name}(local)", rate=q.local_limit, storage="memory://")
+            attrs.evolve(q, name=f"{q.name}(local)", rate=q.local_limit, storage=Storage())
             for q in quotas
             if q.on_unavailable == "local" and q.local_limit is not None
         ]
@@ -248,7 +242,7 @@ class RedisGroup:
         self.storage.unreachable(error)
         if self.mode == "fail-closed":
             names = ", ".join(sorted(self.names))
-            raise QuotaUnavailable(names, _redacted(self.storage.url), str(error)) from error
+            raise QuotaUnavailable(names, str(self.storage.storage), str(error)) from error
         if self.fallback is None:  # fail-open
             return RedisTaken("", 0, cost)
         taken = self.fallback.try_take(cost)
@@ -352,9 +346,3 @@ class RedisGroup:
 
     async def aadjust(self, taken: RedisTaken, cost: float) -> None:
         await self._achange(taken, self._adjusted(cost))
-
-
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if at and credentials else url

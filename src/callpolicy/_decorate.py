@@ -1,7 +1,7 @@
-"""`@policy("service.endpoint")`: one decorator for functions, methods and coroutines.
+"""Wrapping a function, method or coroutine function in a policy (`@policy` builds on it).
 
 The name is resolved on the first call, not at decoration, so modules may be imported before
-policies are loaded; the compiled policy is cached until the registry loads again.
+policies are loaded; the runner is cached until the registry loads again.
 """
 
 from __future__ import annotations
@@ -9,45 +9,23 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from callpolicy.options import Costing
-
-if TYPE_CHECKING:
-    from callpolicy.registry import Registry
+from callpolicy._engine import Runner
+from callpolicy._options import Costing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def policy(
-    name: str,
-    *,
-    registry: Registry | None = None,
-    cost: float | Callable[..., float] | None = None,
-    actual_cost: Callable[[Any], float] | None = None,
-) -> Callable[[F], F]:
-    """Apply the retry, wait, stop and quota rules of policy `name` (e.g. "spotify.tracks").
+class Runners(Protocol):
+    """Where a wrapper finds its runner: a registry."""
 
-    Works on plain functions, methods and `async def` functions; generator functions are
-    refused (a generator's body runs after the call returns, out of the policy's reach).
-    For weighted quotas, `cost` is what a call takes (a number, or a function of the call's
-    arguments; 1 by default) and `actual_cost(result)` corrects it once the call returned.
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(
-            f"policy name must be a non-empty string like 'spotify.tracks' (got {name!r})"
-        )
+    generation: int
 
-    def apply(fn: F) -> F:
-        from callpolicy.registry import default_registry  # noqa: PLC0415 (import cycle)
-
-        costing = None if cost is None and actual_cost is None else Costing(cost, actual_cost)
-        return decorate(fn, name, registry or default_registry, costing)
-
-    return apply
+    def runner(self, name: str, where: tuple[str, int] | None = None) -> Runner: ...
 
 
-def decorate(fn: F, name: str, registry: Registry, costing: Costing | None = None) -> F:
+def decorate(fn: F, name: str, registry: Runners, costing: Costing | None = None) -> F:
     if isinstance(fn, (staticmethod, classmethod)):  # @policy above @staticmethod
         return type(fn)(decorate(fn.__func__, name, registry, costing))
     if not callable(fn):
@@ -64,9 +42,9 @@ def decorate(fn: F, name: str, registry: Registry, costing: Costing | None = Non
     # a thread never sees a generation paired with another generation's policy.
     cache: list[tuple[int, Any]] = [(-1, None)]
 
-    def bind() -> Any:
+    def bind() -> Runner:
         generation = registry.generation
-        compiled = registry.compiled(name, where)
+        compiled = registry.runner(name, where)
         cache[0] = (generation, compiled)
         return compiled
 

@@ -1,150 +1,45 @@
-"""The keys a policy file may hold and how each value is read, with every problem located.
-
-A table is read into `Located` leaves (value plus file, line and key path), so a value keeps
-its origin through `[defaults]` and `extends` merges and later errors still point at it.
-"""
+"""The keys a policy's tables may hold (`[defaults]`, `[endpoints.x]`: retry, wait, stop,
+pause, quotas) and the parser of each; quota tables' keys are in `quotas.py`."""
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
-from callpolicy.conditions import (
+from callpolicy._config.context import (
+    Context,
+    Located,
+    Parser,
+    QuotaRef,
+    atom,
+    choice,
+    list_of,
+    read_section,
+    report_unknown,
+)
+from callpolicy._config.values import (
+    UnitError,
+    is_header,
+    parse_count,
+    parse_duration,
+    parse_flag,
+    parse_header,
+    parse_multiplier,
+    parse_positive_duration,
     parse_statuses,
+    parse_text,
     resolve_exception,
     resolve_predicate,
 )
-from callpolicy.errors import Problem
-from callpolicy.hints import FORMATS as HINT_FORMATS
-from callpolicy.hints import hint_format
-from callpolicy.keymap import KeyPath, line_of
-from callpolicy.model import HINT_ACTIONS, WAIT_STRATEGIES, GiveUp, ResultCondition
-from callpolicy.units import UnitError, parse_duration, shown_value
-
-Table = dict[str, Any]
-_HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", re.ASCII)
-
-
-@attrs.frozen
-class Located:
-    """A parsed value and where it was written."""
-
-    value: Any
-    path: str
-    line: int | None
-    key: str
-
-
-@attrs.frozen
-class QuotaRef:
-    """A `quotas` entry: a quota's name, or an inline quota table/rate (`spec`)."""
-
-    name: str | None
-    spec: Table | None
-    service: str  # the file the entry was written in: names resolve there
-
-
-@attrs.define
-class Context:
-    """Where a table is: file, key lines, its TOML path and the key path users see."""
-
-    path: str
-    lines: dict[KeyPath, int]
-    toml_path: KeyPath
-    display: str
-    service: str
-    problems: list[Problem]
-
-    def child(self, key: str) -> Context:
-        # "steps[0]" is a line of its own in [[...steps]], else found through "steps".
-        return attrs.evolve(self, toml_path=(*self.toml_path, key), display=f"{self.display}.{key}")
-
-    def line(self, key: str | None = None) -> int | None:
-        path = self.toml_path if key is None else (*self.toml_path, key)
-        return line_of(self.lines, path)
-
-    def report(self, key: str | None, message: str) -> None:
-        shown = self.display if key is None else f"{self.display}.{key}"
-        self.problems.append(Problem(self.path, self.line(key), shown, message))
-
-    def located(self, key: str, value: Any) -> Located:
-        return Located(value, self.path, self.line(key), f"{self.display}.{key}")
-
-
-Parser = Callable[[Any, Context, str], Any]
-
-
-def duration(value: Any, ctx: Context, key: str) -> float:
-    return parse_duration(value)
-
-
-def _positive_duration(value: Any, ctx: Context, key: str) -> float:
-    return parse_duration(value, allow_zero=False)
-
-
-def _text(value: Any, ctx: Context, key: str) -> str:
-    if not isinstance(value, str):
-        raise UnitError(f"must be a string (got {shown_value(value)})")
-    return value
-
-
-def choice(options: tuple[str, ...]) -> Parser:
-    def parse(value: Any, ctx: Context, key: str) -> str:
-        if value not in options or not isinstance(value, str):
-            raise UnitError(
-                f"must be one of {', '.join(map(repr, options))} (got {shown_value(value)})"
-            )
-        return value
-
-    return parse
-
-
-def _attempts(value: Any, ctx: Context, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UnitError(f"must be an integer (got {shown_value(value)})")
-    if value < 1:
-        raise UnitError(f"must be >= 1 (got {shown_value(value)})")
-    return value
-
-
-def _multiplier(value: Any, ctx: Context, key: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise UnitError(f"must be a number (got {shown_value(value)})")
-    if value < 1:
-        raise UnitError(f"must be >= 1 (got {shown_value(value)})")
-    return float(value)
-
-
-def _list_of(item: Parser) -> Parser:
-    def parse(value: Any, ctx: Context, key: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise UnitError(f"must be a list (got {shown_value(value)})")
-        parsed = []
-        for index, entry in enumerate(value):
-            try:
-                parsed.append(item(entry, ctx, key))
-            except (UnitError, LookupError) as exc:
-                ctx.report(f"{key}[{index}]", _message(exc))
-        return parsed
-
-    return parse
-
-
-def _exception(value: Any, ctx: Context, key: str) -> type[Exception] | None:
-    return resolve_exception(_text(value, ctx, key))
-
-
-def _predicate(value: Any, ctx: Context, key: str) -> Any:
-    return resolve_predicate(_text(value, ctx, key))
-
-
-def _status(value: Any, ctx: Context, key: str) -> frozenset[int]:
-    return parse_statuses(value)
+from callpolicy._model import (
+    HINT_ACTIONS,
+    HINT_FORMATS,
+    WAIT_STRATEGIES,
+    GiveUp,
+    ResultCondition,
+    hint_format,
+)
+from callpolicy._text import shown_value
 
 
 def _condition(value: Any, ctx: Context, key: str) -> ResultCondition | None:
@@ -205,12 +100,6 @@ def _steps(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
     return steps
 
 
-def _flag(value: Any, ctx: Context, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise UnitError(f"must be true or false (got {shown_value(value)})")
-    return value
-
-
 def _give_up(value: Any, ctx: Context, key: str) -> list[GiveUp]:
     if not isinstance(value, list):
         raise UnitError(f"must be a list of tables (got {shown_value(value)})")
@@ -253,14 +142,14 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 RETRY_KEYS: dict[str, Parser] = {
-    "on_exceptions": _list_of(_exception),
-    "on_status": _list_of(_status),
+    "on_exceptions": list_of(atom(resolve_exception)),
+    "on_status": list_of(atom(parse_statuses)),
     "until": _condition,
     "while": _condition,
-    "result_predicate": _predicate,
-    "exception_predicate": _predicate,
-    "idempotent": _flag,
-    "refused_any_method": _flag,
+    "result_predicate": atom(resolve_predicate),
+    "exception_predicate": atom(resolve_predicate),
+    "idempotent": atom(parse_flag),
+    "refused_any_method": atom(parse_flag),
     "give_up": _give_up,
 }
 
@@ -270,11 +159,11 @@ def _hint_sources(value: Any, ctx: Context, key: str) -> list[tuple[str, str]]:
         raise UnitError(f'must be a list like ["Retry-After"] (got {shown_value(value)})')
     sources = []
     for index, entry in enumerate(value):
-        if isinstance(entry, str) and _HEADER.fullmatch(entry):
+        if isinstance(entry, str) and is_header(entry):
             sources.append((entry, hint_format(entry)))
         elif isinstance(entry, dict) and set(entry) <= {"header", "format"}:
             header, fmt = entry.get("header"), entry.get("format")
-            if not isinstance(header, str) or not _HEADER.fullmatch(header):
+            if not isinstance(header, str) or not is_header(header):
                 ctx.report(
                     f"{key}[{index}].header", f"must be a header name (got {shown_value(header)})"
                 )
@@ -294,11 +183,12 @@ def _hint_sources(value: Any, ctx: Context, key: str) -> list[tuple[str, str]]:
     return sources
 
 
+duration = atom(parse_duration)
 WAIT_KEYS: dict[str, Parser] = {
     "strategy": choice(WAIT_STRATEGIES),
     "seconds": duration,
     "initial": duration,
-    "multiplier": _multiplier,
+    "multiplier": atom(parse_multiplier),
     "max": duration,
     "min": duration,
     "jitter": duration,
@@ -307,47 +197,22 @@ WAIT_KEYS: dict[str, Parser] = {
     "hint_cap": duration,
     "hint_above_cap": choice(HINT_ACTIONS),
 }
-
-
-def _header(value: Any, ctx: Context, key: str) -> str:
-    if not isinstance(value, str) or not _HEADER.fullmatch(value):
-        raise UnitError(f"must be a header name (got {shown_value(value)})")
-    return value
-
-
 PAUSE_KEYS: dict[str, Parser] = {
-    "remaining": _header,
-    "reset": _header,
+    "remaining": atom(parse_header),
+    "reset": atom(parse_header),
     "format": choice(HINT_FORMATS),
     "max": duration,
 }
-STOP_KEYS: dict[str, Parser] = {"attempts": _attempts, "deadline": _positive_duration}
+STOP_KEYS: dict[str, Parser] = {
+    "attempts": atom(parse_count),
+    "deadline": atom(parse_positive_duration),
+}
 SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS, "pause": PAUSE_KEYS}
 POLICY_KEYS: dict[str, Parser] = {
-    "extends": _text,
-    "description": _text,
-    "quotas": _list_of(_quota_entry),
+    "extends": atom(parse_text),
+    "description": atom(parse_text),
+    "quotas": list_of(_quota_entry),
 }
-
-
-def read_section(
-    table: Mapping[str, Any], ctx: Context, keys: Mapping[str, Parser]
-) -> dict[str, Located]:
-    """Parse each known key of `table`; report unknown keys and bad values."""
-    report_unknown(table, tuple(keys), ctx)
-    section: dict[str, Located] = {}
-    for key, value in table.items():
-        parser = keys.get(key)
-        if parser is None:
-            continue
-        try:
-            parsed = parser(value, ctx, key)
-        except (UnitError, LookupError) as exc:
-            ctx.report(key, _message(exc))
-            continue
-        if parsed is not None:
-            section[key] = ctx.located(key, parsed)
-    return section
 
 
 def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
@@ -365,15 +230,3 @@ def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         else:
             ctx.report(name, f"must be a table (got {shown_value(value)})")
     return policy
-
-
-def report_unknown(table: Mapping[str, Any], known: tuple[str, ...], ctx: Context) -> None:
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            ctx.report(key, f"unknown key{hint}")
-
-
-def _message(exc: Exception) -> str:
-    return str(exc.args[0]) if exc.args else str(exc)

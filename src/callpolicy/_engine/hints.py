@@ -8,7 +8,6 @@ why, at most once a minute per header. Nothing here raises on a server's value.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
@@ -18,24 +17,11 @@ from typing import Any
 
 import attrs
 
-from callpolicy.http import header_values
+from callpolicy._engine.http import header_values
+from callpolicy._model import MAX_SECONDS
+from callpolicy._text import Throttled
 
-logger = logging.getLogger("callpolicy")
-
-FORMATS = ("retry-after", "delta-seconds", "epoch-seconds", "epoch-millis", "rfc3339", "duration")
-# The format a header is read in when the policy names only the header.
-KNOWN_HEADERS = {
-    "retry-after": "retry-after",
-    "x-ratelimit-reset": "delta-seconds",
-    "ratelimit-reset": "delta-seconds",
-    "anthropic-ratelimit-requests-reset": "rfc3339",
-    "anthropic-ratelimit-tokens-reset": "rfc3339",
-    "anthropic-ratelimit-input-tokens-reset": "rfc3339",
-    "anthropic-ratelimit-output-tokens-reset": "rfc3339",
-    "x-ratelimit-reset-requests": "duration",
-    "x-ratelimit-reset-tokens": "duration",
-}
-MAX_HINT = 7 * 24 * 3600.0  # past a week a value is garbage, whatever the cap
+MAX_HINT = MAX_SECONDS  # past a week a value is garbage, whatever the cap
 
 _NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,9})?", re.ASCII)
 _HTTP_DATE = re.compile(
@@ -66,11 +52,6 @@ class Hint:
 
 class NotAHint(ValueError):
     """A header's value is not a usable hint; the message says why."""
-
-
-def hint_format(header: str) -> str:
-    """The format a header is read in when a policy does not say."""
-    return KNOWN_HEADERS.get(header.lower(), "delta-seconds")
 
 
 def parse(fmt: str, raw: str, now: float) -> float:
@@ -119,8 +100,7 @@ def _checked(seconds: float, allow_past: bool = False) -> float:
     return max(seconds, 0.0)
 
 
-_warned: dict[tuple[str, str], float] = {}
-WARN_EVERY = 60.0
+_ignored = Throttled(60.0)
 
 
 def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hint | None:
@@ -146,17 +126,14 @@ def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hi
 
 
 def _warn(policy: str, header: str, values: list[str], why: str) -> None:
-    key = (policy, header.lower())
-    stamp = time.monotonic()
-    if stamp - _warned.get(key, -math.inf) < WARN_EVERY:
-        return
-    _warned[key] = stamp
     shown = ", ".join(repr(v[:60]) for v in values[:3])
-    logger.warning(
+    _ignored.warn(
+        (policy, header.lower()),
         "%s: ignoring %s %s (%s); using the computed backoff (said at most once a minute)",
         policy,
         header,
         shown,
         why,
-        extra={"policy": policy, "header": header},
+        policy=policy,
+        header=header,
     )

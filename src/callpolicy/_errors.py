@@ -1,4 +1,5 @@
-"""Errors: `PolicyError` for bad policy files, runtime errors for calls that give up."""
+"""Errors: `PolicyError` for bad policy files, runtime errors for calls that give up; all
+derive from `CallPolicyError`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import attrs
+
+from callpolicy._text import shown_value
 
 
 @attrs.frozen
@@ -27,7 +30,12 @@ class Problem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
-class PolicyError(ValueError):
+class CallPolicyError(Exception):
+    """The root of every error callpolicy raises itself (the errors of the functions it
+    calls propagate unchanged)."""
+
+
+class PolicyError(CallPolicyError, ValueError):
     """Policy files are invalid, or a policy name is unknown.
 
     `problems` lists every problem found, each with `path`, `line`, `key` and `message`;
@@ -50,7 +58,7 @@ def _problem_order(problem: Problem) -> tuple[str, int, str, str]:
     return (problem.path, problem.line or 0, problem.key, problem.message)
 
 
-class RetryExhausted(Exception):
+class RetryExhausted(CallPolicyError):
     """Retrying on a returned value ran out of attempts (or time).
 
     `last_result` is the last value the function returned; `attempts` how many calls were made.
@@ -63,11 +71,11 @@ class RetryExhausted(Exception):
         self.reason = reason
         super().__init__(
             f"{policy}: gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
-            f"({reason}); last result: {_short_repr(last_result)}"
+            f"({reason}); last result: {shown_value(last_result, 200)}"
         )
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(CallPolicyError):
     """A call could not be admitted by a quota within the time it may wait.
 
     `quota` names the quota, `wait` is how many seconds from now the call could go (inf:
@@ -96,11 +104,6 @@ class QuotaExceeded(Exception):
         super().__init__(f"{policy}: quota {quota} {sentence}")
 
 
-def _short_repr(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class QuotaUnavailable(QuotaExceeded):
     """A shared quota's storage (Redis) could not be reached in time, and the quota says
     `on_unavailable = "fail-closed"`: the call is refused rather than let through uncounted."""
@@ -119,7 +122,7 @@ class QuotaUnavailable(QuotaExceeded):
         self.storage = storage
 
 
-class AccountLimit(Exception):
+class AccountLimit(CallPolicyError):
     """The server said the quota is gone for good (an account-level limit the policy's
     `retry.give_up` describes): retrying cannot help, so the call stops at once.
     `response` is what the server answered (the response, or the error carrying it)."""

@@ -11,14 +11,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from callpolicy.clock import CLOCK
-from callpolicy.errors import QuotaExceeded, QuotaUnavailable
-from callpolicy.events import SleepEvent, emit
-from callpolicy.model import Quota
-from callpolicy.options import Costing, current_options
-from callpolicy.quotas.grant import PLAIN, Candidate, Grant
-from callpolicy.quotas.storage import Group, Refusal
-from callpolicy.quotas.waiting import WaitQueue
+from callpolicy._clock import CLOCK
+from callpolicy._errors import QuotaExceeded, QuotaUnavailable
+from callpolicy._events import SleepEvent, emit
+from callpolicy._model import Quota
+from callpolicy._options import Costing, current_options
+from callpolicy._quotas.grant import PLAIN, Candidate, Grant
+from callpolicy._quotas.memory import Group, Refusal
+from callpolicy._quotas.waiting import WaitQueue
 
 
 class Admission:

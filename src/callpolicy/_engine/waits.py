@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import random
 
-import attrs
 import tenacity
 from tenacity.wait import wait_base
 
-from callpolicy.hints import read_hint
-from callpolicy.model import Wait
-from callpolicy.units import format_seconds
+from callpolicy._engine.hints import read_hint
+from callpolicy._model import Wait
 
 
 def compile_wait(wait: Wait, policy: str = "") -> wait_base:
@@ -42,26 +40,6 @@ def _computed(wait: Wait) -> wait_base:
     if wait.jitter > 0 and wait.strategy in ("fixed", "exponential"):
         strategy = strategy + tenacity.wait_random(0, wait.jitter)
     return strategy
-
-
-def describe_wait(wait: Wait) -> str:
-    """One line for `callpolicy explain`."""
-    if wait.hints:
-        headers = ", ".join(header for header, _ in wait.hints)
-        plain = describe_wait(attrs.evolve(wait, hints=()))
-        cap = format_seconds(wait.hint_cap)
-        above = wait.hint_above_cap
-        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}"
-    jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
-    if wait.strategy == "none":
-        return "retry at once"
-    if wait.strategy == "fixed":
-        return f"{wait.seconds:g}s{jitter}"
-    if wait.strategy == "exponential":
-        return f"{wait.initial:g}s x {wait.multiplier:g} per attempt, at most {wait.max:g}s{jitter}"
-    if wait.strategy == "random":
-        return f"random {wait.min:g}s to {wait.max:g}s"
-    return "chain: " + "; ".join(describe_wait(step) for step in wait.steps) + " (last repeats)"
 
 
 class _Chain(wait_base):

@@ -7,9 +7,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from callpolicy.options import Costing, reset_pool_key, set_pool_key
-from callpolicy.quotas.storage import Group
-from callpolicy.quotas.waiting import WaitQueue
+from callpolicy._options import Costing, reset_pool_key, set_pool_key
+from callpolicy._quotas.memory import Group
+from callpolicy._quotas.waiting import WaitQueue
 
 logger = logging.getLogger("callpolicy")
 

@@ -1,7 +1,9 @@
 """The policy model: frozen attrs classes a loaded policy file turns into.
 
-The loader validates files with line numbers and all problems at once; the validators here
-guard objects built by hand, with attrs' message grammar.
+This module is the only home of every default and every vocabulary (strategies, algorithms,
+hint formats). The config layer validates files with line numbers and all problems at once,
+passing only the keys a file sets; the validators here guard objects built by hand, with
+attrs' message grammar.
 """
 
 from __future__ import annotations
@@ -12,15 +14,97 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
-from callpolicy.units import Rate, format_seconds
+from callpolicy._text import format_seconds, redacted
 
 WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
+# Keys each wait strategy uses, besides `strategy` itself.
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "fixed": ("seconds", "jitter"),
+    "exponential": ("initial", "multiplier", "max", "jitter"),
+    "random": ("min", "max"),
+    "chain": ("steps",),
+}
 ALGORITHMS: tuple[str, ...] = ("sliding-window", "token-bucket", "fixed-window")
 UNAVAILABLE_MODES: tuple[str, ...] = ("fail-closed", "fail-open", "local")
 HINT_ACTIONS: tuple[str, ...] = ("clamp", "ignore", "fail")
+HINT_FORMATS: tuple[str, ...] = (
+    "retry-after",
+    "delta-seconds",
+    "epoch-seconds",
+    "epoch-millis",
+    "rfc3339",
+    "duration",
+)
+# The format a header is read in when the policy names only the header.
+KNOWN_HINT_HEADERS = {
+    "retry-after": "retry-after",
+    "x-ratelimit-reset": "delta-seconds",
+    "ratelimit-reset": "delta-seconds",
+    "anthropic-ratelimit-requests-reset": "rfc3339",
+    "anthropic-ratelimit-tokens-reset": "rfc3339",
+    "anthropic-ratelimit-input-tokens-reset": "rfc3339",
+    "anthropic-ratelimit-output-tokens-reset": "rfc3339",
+    "x-ratelimit-reset-requests": "duration",
+    "x-ratelimit-reset-tokens": "duration",
+}
+NEVER_RETRIED = "KeyboardInterrupt, SystemExit, GeneratorExit and asyncio.CancelledError"
+MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline, period or hint beyond a week
+# An exact sliding window keeps one entry per call in the window: past this many, memory
+# and time per admission grow too much; token-bucket keeps two numbers whatever N is.
+MAX_SLIDING_WINDOW = 1_000_000
+# A sliding window counts a call this much longer than its period: the time between a call's
+# admission and its reaching the server (a thread switch, a network hop) then cannot put
+# N + 1 calls into the server's window. It costs guard/period of the throughput.
+DEFAULT_GUARD = 0.002
+MEMORY = "memory://"
+REDIS_SCHEMES = ("redis", "rediss")
 ConditionOp = Literal["in", "not_in", "equals"]
 _MISSING = object()
+
+
+def hint_format(header: str) -> str:
+    """The format a header is read in when a policy does not say."""
+    return KNOWN_HINT_HEADERS.get(header.lower(), "delta-seconds")
+
+
+@attrs.frozen
+class Rate:
+    """`calls` calls per `period` seconds."""
+
+    calls: int
+    period: float
+
+    def __str__(self) -> str:
+        return f"{self.calls}/{format_seconds(self.period)}"
+
+
+@attrs.frozen
+class Storage:
+    """Where a quota's state lives: `url` "memory://" (this process) or a Redis server (every
+    process using it), with the options of the URL's query read at load time. The URL may
+    hold a password: str() and repr() never show it."""
+
+    url: str = attrs.field(default=MEMORY, repr=redacted)
+    prefix: str = "callpolicy"  # ?prefix=: namespaces the keys
+    timeout: float = attrs.field(default=0.25, validator=v.gt(0))  # ?timeout=
+
+    @property
+    def is_memory(self) -> bool:
+        return self.url.startswith(MEMORY)
+
+    def __str__(self) -> str:
+        return redacted(self.url)
+
+
+def _storage(value: Storage | str) -> Storage:
+    """A plain "memory://" may be given as a string when a Quota is built by hand."""
+    if isinstance(value, Storage):
+        return value
+    if value == MEMORY:
+        return Storage()
+    raise TypeError("a Quota's storage is a Storage (callpolicy reads URLs from policy files)")
 
 
 @attrs.frozen
@@ -40,32 +124,15 @@ class Quota:
     algorithm: str = attrs.field(default="sliding-window", validator=v.in_(ALGORITHMS))
     max_wait: float = attrs.field(default=60.0, validator=v.ge(0))
     weighted: bool = False
-    storage: str = "memory://"
+    storage: Storage = attrs.field(default=Storage(), converter=_storage)
     on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
     local_limit: Rate | None = None
-    guard: float = attrs.field(default=0.002, validator=v.ge(0))  # sliding-window only
+    guard: float = attrs.field(default=DEFAULT_GUARD, validator=v.ge(0))  # sliding-window only
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
         if kinds != 1:
             raise ValueError(f"quota {self.name!r} needs exactly one of rate, concurrency, pool")
-
-    def describe(self) -> str:
-        wait = f"max_wait {format_seconds(self.max_wait)}"
-        if self.pool:
-            return f"{self.name} (pool of {', '.join(q.name for q in self.pool)}, {wait})"
-        if self.concurrency is not None:
-            return f"{self.name} ({self.concurrency} in flight, {wait})"
-        where = "" if self.storage == "memory://" else f", {_redacted(self.storage)}"
-        unit = " cost units" if self.weighted else ""
-        return f"{self.name} ({self.rate}{unit}, {self.algorithm}{where}, {wait})"
-
-
-def _redacted(url: str) -> str:
-    """A storage URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host}" if at and credentials else url
 
 
 @attrs.frozen
@@ -89,10 +156,6 @@ class ResultCondition:
             return value not in self.values
         return value in self.values
 
-    def describe(self) -> str:
-        shown = repr(self.values[0]) if self.op == "equals" else repr(list(self.values))
-        return f"{self.field} {self.op.replace('_', ' ')} {shown}"
-
 
 @attrs.frozen
 class GiveUp:
@@ -112,11 +175,6 @@ class GiveUp:
             if value != expected:
                 return False
         return True
-
-    def describe(self) -> str:
-        parts = [f"HTTP {', '.join(map(str, sorted(self.statuses)))}"] if self.statuses else []
-        parts += [f"{path} = {value!r}" for path, value in self.fields]
-        return ", ".join(parts)
 
 
 @attrs.frozen
@@ -173,7 +231,11 @@ class Pause:
 
     remaining: str = "X-RateLimit-Remaining"
     reset: str = "X-RateLimit-Reset"
-    format: str = "delta-seconds"
+    # By default, the format the reset header is known to use.
+    format: str = attrs.field(
+        default=attrs.Factory(lambda self: hint_format(self.reset), takes_self=True),
+        validator=v.in_(HINT_FORMATS),
+    )
     max: float = attrs.field(default=60.0, validator=v.ge(0))
 
 

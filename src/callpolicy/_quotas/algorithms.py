@@ -13,7 +13,7 @@ import math
 from collections import deque
 from typing import Protocol
 
-from callpolicy.model import Quota
+from callpolicy._model import Quota
 
 # Boundaries are compared to the nanosecond: float time sums such as 0.001 + 0.999 miss the
 # exact instant by an ulp, and a wait computed to the boundary must be enough.

@@ -1,4 +1,5 @@
-"""Quota tables (`[quotas.x]` and inline ones) -> `Quota` models, with every problem located.
+"""Quota tables (`[quotas.x]`, and inline ones in an endpoint's `quotas`) -> `Quota` models,
+with every problem located; and a policy's `quotas` list resolved to those models.
 
 A quota is one of three kinds, by the key it has:
   limit = "N/period"     at most N calls (or cost units, with weighted = true) per period
@@ -8,69 +9,56 @@ A quota is one of three kinds, by the key it has:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from callpolicy.errors import Problem
-from callpolicy.model import ALGORITHMS, UNAVAILABLE_MODES, Quota
-from callpolicy.schema import (
+from callpolicy._config.context import (
     Context,
     Located,
     Parser,
+    QuotaRef,
+    atom,
     choice,
-    duration,
     read_section,
 )
-from callpolicy.units import UnitError, parse_rate, shown_value
+from callpolicy._config.values import (
+    UnitError,
+    parse_duration,
+    parse_flag,
+    parse_rate,
+    parse_storage,
+)
+from callpolicy._errors import Problem
+from callpolicy._model import ALGORITHMS, MAX_SLIDING_WINDOW, UNAVAILABLE_MODES, Quota
+from callpolicy._text import shown_value, suggestion
 
-# An exact sliding window keeps one entry per call in the window: past this many, memory
-# and time per admission grow too much; token-bucket keeps two numbers whatever N is.
-MAX_SLIDING_WINDOW = 1_000_000
 KINDS = ("limit", "concurrency", "pool")
-# A sliding window counts a call this much longer than its period: the time between a call's
-# admission and its reaching the server (a thread switch, a network hop) then cannot put
-# N + 1 calls into the server's window. It costs guard/period of the throughput.
-DEFAULT_GUARD = 0.002
+QUOTA_FIELDS = {"limit": "rate", "local_limit": "local_limit"}  # key -> model field, if not same
 
 
-def _flag(value: Any, ctx: Context, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise UnitError(f"must be true or false (got {shown_value(value)})")
-    return value
-
-
-def _count(value: Any, ctx: Context, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
-    return value
-
-
-def _names(value: Any, ctx: Context, key: str) -> list[str]:
+def _names(value: Any) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise UnitError(f"must be a non-empty list of quota names (got {shown_value(value)})")
     return value
 
 
-def _storage(value: Any, ctx: Context, key: str) -> str:
-    if not isinstance(value, str) or not value.startswith(("memory://", "redis://", "rediss://")):
-        raise UnitError(
-            'must be "memory://" or "redis://host:port/db" (got ' + shown_value(value) + ")"
-        )
+def _slots(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
     return value
 
 
 QUOTA_KEYS: dict[str, Parser] = {
-    "limit": lambda value, ctx, key: parse_rate(value),
-    "concurrency": _count,
-    "pool": _names,
+    "limit": atom(parse_rate),
+    "concurrency": atom(_slots),
+    "pool": atom(_names),
     "algorithm": choice(ALGORITHMS),
-    "max_wait": duration,
-    "weighted": _flag,
-    "storage": _storage,
+    "max_wait": atom(parse_duration),
+    "weighted": atom(parse_flag),
+    "storage": atom(parse_storage),
     "on_unavailable": choice(UNAVAILABLE_MODES),
-    "local_limit": lambda value, ctx, key: parse_rate(value),
-    "guard": duration,
+    "local_limit": atom(parse_rate),
+    "guard": atom(parse_duration),
 }
 RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard")
 
@@ -104,10 +92,11 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     algorithm = keys.get("algorithm")
     if "guard" in keys and algorithm is not None and algorithm.value != "sliding-window":
         ctx.report("guard", 'applies only to algorithm = "sliding-window"')
+    weighted = keys.get("weighted")
     if (
         rate is not None
         and (algorithm is None or algorithm.value == "sliding-window")
-        and not _value(keys, "weighted", False)
+        and not (weighted is not None and weighted.value)
         and rate.value.calls > MAX_SLIDING_WINDOW
     ):
         ctx.report(
@@ -119,19 +108,10 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
 
 
 def build_quota(name: str, keys: Mapping[str, Located], pool: tuple[Quota, ...] = ()) -> Quota:
-    return Quota(
-        name=name,
-        rate=_value(keys, "limit", None),
-        concurrency=_value(keys, "concurrency", None),
-        pool=pool,
-        algorithm=_value(keys, "algorithm", "sliding-window"),
-        max_wait=_value(keys, "max_wait", 60.0),
-        weighted=_value(keys, "weighted", False),
-        storage=_value(keys, "storage", "memory://"),
-        on_unavailable=_value(keys, "on_unavailable", "fail-closed"),
-        local_limit=_value(keys, "local_limit", None),
-        guard=_value(keys, "guard", DEFAULT_GUARD),
-    )
+    """The quota the keys set; what they leave out takes the model's default."""
+    given = {QUOTA_FIELDS.get(key, key): leaf.value for key, leaf in keys.items()}
+    given.pop("pool", None)
+    return Quota(name=name, pool=pool, **given)
 
 
 def build_named_quotas(
@@ -152,10 +132,8 @@ def build_named_quotas(
             full = member if "." in member else f"{service}.{member}"
             found = plain.get(full)
             if found is None:
-                known = [q for q in tables if q != name]
-                close = difflib.get_close_matches(full, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                message = f"no quota named {full!r}{hint}"
+                others = [q for q in tables if q != name]
+                message = f"no quota named {full!r}{suggestion(full, others)}"
                 if full in tables:
                     message = f"{full!r} is a pool; a pool's members are plain quotas"
                 problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
@@ -166,6 +144,60 @@ def build_named_quotas(
     return quotas
 
 
-def _value(keys: Mapping[str, Located], key: str, default: Any) -> Any:
-    leaf = keys.get(key)
-    return default if leaf is None else leaf.value
+def resolve_quotas(
+    policy: str,
+    leaf: Located | None,
+    named: Mapping[str, Quota],
+    problems: list[Problem],
+    broken: frozenset[str] = frozenset(),
+) -> tuple[Quota, ...]:
+    """The quotas a policy's `quotas` list names or declares inline. A name in `broken` (a
+    quota table whose own problems were reported) is not reported again here."""
+    if leaf is None:
+        return ()
+    found: dict[str, Quota] = {}
+    refs: list[QuotaRef] = leaf.value
+    for index, ref in enumerate(refs):
+        if ref.spec is not None:
+            quota = _inline_quota(policy, ref.spec, leaf, index, problems)
+        else:
+            assert ref.name is not None
+            full = ref.name if "." in ref.name else f"{ref.service}.{ref.name}"
+            quota = named.get(full)
+            if quota is None and full not in broken:
+                _report_unknown_quota(full, named, leaf, index, problems)
+        if quota is not None:
+            found.setdefault(quota.name, quota)
+    if sum(bool(q.pool) for q in found.values()) > 1:
+        message = "may draw from one pool at most (a call takes one key)"
+        problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
+    return tuple(found.values())
+
+
+def _inline_quota(
+    policy: str, spec: dict[str, Any], leaf: Located, index: int, problems: list[Problem]
+) -> Quota | None:
+    ctx = Context(leaf.path, {}, (), f"{leaf.key}[{index}]", policy.split(".", maxsplit=1)[0], [])
+    keys = read_quota(spec, ctx)
+    problems.extend(Problem(p.path, leaf.line, p.key, p.message) for p in ctx.problems)
+    if keys is None or ctx.problems:
+        return None
+    if "pool" in keys:
+        message = "an inline quota cannot be a pool: declare it as [quotas.<name>]"
+        problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
+        return None
+    if "limit" in keys:
+        return build_quota(f"{policy}[{keys['limit'].value}]", keys)
+    return build_quota(f"{policy}[{keys['concurrency'].value} in flight]", keys)
+
+
+def _report_unknown_quota(
+    full: str, named: Mapping[str, Quota], leaf: Located, index: int, problems: list[Problem]
+) -> None:
+    hint = suggestion(full, named)
+    known = f" (known: {', '.join(sorted(named))})" if named and not hint else ""
+    problems.append(
+        Problem(
+            leaf.path, leaf.line, f"{leaf.key}[{index}]", f"no quota named {full!r}{hint}{known}"
+        )
+    )

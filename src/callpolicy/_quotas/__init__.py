@@ -1,18 +1,18 @@
-"""Call quotas: counters (algorithms), where they live (storage), the wait queue (waiting)
-and admitting one attempt through all of a policy's quotas (admission)."""
+"""Call quotas: counters (algorithms), where they live (memory, redis/), the wait queue
+(waiting) and admitting one attempt through all of a policy's quotas (admission, grant)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from callpolicy.model import Policy, Quota
-from callpolicy.quotas.admission import Admission
-from callpolicy.quotas.grant import Candidate, Grant
-from callpolicy.quotas.storage import Group, MemoryStorage
-from callpolicy.quotas.waiting import WaitQueue
+from callpolicy._model import Policy, Quota, Storage
+from callpolicy._quotas.admission import Admission
+from callpolicy._quotas.grant import Candidate, Grant
+from callpolicy._quotas.memory import Group, MemoryStorage
+from callpolicy._quotas.waiting import WaitQueue
 
 if TYPE_CHECKING:
-    from callpolicy.quotas.redis_storage import RedisStorage
+    from callpolicy._quotas.redis import RedisStorage
 
 __all__ = ["Admission", "Grant", "QuotaStore"]
 
@@ -24,7 +24,7 @@ class QuotaStore:
     def __init__(self) -> None:
         self.memory = MemoryStorage()
         self.queue = WaitQueue()
-        self._redis: dict[str, object] = {}
+        self._redis: dict[Storage, object] = {}
 
     def admission(self, policy: Policy) -> Admission | None:
         """How `policy`'s attempts are admitted; None when it has no quota."""
@@ -47,22 +47,22 @@ class QuotaStore:
         return Admission(policy.name, policy.stop.attempts, candidates, self.queue, names)
 
     def _groups(self, quotas: list[Quota]) -> list[Group]:
-        by_storage: dict[str, list[Quota]] = {}
+        by_storage: dict[Storage, list[Quota]] = {}
         for quota in quotas:
             by_storage.setdefault(quota.storage, []).append(quota)
         groups: list[Group] = []
-        for url, members in by_storage.items():
-            if url.startswith("memory://"):
+        for storage, members in by_storage.items():
+            if storage.is_memory:
                 groups.append(self.memory.group(members))
             else:
-                groups.append(self._redis_storage(url).group(members))
+                groups.append(self._redis_storage(storage).group(members))
         return groups
 
-    def _redis_storage(self, url: str) -> RedisStorage:
-        from callpolicy.quotas.redis_storage import RedisStorage  # noqa: PLC0415 (optional)
+    def _redis_storage(self, storage: Storage) -> RedisStorage:
+        from callpolicy._quotas.redis import RedisStorage  # noqa: PLC0415 (optional)
 
-        found = self._redis.get(url)
+        found = self._redis.get(storage)
         if found is None:
-            found = self._redis[url] = RedisStorage(url, self.memory)
+            found = self._redis[storage] = RedisStorage(storage, self.memory)
         assert isinstance(found, RedisStorage)
         return found

@@ -4,15 +4,15 @@ last error (or RetryExhausted), and a retry that found no quota in time."""
 from __future__ import annotations
 
 import math
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import tenacity
 
-from callpolicy.clock import CLOCK
-from callpolicy.errors import QuotaExceeded, RetryExhausted
-from callpolicy.events import SleepEvent, SleepTrigger, describe_exception, describe_result
-from callpolicy.http import status_of
-from callpolicy.units import format_seconds
+from callpolicy._clock import CLOCK
+from callpolicy._engine.http import status_of
+from callpolicy._errors import QuotaExceeded, RetryExhausted
+from callpolicy._events import SleepEvent, SleepTrigger
+from callpolicy._text import format_seconds, shown_value
 
 
 class DeadlineStop(tenacity.stop.stop_base):
@@ -89,3 +89,16 @@ def no_quota_for_retry(
             raise error  # the deadline rule: fail at once with the last error
         raise refused from error
     raise RetryExhausted(policy, last.result(), attempts, str(refused)) from refused
+
+
+def describe_exception(exc: BaseException) -> str:
+    status = status_of(exc)
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{text} (HTTP {status})" if status is not None and str(status) not in text else text
+
+
+def describe_result(result: Any) -> str:
+    status = status_of(result)
+    if status is not None:
+        return f"HTTP {status}"
+    return f"returned {shown_value(result, 120)}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
-from callpolicy.http import status_of
+from callpolicy._text import Throttled
 
 logger = logging.getLogger("callpolicy")
 
@@ -18,6 +18,7 @@ SleepSource = Literal["backoff", "quota", "pause"]
 SleepTrigger = Literal["exception", "status", "result", "quota"]
 SleepHook = Callable[["SleepEvent"], None]
 _hooks: list[SleepHook] = []
+_hook_failures = Throttled(60.0)
 
 
 @attrs.frozen
@@ -86,18 +87,14 @@ def emit(event: SleepEvent) -> None:
             },
         )
     for hook in tuple(_hooks):
-        hook(event)
-
-
-def describe_exception(exc: BaseException) -> str:
-    status = status_of(exc)
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return f"{text} (HTTP {status})" if status is not None and str(status) not in text else text
-
-
-def describe_result(result: Any) -> str:
-    status = status_of(result)
-    if status is not None:
-        return f"HTTP {status}"
-    text = repr(result)
-    return f"returned {text if len(text) <= 120 else text[:117] + '...'}"
+        try:
+            hook(event)
+        except Exception as error:  # a hook never changes what the call returns or raises
+            _hook_failures.warn(
+                (id(hook), type(error)),
+                "sleep hook %r raised %s: %s (ignored; said at most once a minute per hook)",
+                getattr(hook, "__qualname__", hook),
+                type(error).__name__,
+                error,
+                policy=event.policy,
+            )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from callpolicy.clock import CLOCK
-from callpolicy.errors import QuotaExceeded
-from callpolicy.events import SleepEvent, emit
-from callpolicy.hints import read_hint
-from callpolicy.http import header_values
-from callpolicy.model import Pause
+from callpolicy._clock import CLOCK
+from callpolicy._engine.hints import read_hint
+from callpolicy._engine.http import header_values
+from callpolicy._errors import QuotaExceeded
+from callpolicy._events import SleepEvent, emit
+from callpolicy._model import Pause
 
 
 class ServerPause:

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from callpolicy.clock import CLOCK
-from callpolicy.model import Quota
-from callpolicy.quotas.algorithms import Counter, Entry, make_counter
+from callpolicy._clock import CLOCK
+from callpolicy._model import Quota
+from callpolicy._quotas.algorithms import Counter, Entry, make_counter
 
 
 class Refusal:

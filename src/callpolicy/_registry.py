@@ -1,19 +1,20 @@
-"""A registry of loaded policies: atomic reloads, lazy compiling, quota state kept across loads."""
+"""A registry of loaded policies (atomic reloads, runners built lazily, quota state kept
+across loads), and `@policy`, the decorator that applies one of them."""
 
 from __future__ import annotations
 
-import difflib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from callpolicy.compiler import CompiledPolicy
-from callpolicy.decorator import decorate
-from callpolicy.errors import PolicyError, Problem
-from callpolicy.loader import PathLike, default_paths, load_policies
-from callpolicy.model import Policy, Quota
-from callpolicy.options import Costing
-from callpolicy.quotas import QuotaStore
+from callpolicy._config import PathLike, default_paths, load_policies
+from callpolicy._decorate import decorate
+from callpolicy._engine import Runner
+from callpolicy._errors import PolicyError, Problem
+from callpolicy._model import Policy, Quota
+from callpolicy._options import Costing
+from callpolicy._quotas import QuotaStore
+from callpolicy._text import suggestion
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +29,7 @@ class Registry:
     def __init__(self, *paths: PathLike, lazy: bool = False) -> None:
         self._paths: tuple[PathLike, ...] = paths
         self._policies: dict[str, Policy] | None = None
-        self._compiled: dict[str, CompiledPolicy] = {}
+        self._runners: dict[str, Runner] = {}
         self._quotas = QuotaStore()
         self._lock = threading.RLock()
         #: Bumped by every successful load; decorated functions re-bind when it changes.
@@ -47,7 +48,7 @@ class Registry:
         with self._lock:
             self._paths = chosen
             self._policies = policies
-            self._compiled = {}
+            self._runners = {}
             self.generation += 1
         return self
 
@@ -71,12 +72,17 @@ class Registry:
         actual_cost: Callable[[Any], float] | None = None,
     ) -> Callable[[F], F]:
         """A decorator applying policy `name` of this registry; see `callpolicy.policy`."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"policy name must be a non-empty string like 'spotify.tracks' (got {name!r})"
+            )
         costing = None if cost is None and actual_cost is None else Costing(cost, actual_cost)
         return lambda fn: decorate(fn, name, self, costing)
 
-    def compiled(self, name: str, where: tuple[str, int] | None = None) -> CompiledPolicy:
-        """The compiled form of `name`, built on first use for the current generation."""
-        found = self._compiled.get(name)
+    def runner(self, name: str, where: tuple[str, int] | None = None) -> Runner:
+        """What runs the calls of policy `name`, built on first use for the current
+        generation (internal: decorated functions use it)."""
+        found = self._runners.get(name)
         if found is not None:
             return found
         with self._lock:
@@ -84,9 +90,9 @@ class Registry:
             model = policies.get(name)
             if model is None:
                 raise self._unknown(name, policies, where)
-            found = self._compiled.get(name)
+            found = self._runners.get(name)
             if found is None:
-                found = self._compiled[name] = CompiledPolicy(model, self._quotas)
+                found = self._runners[name] = Runner(model, self._quotas)
             return found
 
     def quotas(self) -> list[Quota]:
@@ -104,8 +110,7 @@ class Registry:
     def _unknown(
         self, name: str, policies: dict[str, Policy], where: tuple[str, int] | None = None
     ) -> PolicyError:
-        close = difflib.get_close_matches(name, list(policies), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggestion(name, policies)
         sources = ", ".join(str(p) for p in self._paths)
         path, line = where if where else ("<policy>", None)
         return PolicyError(
@@ -121,3 +126,20 @@ class Registry:
 
 
 default_registry = Registry(lazy=True)
+
+
+def policy(
+    name: str,
+    *,
+    registry: Registry | None = None,
+    cost: float | Callable[..., float] | None = None,
+    actual_cost: Callable[[Any], float] | None = None,
+) -> Callable[[F], F]:
+    """Apply the retry, wait, stop and quota rules of policy `name` (e.g. "spotify.tracks").
+
+    Works on plain functions, methods and `async def` functions; generator functions are
+    refused (a generator's body runs after the call returns, out of the policy's reach).
+    For weighted quotas, `cost` is what a call takes (a number, or a function of the call's
+    arguments; 1 by default) and `actual_cost(result)` corrects it once the call returned.
+    """
+    return (registry or default_registry).policy(name, cost=cost, actual_cost=actual_cost)

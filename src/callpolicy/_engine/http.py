@@ -34,10 +34,6 @@ def status_of(obj: Any) -> int | None:
     return None
 
 
-def describe_status(status: int) -> str:
-    return f"HTTP {status}"
-
-
 def header_values(obj: Any, name: str) -> list[str]:
     """Every value of header `name` (any case) in `obj`'s headers or its response's: one per
     occurrence where the client keeps repeats apart (httpx, aiohttp, urllib), as joined by

@@ -1,0 +1,57 @@
+"""Policy files -> `Policy` models: files found and read (files), keys located (keymap,
+context), values parsed (values, grammar, quotas), `extends` and defaults merged (inherit),
+models built (build). Imports only the model, the errors and text helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from callpolicy._config.build import build_policy
+from callpolicy._config.files import (
+    PathLike,
+    PolicyFile,
+    QuotaTables,
+    default_paths,
+    policy_files,
+    read_file,
+)
+from callpolicy._config.inherit import Inheritance
+from callpolicy._config.quotas import build_named_quotas
+from callpolicy._errors import PolicyError, Problem
+from callpolicy._model import Policy
+
+__all__ = ["PathLike", "default_paths", "load_policies"]
+
+
+def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
+    """Read every policy file under `paths`. Raises `PolicyError` listing all problems."""
+    problems: list[Problem] = []
+    files: dict[str, PolicyFile] = {}
+    quota_tables: QuotaTables = {}
+    broken: set[str] = set()
+    for file_path in policy_files(paths, problems):
+        parsed = read_file(file_path, problems, quota_tables, broken)
+        if parsed is None:
+            continue
+        if parsed.service in files:
+            also = files[parsed.service].path
+            problems.append(
+                Problem(
+                    parsed.path, None, parsed.service, f"service defined twice (also in {also})"
+                )
+            )
+            continue
+        files[parsed.service] = parsed
+    quotas = build_named_quotas(quota_tables, problems)
+    inheritance = Inheritance({s: (f.defaults, f.endpoints) for s, f in files.items()})
+    policies = {}
+    for service, parsed in files.items():
+        for endpoint in parsed.endpoints:
+            name = f"{service}.{endpoint}"
+            layers = inheritance.resolve((service, endpoint))
+            source = f"{parsed.path}:{parsed.endpoint_lines[endpoint] or 1}"
+            policies[name] = build_policy(name, layers, quotas, problems, source, frozenset(broken))
+    problems += inheritance.problems
+    if problems:
+        raise PolicyError(problems)
+    return policies

@@ -1,0 +1,128 @@
+"""Merged, located policy tables -> model objects, with the checks that span several keys.
+
+Only the keys a file sets are passed to the model: every default lives in `_model.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from callpolicy._config.context import Located
+from callpolicy._config.quotas import resolve_quotas
+from callpolicy._errors import Problem
+from callpolicy._model import STRATEGY_KEYS, Pause, Policy, Quota, Retry, Stop, Wait
+
+HINT_KEYS = ("server_hints", "hint_cap", "hint_above_cap")  # with any strategy
+# Policy-file key -> model field, where the two differ.
+RETRY_FIELDS = {"while": "while_"}
+WAIT_FIELDS = {"server_hints": "hints"}
+
+
+def build_policy(
+    name: str,
+    layers: Mapping[str, Any],
+    quotas: Mapping[str, Quota],
+    problems: list[Problem],
+    source: str,
+    broken_quotas: frozenset[str] = frozenset(),
+) -> Policy:
+    """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit."""
+    given = _given(layers, ("description",))
+    given["retry"] = _build_retry(layers.get("retry", {}))
+    given["wait"] = build_wait(layers.get("wait", {}), problems, name)
+    given["stop"] = Stop(**_given(layers.get("stop", {})))
+    given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
+    pause = layers.get("pause")
+    if pause:
+        given["pause"] = Pause(**_given(pause))
+    return Policy(name=name, source=source, **given)
+
+
+def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str) -> Wait:
+    strategy = _value(keys, "strategy", _default(Wait, "strategy"))
+    used = STRATEGY_KEYS[strategy]
+    for key, leaf in keys.items():
+        if key not in ("strategy", *HINT_KEYS) and key not in used:
+            uses = f"it uses {', '.join(used)}" if used else "it takes no other keys"
+            fix = _strategy_for(key)
+            hint = f'; set strategy = "{fix}" to use {key}' if fix else ""
+            _report(problems, leaf, f"is not used by strategy {strategy!r} ({uses}){hint}")
+    if strategy == "random" and "max" not in keys:
+        _report(problems, keys.get("strategy"), 'strategy "random" needs max, e.g. max = "5s"')
+    if strategy == "chain" and "steps" not in keys:
+        _report(problems, keys.get("strategy"), 'strategy "chain" needs steps = [ {...}, ... ]')
+    if strategy in ("random", "exponential"):
+        _check_bounds(keys, strategy, problems, policy)
+    given = _given(keys, fields=WAIT_FIELDS)
+    given["steps"] = tuple(build_wait(step, problems, policy) for step in given.get("steps", []))
+    given["hints"] = tuple(given.get("hints", ()))
+    return Wait(**given)
+
+
+def _check_bounds(
+    keys: Mapping[str, Located], strategy: str, problems: list[Problem], policy: str
+) -> None:
+    """`max` >= `initial` (exponential) or `min` (random), blamed on the layer that broke it."""
+    low_key = "min" if strategy == "random" else "initial"
+    low_leaf, high_leaf = keys.get(low_key), keys.get("max")
+    low = _value(keys, low_key, _default(Wait, low_key))
+    if high_leaf is None or low <= high_leaf.value:
+        return
+    high = high_leaf.value
+    own = f"{policy}."
+    if low_leaf is not None and low_leaf.key.startswith(own) and not high_leaf.key.startswith(own):
+        where = f"{high_leaf.path}:{high_leaf.line}" if high_leaf.line else high_leaf.path
+        message = f"must be <= max ({low:g}s > {high:g}s; max is set at {where})"
+        _report(problems, low_leaf, message)
+        return
+    origin = f"the default {low_key}" if low_leaf is None else low_key
+    _report(problems, high_leaf, f"must be >= {origin} ({high:g}s < {low:g}s)")
+
+
+def _build_retry(keys: Mapping[str, Located]) -> Retry:
+    given = _given(keys, fields=RETRY_FIELDS)
+    if "on_exceptions" in given:  # None: an optional ("?pkg.Error") class not installed
+        given["on_exceptions"] = tuple(e for e in given["on_exceptions"] if e is not None)
+    if "on_status" in given:
+        given["on_status"] = frozenset().union(*given["on_status"])
+    if "give_up" in given:
+        given["give_up"] = tuple(given["give_up"])
+    return Retry(**given)
+
+
+def _given(
+    keys: Mapping[str, Any],
+    only: tuple[str, ...] | None = None,
+    fields: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The values the keys set (all of them, or `only` these), by model field name."""
+    names = fields or {}
+    return {
+        names.get(key, key): leaf.value
+        for key, leaf in keys.items()
+        if isinstance(leaf, Located) and (only is None or key in only)
+    }
+
+
+def _default(cls: type, field: str) -> Any:
+    return getattr(attrs.fields(cls), field).default
+
+
+def _strategy_for(key: str) -> str | None:
+    for strategy, keys in STRATEGY_KEYS.items():
+        if key in keys:
+            return strategy
+    return None
+
+
+def _value(keys: Mapping[str, Any], key: str, default: Any) -> Any:
+    leaf = keys.get(key)
+    return default if leaf is None else leaf.value
+
+
+def _report(problems: list[Problem], leaf: Located | None, message: str) -> None:
+    if leaf is not None:
+        problems.append(Problem(leaf.path, leaf.line, leaf.key, message))

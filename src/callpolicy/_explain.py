@@ -1,0 +1,104 @@
+"""Policies in plain words: `callpolicy explain` and the descriptions logs and errors use."""
+
+from __future__ import annotations
+
+import attrs
+
+from callpolicy._model import GiveUp, Policy, Quota, ResultCondition, Wait
+from callpolicy._text import format_seconds
+
+
+def explain(policy: Policy) -> str:
+    """A policy in plain words, one line per rule."""
+    retry = policy.retry
+    lines = [f"{policy.name}  ({policy.source})"]
+    if policy.description:
+        lines.append(f"  {policy.description}")
+    triggers = [e.__module__ + "." + e.__qualname__ for e in retry.on_exceptions]
+    if retry.on_status:
+        triggers.append("HTTP " + status_ranges(retry.on_status))
+    if retry.until:
+        triggers.append(f"until {describe_condition(retry.until)}")
+    if retry.while_:
+        triggers.append(f"while {describe_condition(retry.while_)}")
+    for label, predicate in (
+        ("result", retry.result_predicate),
+        ("exception", retry.exception_predicate),
+    ):
+        if predicate is not None:
+            triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
+    lines.append("  retry on: " + (", ".join(triggers) if triggers else "nothing (no retries)"))
+    lines.append(f"  wait:     {describe_wait(policy.wait)}")
+    stop = f"after {policy.stop.attempts} attempts"
+    if policy.stop.deadline is not None:
+        stop += f", or before a wait that would end past {format_seconds(policy.stop.deadline)}"
+    lines.append(f"  stop:     {stop}")
+    quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
+    lines.append(f"  quotas:   {quotas}")
+    return "\n".join(lines)
+
+
+def describe_quota(quota: Quota) -> str:
+    wait = f"max_wait {format_seconds(quota.max_wait)}"
+    if quota.pool:
+        return f"{quota.name} (pool of {', '.join(q.name for q in quota.pool)}, {wait})"
+    if quota.concurrency is not None:
+        return f"{quota.name} ({quota.concurrency} in flight, {wait})"
+    where = "" if quota.storage.is_memory else f", {quota.storage}"
+    unit = " cost units" if quota.weighted else ""
+    return f"{quota.name} ({quota.rate}{unit}, {quota.algorithm}{where}, {wait})"
+
+
+def quota_cause(quota: Quota) -> str:
+    """A quota as the cause of a wait; an inline quota's name already holds its rate."""
+    return f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
+
+
+def describe_wait(wait: Wait) -> str:
+    """One line for `callpolicy explain`."""
+    if wait.hints:
+        headers = ", ".join(header for header, _ in wait.hints)
+        plain = describe_wait(attrs.evolve(wait, hints=()))
+        cap = format_seconds(wait.hint_cap)
+        above = wait.hint_above_cap
+        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}"
+    jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
+    if wait.strategy == "none":
+        return "retry at once"
+    if wait.strategy == "fixed":
+        return f"{wait.seconds:g}s{jitter}"
+    if wait.strategy == "exponential":
+        return f"{wait.initial:g}s x {wait.multiplier:g} per attempt, at most {wait.max:g}s{jitter}"
+    if wait.strategy == "random":
+        return f"random {wait.min:g}s to {wait.max:g}s"
+    return "chain: " + "; ".join(describe_wait(step) for step in wait.steps) + " (last repeats)"
+
+
+def describe_condition(condition: ResultCondition) -> str:
+    values = condition.values
+    shown = repr(values[0]) if condition.op == "equals" else repr(list(values))
+    return f"{condition.field} {condition.op.replace('_', ' ')} {shown}"
+
+
+def describe_give_up(rule: GiveUp) -> str:
+    parts = [f"HTTP {', '.join(map(str, sorted(rule.statuses)))}"] if rule.statuses else []
+    parts += [f"{path} = {value!r}" for path, value in rule.fields]
+    return ", ".join(parts)
+
+
+def status_ranges(statuses: frozenset[int]) -> str:
+    """429, 500-504, 5xx: statuses in their shortest form."""
+    ordered = sorted(statuses)
+    ranges: list[str] = []
+    start = previous = ordered[0]
+    for status in [*ordered[1:], None]:
+        if status is not None and status == previous + 1:
+            previous = status
+            continue
+        if start % 100 == 0 and previous == start + 99:
+            ranges.append(f"{start // 100}xx")
+        else:
+            ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if status is not None:
+            start = previous = status
+    return ", ".join(ranges)
