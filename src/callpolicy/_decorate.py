@@ -55,7 +55,7 @@ def decorate(fn: F, name: str, registry: Runners, costing: Costing | None = None
             generation, compiled = cache[0]
             if generation != registry.generation:
                 compiled = bind()
-            return await compiled.acall(fn, args, kwargs, costing)
+            return await compiled.async_call(fn, args, kwargs, costing)
 
         wrapper: Any = async_wrapper
     else:

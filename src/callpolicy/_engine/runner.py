@@ -96,7 +96,7 @@ class Runner:
             # Outside the except block, so a later failure is not chained to this one.
             CLOCK.sleep(self._next_sleep(state))
 
-    async def acall(
+    async def async_call(
         self,
         fn: Callable[..., Awaitable[Any]],
         args: Args,

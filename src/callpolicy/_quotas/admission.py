@@ -14,10 +14,12 @@ from typing import Any
 from callpolicy._clock import CLOCK
 from callpolicy._errors import QuotaExceeded, QuotaUnavailable
 from callpolicy._events import SleepEvent, emit
+from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
 from callpolicy._options import Costing, current_options
 from callpolicy._quotas.grant import PLAIN, Candidate, Grant
 from callpolicy._quotas.memory import Group, Refusal
+from callpolicy._quotas.steps import OnGroup, Sleep, Steps, Wait, async_run, run
 from callpolicy._quotas.waiting import WaitQueue
 
 
@@ -67,9 +69,7 @@ class Admission:
             first = self.fast_group.take_one()
             if first is None:
                 return PLAIN
-        options = current_options()
-        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
-        return self.acquire(attempt, deadline_at, cost, options.priority, options.blocking, first)
+        return run(self.acquire(attempt, deadline_at, costing, args, kwargs, first, False))
 
     async def async_admit(
         self,
@@ -85,45 +85,22 @@ class Admission:
             first = group.take_one()
             if first is None:
                 return PLAIN
-        options = current_options()
-        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
-        return await self.async_acquire(
-            attempt, deadline_at, cost, options.priority, options.blocking, first
-        )
+        steps = self.acquire(attempt, deadline_at, costing, args, kwargs, first, True)
+        return await async_run(steps)
 
     # -- one try, all or none ----------------------------------------------------------------
-    def try_once(self, cost: float) -> Grant | Refusal:
+    def try_once(self, cost: float) -> Steps[Grant | Refusal]:
         best: Refusal | None = None
         for candidate in self.candidates:
             takes: list[tuple[Group, Any]] = []
             for group in candidate.groups:
                 try:
-                    taken = group.try_take(cost)
-                except BaseException as error:  # QuotaUnavailable, an interrupt: keep nothing
-                    self._give_back(takes)
-                    raise self._named(error) from error.__cause__
-                if isinstance(taken, Refusal):
-                    self._give_back(takes)
-                    best = _sooner(best, taken)
-                    break
-                takes.append((group, taken))
-            else:
-                return Grant(takes, candidate.pool, candidate.member, self.queue, self.weighted)
-        assert best is not None
-        return best
-
-    async def async_try_once(self, cost: float) -> Grant | Refusal:
-        best: Refusal | None = None
-        for candidate in self.candidates:
-            takes: list[tuple[Group, Any]] = []
-            for group in candidate.groups:
-                try:
-                    taken = await group.atry_take(cost)
+                    taken = yield OnGroup(group, "try_take", cost)
                 except BaseException as error:  # QuotaUnavailable, a cancellation: keep nothing
-                    await self._async_give_back(takes)
+                    yield from self._give_back(takes)
                     raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
-                    await self._async_give_back(takes)
+                    yield from self._give_back(takes)
                     best = _sooner(best, taken)
                     break
                 takes.append((group, taken))
@@ -137,21 +114,25 @@ class Admission:
         self,
         attempt: int,
         deadline_at: float | None,
-        cost: float,
-        priority: int,
-        blocking: bool,
-        first: Refusal | None = None,
-    ) -> Grant:
-        """`first`: the refusal of a try just made (do not ask the storage twice)."""
-        self._no_queue_for_non_blocking(first, blocking)
+        costing: Costing | None,
+        args: Any,
+        kwargs: Any,
+        first: Refusal | None,
+        is_async: bool,
+    ) -> Steps[Grant]:
+        """Admission in order, waiting as the quotas allow. `first`: the refusal of a try
+        just made (do not ask the storage twice)."""
+        options = current_options()
+        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
+        self._no_queue_for_non_blocking(first, options.blocking)
         if first is None and not self.queue.busy(self.names):
-            outcome: Grant | Refusal = self.try_once(cost)
+            outcome = yield from self.try_once(cost)
             if isinstance(outcome, Grant):
                 return outcome
             first = outcome
         if first is not None:
-            self._check(first, 0.0, deadline_at, blocking)
-        ticket = self.queue.join(self.names, priority, is_async=False)
+            self._check(first, 0.0, deadline_at, options.blocking)
+        ticket = self.queue.join(self.names, options.priority, is_async)
         started = CLOCK.now()
         try:
             while True:
@@ -159,64 +140,24 @@ class Admission:
                     # The refusal just had is as fresh as a new try: sleep on it first.
                     # (A refusal "until a call ends" is not: a release may have come before
                     # this ticket joined the queue and so woke nobody.)
-                    timed = first is not None and first.wait is not None
-                    outcome = first if first is not None and timed else self.try_once(cost)
-                    first = None
-                    if isinstance(outcome, Grant):
-                        return outcome
-                    budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
-                    if outcome.wait is not None:
-                        emit(self._event(outcome, attempt))
-                        CLOCK.sleep(outcome.wait)
-                        continue
-                else:
-                    first = None  # stale by the time this call is a head
-                    budget = self._budget(None, CLOCK.now() - started, deadline_at)
-                if not ticket.wait(budget):
-                    self._out_of_time(ticket, attempt, budget)
-        finally:
-            self.queue.leave(ticket)
-
-    async def async_acquire(
-        self,
-        attempt: int,
-        deadline_at: float | None,
-        cost: float,
-        priority: int,
-        blocking: bool,
-        first: Refusal | None = None,
-    ) -> Grant:
-        self._no_queue_for_non_blocking(first, blocking)
-        if first is None and not self.queue.busy(self.names):
-            outcome = await self.async_try_once(cost)
-            if isinstance(outcome, Grant):
-                return outcome
-            first = outcome
-        if first is not None:
-            self._check(first, 0.0, deadline_at, blocking)
-        ticket = self.queue.join(self.names, priority, is_async=True)
-        started = CLOCK.now()
-        try:
-            while True:
-                if self.queue.is_head(ticket):
-                    timed = first is not None and first.wait is not None
-                    if first is not None and timed:
+                    if first is not None and first.wait is not None:
                         outcome = first
                     else:
-                        outcome = await self.async_try_once(cost)
+                        outcome = yield from self.try_once(cost)
                     first = None
                     if isinstance(outcome, Grant):
                         return outcome
-                    budget = self._check(outcome, CLOCK.now() - started, deadline_at, blocking)
+                    waited = CLOCK.now() - started
+                    budget = self._check(outcome, waited, deadline_at, options.blocking)
                     if outcome.wait is not None:
                         emit(self._event(outcome, attempt))
-                        await CLOCK.async_sleep(outcome.wait)
+                        yield Sleep(outcome.wait)
                         continue
                 else:
                     first = None  # stale by the time this call is a head
                     budget = self._budget(None, CLOCK.now() - started, deadline_at)
-                if not await ticket.async_wait(budget):
-                    self._out_of_time(ticket, attempt, budget)
+                if not (yield Wait(ticket.wait, ticket.async_wait, budget)):
+                    self._out_of_time(budget)
         finally:
             self.queue.leave(ticket)
 
@@ -226,16 +167,10 @@ class Admission:
             names = ", ".join(sorted(self.names))
             raise QuotaExceeded(self.policy, names, math.inf, 0.0, "non-blocking")
 
-    def _give_back(self, takes: list[tuple[Group, Any]]) -> None:
+    def _give_back(self, takes: list[tuple[Group, Any]]) -> Steps[None]:
         """Refund a partial admission, and wake who waits for the slots it held."""
         for group, taken in takes:
-            group.refund(taken)
-            if group.has_slots:
-                self.queue.notify(group.names)
-
-    async def _async_give_back(self, takes: list[tuple[Group, Any]]) -> None:
-        for group, taken in takes:
-            await group.arefund(taken)
+            yield OnGroup(group, "refund", taken)
             if group.has_slots:
                 self.queue.notify(group.names)
 
@@ -276,15 +211,14 @@ class Admission:
                 raise QuotaExceeded(self.policy, quota.name, wait, max(left, 0.0), "deadline")
         return self._budget(quota, waited, deadline_at)
 
-    def _out_of_time(self, ticket: object, attempt: int, budget: float) -> None:
+    def _out_of_time(self, budget: float) -> None:
         names = ", ".join(sorted(self.names))
         raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
 
     def _event(self, refusal: Refusal, attempt: int) -> SleepEvent:
         quota = refusal.quota
         assert refusal.wait is not None
-        # An inline quota's name already holds its rate: "api.get[20/1s]".
-        cause = f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
+        cause = quota_cause(quota)
         return SleepEvent(
             self.policy,
             attempt,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from callpolicy._options import Costing, reset_pool_key, set_pool_key
 from callpolicy._quotas.memory import Group
+from callpolicy._quotas.steps import Call, OnGroup, Steps, async_run, run
 from callpolicy._quotas.waiting import WaitQueue
+from callpolicy._text import Throttled, shown_value
 
-logger = logging.getLogger("callpolicy")
+_bad_costs = Throttled(60.0)
 
 
 class Grant:
@@ -38,63 +39,36 @@ class Grant:
 
     def run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
         """Call `fn` holding this grant: the pool key set, slots given back, cost corrected."""
-        actual = costing.actual if costing is not None and self.weighted else None
-        if self.plain and actual is None:
-            return fn(*args, **kwargs)
-        token = set_pool_key(self.pool, self.member) if self.pool and self.member else None
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            if self.slots:
-                self.release()
-            if token is not None:
-                reset_pool_key(token)
-        if actual is not None:
-            cost = _checked_cost(actual(result))
-            if cost is not None:
-                self.adjust(cost)
-        return result
+        return run(self.steps(fn, args, kwargs, costing))
 
     async def async_run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
+        return await async_run(self.steps(fn, args, kwargs, costing))
+
+    def steps(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Steps[Any]:
         actual = costing.actual if costing is not None and self.weighted else None
         token = set_pool_key(self.pool, self.member) if self.pool and self.member else None
         try:
-            result = await fn(*args, **kwargs)
+            result = yield Call(fn, args, kwargs)
         finally:
             if self.slots:
-                await self.async_release()
+                yield from self.release()
             if token is not None:
                 reset_pool_key(token)
         if actual is not None:
-            cost = _checked_cost(actual(result))
+            cost = _checked_cost(actual, actual(result))
             if cost is not None:
-                await self.async_adjust(cost)
+                for group, taken in self.takes:
+                    if group.weighted:
+                        yield OnGroup(group, "adjust", taken, cost)
         return result
 
-    def release(self) -> None:
+    def release(self) -> Steps[None]:
         """The call ended: give back in-flight slots and wake who waits for them."""
         for group, taken in self.takes:
             if group.has_slots:
-                group.release(taken)
+                yield OnGroup(group, "release", taken)
                 if self.queue is not None:
                     self.queue.notify(group.names)
-
-    async def async_release(self) -> None:
-        for group, taken in self.takes:
-            if group.has_slots:
-                await group.arelease(taken)
-                if self.queue is not None:
-                    self.queue.notify(group.names)
-
-    def adjust(self, cost: float) -> None:
-        for group, taken in self.takes:
-            if group.weighted:
-                group.adjust(taken, cost)
-
-    async def async_adjust(self, cost: float) -> None:
-        for group, taken in self.takes:
-            if group.weighted:
-                await group.aadjust(taken, cost)
 
 
 class Candidate:
@@ -109,10 +83,15 @@ class Candidate:
 PLAIN = Grant([], None, None, None, weighted=False)  # an admission with nothing to do after
 
 
-def _checked_cost(cost: Any) -> float | None:
+def _checked_cost(actual: Any, cost: Any) -> float | None:
     """An actual_cost() result, if it is a finite number >= 0; else None (the estimate stays,
     and a warning says why: the call itself succeeded and its result is returned)."""
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < math.inf:
         return float(cost)
-    logger.warning("actual_cost returned %r, not a number >= 0: the estimated cost stays", cost)
+    _bad_costs.warn(
+        id(actual),
+        "actual_cost returned %s, not a number >= 0: the estimated cost stays "
+        "(said at most once a minute)",
+        shown_value(cost),
+    )
     return None

@@ -25,7 +25,9 @@ class Refusal:
 
 
 class Group(Protocol):
-    """Some quotas of one call, in one storage."""
+    """Some quotas of one call, in one storage. A `remote` group (Redis) also has
+    `async_try_take`, `async_refund`, `async_release` and `async_adjust`, awaited by async
+    callers (see steps.OnGroup)."""
 
     names: frozenset[str]
     has_slots: bool  # holds in-flight slots, given back when the call ends
@@ -35,13 +37,9 @@ class Group(Protocol):
 
     def try_take(self, cost: float) -> Any | Refusal: ...
     def take_one(self) -> Refusal | None: ...
-    async def atry_take(self, cost: float) -> Any | Refusal: ...
     def refund(self, taken: Any) -> None: ...
-    async def arefund(self, taken: Any) -> None: ...
     def release(self, taken: Any) -> None: ...
-    async def arelease(self, taken: Any) -> None: ...
     def adjust(self, taken: Any, cost: float) -> None: ...
-    async def aadjust(self, taken: Any, cost: float) -> None: ...
 
 
 class MemoryStorage:
@@ -119,16 +117,10 @@ class MemoryGroup:
                 for _, counter, weighted in self.items
             ]
 
-    async def atry_take(self, cost: float) -> Taken | Refusal:
-        return self.try_take(cost)
-
     def refund(self, taken: Taken) -> None:
         with self.lock:
             for counter, entry in taken:
                 counter.refund(entry)
-
-    async def arefund(self, taken: Taken) -> None:
-        self.refund(taken)
 
     def release(self, taken: Taken) -> None:
         with self.lock:
@@ -136,14 +128,8 @@ class MemoryGroup:
                 if quota.concurrency is not None:
                     counter.refund(entry)
 
-    async def arelease(self, taken: Taken) -> None:
-        self.release(taken)
-
     def adjust(self, taken: Taken, cost: float) -> None:
         with self.lock:
             for (_, _, weighted), (counter, entry) in zip(self.items, taken, strict=True):
                 if weighted:
                     counter.adjust(entry, cost)
-
-    async def aadjust(self, taken: Taken, cost: float) -> None:
-        self.adjust(taken, cost)

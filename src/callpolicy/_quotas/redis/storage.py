@@ -7,6 +7,7 @@ FLUSH. Keys are `{prefix}:<quota>:<part>`, escaped, under one hash tag (Redis Cl
 expire once idle. When the server cannot be reached within the timeout, each quota does what
 its `on_unavailable` says: fail-closed (raise QuotaUnavailable), fail-open (admit) or local
 (fall back to `local_limit` in this process); the warning is logged at most every 30 s.
+Every operation is written once, as steps (see ..steps); the shells run them sync or async.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +25,15 @@ import attrs
 from callpolicy._errors import QuotaUnavailable
 from callpolicy._model import Quota, Storage
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal
+from callpolicy._quotas.redis.script import (
+    ADMITTED,
+    GIVEN_BACK_BY_ID,
+    LONE_SCRIPT,
+    SCRIPT,
+    Arguments,
+    RedisTaken,
+)
+from callpolicy._quotas.steps import Step, Steps, async_run, run
 
 try:
     import redis
@@ -34,15 +42,31 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
 logger = logging.getLogger("callpolicy")
-_HERE = resources.files("callpolicy._quotas.redis")
-SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
-LONE_SCRIPT = _HERE.joinpath("redis_lone.lua").read_text(encoding="utf-8")
-ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window": "fw"}
-LEASE_US = 10 * 60 * 1_000_000  # an in-flight slot whose process died frees after 10 min
-POLL = 0.02  # how often a call waiting for another process's in-flight slot looks again
 WARN_EVERY = 30.0
 POOL_SIZE = 64  # connections to one server per process (per event loop for async)
 POOL_WAIT = 10.0  # the most a call waits for a free connection
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
+
+
+class RunScript(Step):
+    """One script round trip, on the storage's sync client or the event loop's."""
+
+    __slots__ = ("args", "keys", "lone", "storage")
+
+    def __init__(self, storage: RedisStorage, keys: list[str], args: list[Any], lone: bool):
+        self.storage = storage
+        self.keys = keys
+        self.args = args
+        self.lone = lone
+
+    def sync(self) -> list[int]:
+        reply: list[int] = self.storage.scripts[self.lone](keys=self.keys, args=self.args)
+        return reply
+
+    async def async_(self) -> list[int]:
+        scripts = self.storage.async_scripts()
+        reply: list[int] = await scripts[self.lone](keys=self.keys, args=self.args)
+        return reply
 
 
 class RedisStorage:
@@ -67,7 +91,7 @@ class RedisStorage:
             plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
         )
         self.client = redis.Redis(connection_pool=pool)
-        self._scripts = (
+        self.scripts = (
             self.client.register_script(SCRIPT),
             self.client.register_script(LONE_SCRIPT),
         )
@@ -105,33 +129,20 @@ class RedisStorage:
             )
         return scripts
 
-    def run(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
-        """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window)."""
+    def script(self, keys: list[str], args: list[Any], lone: bool = False) -> Steps[list[int]]:
+        """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window),
+        after the changes whose reply was lost."""
         while self.pending:
             item = self._next_pending()
             if item is None:
                 break
             try:
-                self._scripts[0](keys=item[0].keys, args=item[1])
+                yield RunScript(self, item[0].keys, item[1], False)
             except BaseException:
                 self.pending.append(item)  # not sent: keep it for the next round trip
                 raise
-        result: list[int] = self._scripts[lone](keys=keys, args=args)
-        return result
-
-    async def arun(self, keys: list[str], args: list[Any], lone: bool = False) -> list[int]:
-        scripts = self.async_scripts()
-        while self.pending:
-            item = self._next_pending()
-            if item is None:
-                break
-            try:
-                await scripts[0](keys=item[0].keys, args=item[1])
-            except BaseException:
-                self.pending.append(item)
-                raise
-        result: list[int] = await scripts[lone](keys=keys, args=args)
-        return result
+        reply: list[int] = yield RunScript(self, keys, args, lone)
+        return reply
 
     def _next_pending(self) -> tuple[RedisGroup, list[Any]] | None:
         try:
@@ -139,7 +150,7 @@ class RedisStorage:
         except IndexError:  # another thread took the last one
             return None
 
-    def unreachable(self, error: Exception) -> None:
+    def unreachable(self, error: BaseException) -> None:
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
@@ -153,19 +164,6 @@ class RedisStorage:
             )
 
 
-@attrs.frozen
-class RedisTaken:
-    """An admission in Redis (`at` on the server's clock, us) or in the fallback group."""
-
-    id: str
-    at: int
-    cost: float
-    fallback: Any = None
-
-
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
-
-
 class RedisGroup:
     remote = True
 
@@ -176,7 +174,11 @@ class RedisGroup:
         self.has_slots = any(q.concurrency is not None for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
+        self.arguments = Arguments(quotas)
+        self.lone = self.arguments.lone
         self.keys = [storage.key(q, part) for q in quotas for part in ("a", "b")]
+        if self.lone:
+            self.keys = self.keys[:1]  # redis_lone.lua reads only the set
         modes = {q.on_unavailable for q in quotas}
         self.mode = "fail-closed" if "fail-closed" in modes else min(modes)
         local = [
@@ -185,60 +187,68 @@ class RedisGroup:
             if q.on_unavailable == "local" and q.local_limit is not None
         ]
         self.fallback: MemoryGroup | None = storage.memory.group(local) if local else None
-        # An unweighted admission's arguments never change but for its id: built once.
-        self._admit_tail = self._args("admit", None, 1.0, [None] * len(self.quotas))[4:]
-        # One unweighted sliding window, the common case, has a script of its own: less
-        # work on the server (redis_lone.lua).
-        self.lone = len(self.quotas) == 1 and self._admit_tail[0] == "sc"
-        if self.lone:
-            self.keys = self.keys[:1]  # redis_lone.lua reads only the set
 
-    def _admit_args(self, cost: float) -> list[Any]:
-        admission = f"{random.getrandbits(64):016x}"
-        if self.lone:
-            return [admission, self._admit_tail[1], self._admit_tail[2]]
-        if not self.weighted:
-            return ["admit", len(self.quotas), admission, 0, *self._admit_tail]
-        return self._args("admit", None, cost, [None] * len(self.quotas))
+    # -- the shells: each operation run in the thread, or awaited ----------------------------
+    def take_one(self) -> Refusal | None:
+        """The fast path: admit a cost of 1 (None), keeping no handle; else the refusal."""
+        outcome = run(self.take(1.0))
+        return outcome if isinstance(outcome, Refusal) else None
 
-    def _args(
-        self, op: str, taken: RedisTaken | None, cost: float, new: Sequence[float | None]
-    ) -> list[Any]:
-        """Script arguments; `new` holds each quota's new cost (None: leave it as it is)."""
-        args: list[Any] = [
-            op,
-            len(self.quotas),
-            taken.id if taken else f"{random.getrandbits(64):016x}",
-            taken.at if taken else 0,
-        ]
-        for quota, new_cost in zip(self.quotas, new, strict=True):
-            own = cost if quota.weighted else 1
-            kept = own if new_cost is None else new_cost
-            if quota.concurrency is not None:
-                args += ["cc", quota.concurrency, LEASE_US, 1, kept, 0]
-                continue
-            assert quota.rate is not None
-            code = ALGORITHM_CODES[quota.algorithm]
-            if code == "sw" and not quota.weighted:
-                code = "sc"  # one entry per call: a leaner script path
-            guard = quota.guard if quota.algorithm == "sliding-window" else 0.0
-            period_us = round((quota.rate.period + guard) * 1e6)
-            args += [code, quota.rate.calls, period_us, own, kept, 0]
-        return args
+    def try_take(self, cost: float) -> RedisTaken | Refusal:
+        return run(self.take(cost))
 
-    def _outcome(self, reply: list[int], args: list[Any], cost: float) -> RedisTaken | Refusal:
-        if reply[0] == 1:
-            return RedisTaken(args[0] if self.lone else args[2], int(reply[1]), cost)
-        return self._refusal(reply)
+    async def async_try_take(self, cost: float) -> RedisTaken | Refusal:
+        return await async_run(self.take(cost))
 
-    def _refusal(self, reply: list[int]) -> Refusal:
-        wait_us, index = int(reply[1]), int(reply[2]) - 1
-        quota = self.quotas[index]
-        if wait_us == -2:
-            return Refusal(quota, math.inf)
-        return Refusal(quota, POLL if wait_us == -1 else wait_us / 1e6)
+    def refund(self, taken: RedisTaken) -> None:
+        run(self.give_back(taken))
 
-    def _unavailable(self, error: Exception, cost: float) -> RedisTaken | Refusal:
+    async def async_refund(self, taken: RedisTaken) -> None:
+        await async_run(self.give_back(taken))
+
+    def release(self, taken: RedisTaken) -> None:
+        run(self.change(taken, self.arguments.refunds(only_slots=True)))
+
+    async def async_release(self, taken: RedisTaken) -> None:
+        await async_run(self.change(taken, self.arguments.refunds(only_slots=True)))
+
+    def adjust(self, taken: RedisTaken, cost: float) -> None:
+        run(self.change(taken, self.arguments.adjusted(cost)))
+
+    async def async_adjust(self, taken: RedisTaken, cost: float) -> None:
+        await async_run(self.change(taken, self.arguments.adjusted(cost)))
+
+    # -- the operations ----------------------------------------------------------------------
+    def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
+        args = self.arguments.admit(cost)
+        try:
+            reply = yield from self.storage.script(self.keys, args, self.lone)
+        except UNREACHABLE as error:
+            self._maybe_taken(args, cost)
+            return self._unavailable(error, cost)
+        except BaseException:  # a cancelled task consumes nothing
+            self._maybe_taken(args, cost)
+            raise
+        if reply[0] == ADMITTED:
+            return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost)
+        return self.arguments.refusal(reply)
+
+    def give_back(self, taken: RedisTaken) -> Steps[None]:
+        if taken.fallback is not None and self.fallback is not None:
+            self.fallback.refund(taken.fallback)
+        yield from self.change(taken, self.arguments.refunds(only_slots=False))
+
+    def change(self, taken: RedisTaken, new: Sequence[float | None]) -> Steps[None]:
+        if not taken.id:  # admitted without Redis (fail-open, local)
+            return
+        args = self.arguments.change(taken, new)
+        try:
+            yield from self.storage.script(self.keys, args)
+        except UNREACHABLE as error:  # sent again on the next round trip
+            self.storage.pending.append((self, args))
+            self.storage.unreachable(error)
+
+    def _unavailable(self, error: BaseException, cost: float) -> RedisTaken | Refusal:
         self.storage.unreachable(error)
         if self.mode == "fail-closed":
             names = ", ".join(sorted(self.names))
@@ -248,101 +258,11 @@ class RedisGroup:
         taken = self.fallback.try_take(cost)
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
 
-    def take_one(self) -> Refusal | None:
-        """The fast path: admit a cost of 1 (None), keeping no handle; else the refusal."""
-        args = self._admit_args(1.0)
-        try:
-            reply = self.storage.run(self.keys, args, self.lone)
-        except UNREACHABLE as error:
-            self._maybe_taken(args, 1.0)
-            outcome = self._unavailable(error, 1.0)
-            return outcome if isinstance(outcome, Refusal) else None
-        except BaseException:
-            self._maybe_taken(args, 1.0)
-            raise
-        return None if reply[0] == 1 else self._refusal(reply)
-
-    def try_take(self, cost: float) -> RedisTaken | Refusal:
-        args = self._admit_args(cost)
-        try:
-            return self._outcome(self.storage.run(self.keys, args, self.lone), args, cost)
-        except UNREACHABLE as error:
-            self._maybe_taken(args, cost)
-            return self._unavailable(error, cost)
-        except BaseException:
-            self._maybe_taken(args, cost)
-            raise
-
-    async def atry_take(self, cost: float) -> RedisTaken | Refusal:
-        args = self._admit_args(cost)
-        try:
-            reply = await self.storage.arun(self.keys, args, self.lone)
-            return self._outcome(reply, args, cost)
-        except UNREACHABLE as error:
-            self._maybe_taken(args, cost)
-            return self._unavailable(error, cost)
-        except BaseException:  # a cancelled task consumes nothing
-            self._maybe_taken(args, cost)
-            raise
-
     def _maybe_taken(self, args: list[Any], cost: float) -> None:
         """The admission's reply was lost: the script may have run. Give it back on the next
         round trip: harmless if it never ran (sorted-set removals by id). Token-bucket and
         fixed-window counts cannot tell, so they keep what they may have taken."""
-        if all(code in ("sc", "sw", "cc") for code in self._admit_tail[::6]):
-            taken = RedisTaken(args[0] if self.lone else args[2], 0, cost)
-            change = self._change_args(taken, self._refunds(only_slots=False))
-            if change is not None:
-                self.storage.pending.append((self, change))
-
-    def _change_args(self, taken: RedisTaken, new: Sequence[float | None]) -> list[Any] | None:
-        return None if not taken.id else self._args("change", taken, taken.cost, new)
-
-    def _change(self, taken: RedisTaken, new: Sequence[float | None]) -> None:
-        args = self._change_args(taken, new)
-        if args is None:
-            return
-        try:
-            self.storage.run(self.keys, args)
-        except UNREACHABLE as error:  # sent again on the next round trip
-            self.storage.pending.append((self, args))
-            self.storage.unreachable(error)
-
-    async def _achange(self, taken: RedisTaken, new: Sequence[float | None]) -> None:
-        args = self._change_args(taken, new)
-        if args is None:
-            return
-        try:
-            await self.storage.arun(self.keys, args)
-        except UNREACHABLE as error:
-            self.storage.pending.append((self, args))
-            self.storage.unreachable(error)
-
-    def _refunds(self, only_slots: bool) -> list[float | None]:
-        """New costs giving back every quota (or only the in-flight slots)."""
-        return [0 if q.concurrency is not None or not only_slots else None for q in self.quotas]
-
-    def _adjusted(self, cost: float) -> list[float | None]:
-        return [cost if q.weighted else None for q in self.quotas]
-
-    def refund(self, taken: RedisTaken) -> None:
-        if taken.fallback is not None and self.fallback is not None:
-            self.fallback.refund(taken.fallback)
-        self._change(taken, self._refunds(only_slots=False))
-
-    async def arefund(self, taken: RedisTaken) -> None:
-        if taken.fallback is not None and self.fallback is not None:
-            self.fallback.refund(taken.fallback)
-        await self._achange(taken, self._refunds(only_slots=False))
-
-    def release(self, taken: RedisTaken) -> None:
-        self._change(taken, self._refunds(only_slots=True))
-
-    async def arelease(self, taken: RedisTaken) -> None:
-        await self._achange(taken, self._refunds(only_slots=True))
-
-    def adjust(self, taken: RedisTaken, cost: float) -> None:
-        self._change(taken, self._adjusted(cost))
-
-    async def aadjust(self, taken: RedisTaken, cost: float) -> None:
-        await self._achange(taken, self._adjusted(cost))
+        if all(code in GIVEN_BACK_BY_ID for code in self.arguments.codes):
+            taken = RedisTaken(self.arguments.admission_id(args), 0, cost)
+            change = self.arguments.change(taken, self.arguments.refunds(only_slots=False))
+            self.storage.pending.append((self, change))
