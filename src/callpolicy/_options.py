@@ -27,6 +27,10 @@ class Costing:
     actual: Callable[[Any], float] | None = None
 
 
+# What a weighted quota reads to cost a call: the decorator's costing, the call's arguments.
+CallArgs = tuple["Costing | None", tuple[Any, ...], dict[str, Any]]
+
+
 @attrs.frozen
 class CallOptions:
     cost: float | None = None  # the call's cost for weighted quotas (else the policy's)

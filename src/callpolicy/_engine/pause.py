@@ -54,7 +54,9 @@ class ServerPause:
         with self._lock:
             self.until = max(self.until, until)
 
-    def _left(self, attempt: int, deadline_at: float | None) -> float:
+    def left(self, attempt: int, deadline_at: float | None) -> float:
+        """Seconds the next attempt must wait (0: none); logged. QuotaExceeded if the wait
+        would pass the deadline."""
         now = CLOCK.now()
         left = self.until - now
         if left <= 0:
@@ -72,11 +74,11 @@ class ServerPause:
             self.in_flight += 1
 
     def wait(self, attempt: int, deadline_at: float | None) -> None:
-        left = self._left(attempt, deadline_at)
+        left = self.left(attempt, deadline_at)
         if left:
             CLOCK.sleep(left)
 
     async def async_wait(self, attempt: int, deadline_at: float | None) -> None:
-        left = self._left(attempt, deadline_at)
+        left = self.left(attempt, deadline_at)
         if left:
             await CLOCK.async_sleep(left)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import tenacity
 
@@ -28,6 +28,7 @@ from callpolicy._events import emit, listening
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
+from callpolicy._steps import Call, Method, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -60,41 +61,27 @@ class Runner:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
-        state: tenacity.RetryCallState | None = None  # built at the first retryable outcome
-        while True:
-            grant = None
-            try:
-                if pause is not None:
-                    pause.wait(_attempt(state), deadline_at)
-                if admission is not None:
-                    grant = admission.admit(_attempt(state), deadline_at, costing, args, kwargs)
-            except QuotaExceeded as refused:
-                self._refused(refused, state)
+        grant = None
+        if pause is not None:
+            pause.wait(1, deadline_at)
+        if admission is not None:
+            grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+        try:
             if pause is not None:
                 pause.enter()
-            try:
-                if grant is None or grant.plain:
-                    result = fn(*args, **kwargs)
-                else:
-                    result = grant.run(fn, args, kwargs, costing)
-            except Exception as exc:
-                if pause is not None:
-                    pause.note(exc)
-                if not self.condition.retries_exception(exc):
-                    raise
-                state = self._failed(state, exc, fn, args, kwargs, start)
-            except BaseException:  # interrupted or cancelled: never retried
-                if pause is not None:
-                    pause.leave()
-                raise
+            if grant is None or grant.plain:
+                result = fn(*args, **kwargs)
             else:
-                if pause is not None:
-                    pause.note(result)
-                if not (self.checks_results and self.condition.retries_result(result)):
-                    return result
-                state = self._returned(state, result, fn, args, kwargs, start)
-            # Outside the except block, so a later failure is not chained to this one.
-            CLOCK.sleep(self._next_sleep(state))
+                result = grant.run(fn, args, kwargs, costing)
+        except BaseException as exc:
+            error: BaseException | None = exc
+            result = None
+        else:
+            if self._finished(result):
+                return result
+            error = None
+        # Outside the except block, so a later failure is not chained to this one.
+        return run(self._retries(start, fn, args, kwargs, costing, error, result))
 
     async def async_call(
         self,
@@ -106,76 +93,96 @@ class Runner:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
-        state: tenacity.RetryCallState | None = None
-        while True:
-            grant = None
-            try:
-                if pause is not None:
-                    await pause.async_wait(_attempt(state), deadline_at)
-                if admission is not None:
-                    attempt = _attempt(state)
-                    grant = await admission.async_admit(attempt, deadline_at, costing, args, kwargs)
-            except QuotaExceeded as refused:
-                self._refused(refused, state)
+        grant = None
+        if pause is not None:
+            await pause.async_wait(1, deadline_at)
+        if admission is not None:
+            grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+        try:
             if pause is not None:
                 pause.enter()
-            try:
-                if grant is None or grant.plain:
-                    result = await fn(*args, **kwargs)
-                else:
-                    result = await grant.async_run(fn, args, kwargs, costing)
-            except Exception as exc:
-                if pause is not None:
-                    pause.note(exc)
-                if not self.condition.retries_exception(exc):
-                    raise
-                state = self._failed(state, exc, fn, args, kwargs, start)
-            except BaseException:
-                if pause is not None:
-                    pause.leave()
-                raise
+            if grant is None or grant.plain:
+                result = await fn(*args, **kwargs)
             else:
+                result = await grant.async_run(fn, args, kwargs, costing)
+        except BaseException as exc:
+            error: BaseException | None = exc
+            result = None
+        else:
+            if self._finished(result):
+                return result
+            error = None
+        return await async_run(self._retries(start, fn, args, kwargs, costing, error, result))
+
+    # -- shared by both flavours -------------------------------------------------------------
+    def _finished(self, result: Any) -> bool:
+        """Whether a returned value ends the call (else it is retried)."""
+        if self.pause is not None:
+            self.pause.note(result)
+        return not (self.checks_results and self.condition.retries_result(result))
+
+    def _retries(
+        self,
+        start: float,
+        fn: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        costing: Costing | None,
+        error: BaseException | None,
+        result: Any = None,
+    ) -> Steps[Any]:
+        """After the first attempt raised `error` (or returned a retryable `result`): the
+        retries, as steps. An error that is not retried propagates unchanged."""
+        admission, pause = self.admission, self.pause
+        deadline_at = None if self.deadline is None else start + self.deadline
+        state: tenacity.RetryCallState | None = None
+        while True:
+            if error is not None and not self._retries_error(error):
+                raise error
+            if state is None:  # only now: an error that is not retried costs nothing more
+                state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
+                state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
+            if error is not None:
+                state.set_exception((type(error), error, error.__traceback__))
+            else:
+                state.set_result(result)
+            last = state.outcome
+            yield Sleep(self._next_sleep(state))
+            attempt, grant = state.attempt_number, None
+            try:
+                left = 0.0 if pause is None else pause.left(attempt, deadline_at)
+                if left:
+                    yield Sleep(left)
+                if admission is not None:
+                    grant = yield Method(
+                        admission, "admit", attempt, deadline_at, (costing, args, kwargs)
+                    )
+            except QuotaExceeded as refused:
+                no_quota_for_retry(self.name, refused, last, state)
+            try:
                 if pause is not None:
-                    pause.note(result)
-                if not (self.checks_results and self.condition.retries_result(result)):
+                    pause.enter()
+                if grant is None or grant.plain:
+                    result = yield Call(fn, args, kwargs)
+                else:
+                    result = yield from grant.steps(fn, args, kwargs, costing)
+            except BaseException as exc:
+                error = exc
+            else:
+                if self._finished(result):
                     return result
-                state = self._returned(state, result, fn, args, kwargs, start)
-            await CLOCK.async_sleep(self._next_sleep(state))
+                error = None
 
-    # -- decisions shared by both loops ----------------------------------------------------
-    def _failed(
-        self,
-        state: tenacity.RetryCallState | None,
-        exc: Exception,
-        fn: Callable[..., Any],
-        args: Args,
-        kwargs: Kwargs,
-        start: float,
-    ) -> tenacity.RetryCallState:
-        """Record a retryable exception on the call's retry state (made at the first one)."""
-        state = state or self._new_state(fn, args, kwargs, start)
-        state.set_exception((type(exc), exc, exc.__traceback__))
-        return state
-
-    def _returned(
-        self,
-        state: tenacity.RetryCallState | None,
-        result: Any,
-        fn: Callable[..., Any],
-        args: Args,
-        kwargs: Kwargs,
-        start: float,
-    ) -> tenacity.RetryCallState:
-        state = state or self._new_state(fn, args, kwargs, start)
-        state.set_result(result)
-        return state
-
-    def _new_state(
-        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, start: float
-    ) -> tenacity.RetryCallState:
-        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
-        state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
-        return state
+    def _retries_error(self, error: BaseException) -> bool:
+        """Whether an attempt's error calls for another attempt; interrupts never do."""
+        pause = self.pause
+        if not isinstance(error, Exception):  # KeyboardInterrupt, CancelledError, ...
+            if pause is not None:
+                pause.leave()
+            return False
+        if pause is not None:
+            pause.note(error)
+        return self.condition.retries_exception(error)
 
     def _next_sleep(self, state: tenacity.RetryCallState) -> float:
         """After a retryable outcome: how long to sleep before the next attempt, which it
@@ -188,17 +195,5 @@ class Runner:
         state.idle_for += sleep
         if listening():  # describing the cause costs more than the rest of a retry
             emit(sleep_event(self.name, self.max_attempts, self.condition.statuses, state))
-        state.callpolicy_last = state.outcome  # type: ignore[attr-defined]
         state.prepare_for_next_attempt()
         return sleep
-
-    def _refused(self, refused: QuotaExceeded, state: tenacity.RetryCallState | None) -> NoReturn:
-        """No quota (or the server's pause) in time: the first attempt raises the refusal; a
-        retry fails with the last error, losing nothing."""
-        if state is None:
-            raise refused
-        no_quota_for_retry(self.name, refused, state.callpolicy_last, state)  # type: ignore[attr-defined]
-
-
-def _attempt(state: tenacity.RetryCallState | None) -> int:
-    return 1 if state is None else state.attempt_number

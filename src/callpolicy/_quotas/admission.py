@@ -16,15 +16,17 @@ from callpolicy._errors import QuotaExceeded, QuotaUnavailable
 from callpolicy._events import SleepEvent, emit
 from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
-from callpolicy._options import Costing, current_options
+from callpolicy._options import CallArgs, Costing, current_options
 from callpolicy._quotas.grant import PLAIN, Candidate, Grant
 from callpolicy._quotas.memory import Group, Refusal
-from callpolicy._quotas.steps import OnGroup, Sleep, Steps, Wait, async_run, run
 from callpolicy._quotas.waiting import WaitQueue
+from callpolicy._steps import Method, Sleep, Steps, Wait, async_run, run
 
 
 class Admission:
     """Admits the attempts of one policy."""
+
+    remote = True  # admission may wait: async callers await async_admit (see _steps.Method)
 
     def __init__(
         self,
@@ -55,38 +57,28 @@ class Admission:
         )
 
     # -- one attempt -----------------------------------------------------------------------
-    def admit(
-        self,
-        attempt: int,
-        deadline_at: float | None,
-        costing: Costing | None,
-        args: Any,
-        kwargs: Any,
-    ) -> Grant:
+    def admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
         """Wait for (or refuse) admission of attempt `attempt` under the call's options."""
-        first: Refusal | None = None
-        if self.fast_group is not None and not self._waiting:  # nobody waits at all
-            first = self.fast_group.take_one()
-            if first is None:
-                return PLAIN
-        return run(self.acquire(attempt, deadline_at, costing, args, kwargs, first, False))
+        first = self._fast(may_block=True)
+        if first is PLAIN:
+            return PLAIN
+        return run(self.acquire(attempt, deadline_at, call, first, False))
 
-    async def async_admit(
-        self,
-        attempt: int,
-        deadline_at: float | None,
-        costing: Costing | None,
-        args: Any,
-        kwargs: Any,
-    ) -> Grant:
-        first: Refusal | None = None
+    async def async_admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
+        first = self._fast(may_block=False)
+        if first is PLAIN:
+            return PLAIN
+        return await async_run(self.acquire(attempt, deadline_at, call, first, True))
+
+    def _fast(self, may_block: bool) -> Grant | Refusal | None:
+        """The common case, taken without reading options or building a Grant: PLAIN when
+        admitted, else the refusal; None when it does not apply (a storage behind I/O for a
+        caller that may not block, or calls already waiting)."""
         group = self.fast_group
-        if group is not None and not group.remote and not self._waiting:  # no I/O to await
-            first = group.take_one()
-            if first is None:
-                return PLAIN
-        steps = self.acquire(attempt, deadline_at, costing, args, kwargs, first, True)
-        return await async_run(steps)
+        if group is None or self._waiting or (group.remote and not may_block):
+            return None
+        refusal = group.take_one()
+        return PLAIN if refusal is None else refusal
 
     # -- one try, all or none ----------------------------------------------------------------
     def try_once(self, cost: float) -> Steps[Grant | Refusal]:
@@ -95,7 +87,7 @@ class Admission:
             takes: list[tuple[Group, Any]] = []
             for group in candidate.groups:
                 try:
-                    taken = yield OnGroup(group, "try_take", cost)
+                    taken = yield Method(group, "try_take", cost)
                 except BaseException as error:  # QuotaUnavailable, a cancellation: keep nothing
                     yield from self._give_back(takes)
                     raise self._named(error) from error.__cause__
@@ -114,16 +106,15 @@ class Admission:
         self,
         attempt: int,
         deadline_at: float | None,
-        costing: Costing | None,
-        args: Any,
-        kwargs: Any,
-        first: Refusal | None,
+        call: CallArgs,
+        first: Grant | Refusal | None,
         is_async: bool,
     ) -> Steps[Grant]:
         """Admission in order, waiting as the quotas allow. `first`: the refusal of a try
         just made (do not ask the storage twice)."""
+        assert not isinstance(first, Grant)
         options = current_options()
-        cost = _cost(options.cost, costing, args, kwargs) if self.weighted else 1.0
+        cost = _cost(options.cost, *call) if self.weighted else 1.0
         self._no_queue_for_non_blocking(first, options.blocking)
         if first is None and not self.queue.busy(self.names):
             outcome = yield from self.try_once(cost)
@@ -170,7 +161,7 @@ class Admission:
     def _give_back(self, takes: list[tuple[Group, Any]]) -> Steps[None]:
         """Refund a partial admission, and wake who waits for the slots it held."""
         for group, taken in takes:
-            yield OnGroup(group, "refund", taken)
+            yield Method(group, "refund", taken)
             if group.has_slots:
                 self.queue.notify(group.names)
 

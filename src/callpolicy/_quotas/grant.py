@@ -8,8 +8,8 @@ from typing import Any
 
 from callpolicy._options import Costing, reset_pool_key, set_pool_key
 from callpolicy._quotas.memory import Group
-from callpolicy._quotas.steps import Call, OnGroup, Steps, async_run, run
 from callpolicy._quotas.waiting import WaitQueue
+from callpolicy._steps import Call, Method, Steps, async_run, run
 from callpolicy._text import Throttled, shown_value
 
 _bad_costs = Throttled(60.0)
@@ -59,14 +59,14 @@ class Grant:
             if cost is not None:
                 for group, taken in self.takes:
                     if group.weighted:
-                        yield OnGroup(group, "adjust", taken, cost)
+                        yield Method(group, "adjust", taken, cost)
         return result
 
     def release(self) -> Steps[None]:
         """The call ended: give back in-flight slots and wake who waits for them."""
         for group, taken in self.takes:
             if group.has_slots:
-                yield OnGroup(group, "release", taken)
+                yield Method(group, "release", taken)
                 if self.queue is not None:
                     self.queue.notify(group.names)
 

@@ -33,7 +33,7 @@ from callpolicy._quotas.redis.script import (
     Arguments,
     RedisTaken,
 )
-from callpolicy._quotas.steps import Step, Steps, async_run, run
+from callpolicy._steps import Step, Steps, async_run, run
 
 try:
     import redis

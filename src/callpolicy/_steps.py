@@ -1,9 +1,10 @@
-"""Quota code written once for sync and async callers (sans-I/O).
+"""Code written once for sync and async callers (sans-I/O).
 
 What may block (a storage round trip, a sleep, waiting for a turn, the user's function) is
-not done by the quota code itself: it yields a `Step`, and a driver does it, `run` in the
+not done by the code that decides: it yields a `Step`, and a driver does it, `run` in the
 calling thread or `async_run` awaiting it on the event loop, then sends back the result (or
-throws in the error). So each decision is written once and the two flavours cannot drift.
+throws in the error). So each decision is written once and the two flavours cannot drift;
+the two drivers are the only twins.
 """
 
 from __future__ import annotations
@@ -31,24 +32,24 @@ class Step:
 Steps = Generator[Step, Any, R]
 
 
-class OnGroup(Step):
-    """A storage operation on a group: `name` (e.g. "try_take"), or `async_<name>` awaited
-    when the group's state is behind I/O (`remote`)."""
+class Method(Step):
+    """`obj.<name>(*args)`; async callers await `obj.async_<name>(*args)` instead when `obj`
+    may block (its `remote` is true: state behind I/O, or waits)."""
 
-    __slots__ = ("args", "group", "name")
+    __slots__ = ("args", "name", "obj")
 
-    def __init__(self, group: Any, name: str, *args: Any) -> None:
-        self.group = group
+    def __init__(self, obj: Any, name: str, *args: Any) -> None:
+        self.obj = obj
         self.name = name
         self.args = args
 
     def sync(self) -> Any:
-        return getattr(self.group, self.name)(*self.args)
+        return getattr(self.obj, self.name)(*self.args)
 
     async def async_(self) -> Any:
-        if self.group.remote:
-            return await getattr(self.group, f"async_{self.name}")(*self.args)
-        return getattr(self.group, self.name)(*self.args)
+        if self.obj.remote:
+            return await getattr(self.obj, f"async_{self.name}")(*self.args)
+        return getattr(self.obj, self.name)(*self.args)
 
 
 class Sleep(Step):
