@@ -700,25 +700,28 @@ def run_one(
 # -- Redis ----------------------------------------------------------------------------------
 def capture_server_times(sink: list[float], round_trips: list[int]) -> bool:
     """Record the server-clock time (Redis TIME) of every admission this process gets, and
-    count the script's round trips, by wrapping RedisStorage.run in this worker process only.
+    count the script's round trips, by wrapping RunScript.sync (one script round trip) in
+    this worker process only.
     False if that is not possible."""
     try:
         from callpolicy._quotas.redis import storage as redis_storage  # noqa: PLC0415 (optional, internal)
     except ImportError:
         return False
-    original = getattr(redis_storage.RedisStorage, "run", None)
-    if original is None:
+    step = getattr(redis_storage, "RunScript", None)
+    original = getattr(step, "sync", None)
+    if step is None or original is None:
         return False
 
-    def run(self: Any, keys: list[str], args: list[Any], lone: bool = False) -> Any:
-        reply = original(self, keys, args, lone)
+    def sync(self: Any) -> Any:
+        reply = original(self)
         round_trips[0] += 1
-        admitting = lone or (args and args[0] == "admit")  # redis_lone.lua only admits
+        args = self.args
+        admitting = self.lone or (args and args[0] == "admit")  # redis_lone.lua only admits
         if admitting and reply and int(reply[0]) == 1:
             sink.append(int(reply[1]) / 1e6)
         return reply
 
-    redis_storage.RedisStorage.run = run  # type: ignore[method-assign]
+    step.sync = sync
     return True
 
 

@@ -134,7 +134,10 @@ class MockAPI:
         if self._server is None:
             self._server = _Server(self)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+                # serve_forever() checks for shutdown() every poll_interval (0.5 s by default)
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -223,6 +226,9 @@ class MockAPI:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): a batch connecting at once would
+    # overflow 5, and a dropped connection is retried by the client only after a second.
+    request_queue_size = 128
 
     def __init__(self, api: MockAPI) -> None:
         self.api = api

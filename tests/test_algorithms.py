@@ -125,9 +125,56 @@ def test_sliding_window_never_admits_more_than_n_in_any_window(
 
 @settings(max_examples=300)
 @given(limit=st.integers(1, 8), calls=CALLS)
-def test_token_bucket_and_fixed_window_stay_within_2n(
+def test_token_bucket_never_admits_more_than_2n_in_any_window(
     limit: int, calls: list[tuple[float, int]]
 ) -> None:
-    for counter in (TokenBucket(limit, 1.0), FixedWindow(limit, 1.0)):
-        admitted = _admit_all(counter, calls)
-        assert _most_in_any_window(admitted, 1.0) <= 2 * limit + 1e-9
+    admitted = _admit_all(TokenBucket(limit, 1.0), calls)
+    assert _most_in_any_window(admitted, 1.0) <= 2 * limit
+
+
+@settings(max_examples=300)
+@given(limit=st.integers(1, 8), calls=CALLS)
+def test_fixed_window_never_admits_more_than_2n_in_any_window(
+    limit: int, calls: list[tuple[float, int]]
+) -> None:
+    admitted = _admit_all(FixedWindow(limit, 1.0), calls)
+    assert _most_in_any_window(admitted, 1.0) <= 2 * limit
+
+
+@settings(max_examples=300)
+@given(limit=st.integers(1, 8), calls=CALLS)
+def test_fixed_window_admits_exactly_n_within_each_of_its_windows(
+    limit: int, calls: list[tuple[float, int]]
+) -> None:
+    """A window opens at the first call after the previous one closed and admits N: a call
+    waits only when its cost does not fit beside what the open window holds, and then
+    exactly until that window closes."""
+    window = FixedWindow(limit, 1.0)
+    now, start, held = 0.0, -math.inf, 0
+    for gap, cost in calls:
+        now += gap
+        wait = window.wait(now, cost)
+        if math.isinf(wait):
+            assert cost > limit
+            continue
+        is_open = now < start + 1.0 - EPS
+        if wait > 0:
+            assert is_open and held + cost > limit  # refused only when full
+            assert now + wait == pytest.approx(start + 1.0)  # until its window closes
+            now += wait
+            is_open = False
+        else:
+            assert not is_open or held + cost <= limit
+        window.take(now, cost)
+        if not is_open:
+            start, held = now, 0
+        held += cost
+        assert held <= limit
+
+
+def test_the_window_count_catches_one_call_too_many() -> None:
+    """The bound the properties above check is not met trivially."""
+    admitted = [(0.0, 2), (0.5, 1), (0.999, 1), (1.0, 3)]
+    assert _most_in_any_window(admitted, 1.0) == 5  # [0.5, 1.5): 1 + 1 + 3
+    assert _most_in_any_window(admitted, 1.1) == 7
+    assert _most_in_any_window([(0.0, 1), (1.0 - EPS / 2, 1)], 1.0) == 1  # to the nanosecond

@@ -3,38 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def run_example(script: str, *args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def summary(output: str) -> dict[str, str]:
-    """The `  label   value` lines after "summary", by label."""
-    _, found, tail = output.partition("\nsummary")
-    assert found, output
-    lines = (re.fullmatch(r"  (\S.*?)\s{2,}(\S.*)", line) for line in tail.splitlines())
-    return {m[1]: m[2] for m in lines if m}
-
-
-def number(text: str) -> float:
-    match = re.match(r"\d+(?:\.\d+)?", text)
-    assert match, text
-    return float(match[0])
+from examples_helper import number, run_example, summary
 
 
 def check_spotify(output: str, tracks: int) -> None:

@@ -4,37 +4,9 @@ foreign working directory, and do what their seeds asked for."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def run_example(script: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.stdout
-
-
-def summary(output: str) -> dict[str, str]:
-    """The `  label   value` lines after "summary", by label."""
-    _, found, tail = output.partition("\nsummary")
-    assert found, output
-    lines = (re.fullmatch(r"  (\S.*?)\s{2,}(\S.*)", line) for line in tail.splitlines())
-    return {m[1]: m[2] for m in lines if m}
-
-
-def numbers(text: str) -> list[float]:
-    return [float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)]
+from examples_helper import numbers, run_example, summary
 
 
 def test_vastai_client(tmp_path: Path) -> None:

@@ -65,11 +65,14 @@ def server() -> Iterator[tuple[str, Script]]:
             return None
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever() to look again: every poll_interval (0.5 s by default)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.daemon = True
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", script
     httpd.shutdown()
     httpd.server_close()
+    thread.join()
 
 
 POLICY = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -72,10 +73,14 @@ def test_fixed_window_quota_never_admits_more_than_2n_in_any_period(
     tmp_path: Path, calls: int, gaps: list[float]
 ) -> None:
     (tmp_path / "svc.toml").write_text(
-        f'[endpoints.a]\nquotas = [{{ limit = "{calls}/1s", max_wait = "1h" }}]\n'
+        f'[endpoints.a]\nquotas = [{{ limit = "{calls}/1s", algorithm = "fixed-window",'
+        ' max_wait = "1h" }]\n'
     )
     registry = Registry(tmp_path)
+    [quota] = registry.get("svc.a").quotas
+    assert quota.algorithm == "fixed-window"
     with fake_time(FakeClock(start=1000.0)) as clock:
+        asked: list[float] = []
         admitted: list[float] = []
 
         def call() -> None:
@@ -84,7 +89,20 @@ def test_fixed_window_quota_never_admits_more_than_2n_in_any_period(
         fn = registry.policy("svc.a")(call)
         for gap in gaps:
             clock.advance(gap)
+            asked.append(clock.now())
             fn()
+    # At most 2N in any period: N at the end of one window, N at the start of the next.
     for index, start in enumerate(admitted):
         within = bisect.bisect_left(admitted, start + 1.0) - index
         assert within <= 2 * calls
+    # Exactly N in each of its own windows: a window opens at the first call after the
+    # previous one closed; a call waits only when its window is full, and then until it closes.
+    opened, held = -1e9, 0
+    for at, when in zip(asked, admitted, strict=True):
+        if when > at:
+            assert held == calls
+            assert when == pytest.approx(opened + 1.0)
+        if when >= opened + 1.0 - 1e-9:
+            opened, held = when, 0
+        held += 1
+        assert held <= calls

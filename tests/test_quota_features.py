@@ -12,6 +12,7 @@ import pytest
 
 import callpolicy
 from callpolicy import FakeClock, QuotaExceeded, Registry, call_options, pool_key
+from callpolicy._quotas.grant import Grant
 
 RegistryOf = Callable[..., Registry]
 
@@ -164,17 +165,31 @@ async def test_concurrency_limits_tasks_and_frees_slots_of_failed_calls(
 
 
 def _held_slot(registry: Registry) -> tuple[threading.Event, threading.Thread]:
-    """Take the only slot of svc.e in a thread and hold it until the event is set."""
-    release = threading.Event()
-    fn = registry.policy("svc.e")(lambda: release.wait(5))
-    holder = threading.Thread(target=fn)
+    """Take the only slot of svc.e in a thread and hold it until the event is set; returns
+    once the holder is inside the call, so the slot is taken."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(5)
+
+    holder = threading.Thread(target=registry.policy("svc.e")(hold))
     holder.start()
+    assert holding.wait(5), "the holder did not get the slot"
     return release, holder
 
 
+def _waiting(registry: Registry, quota: str = "svc.slot") -> int:
+    """How many calls wait for `quota` in the queue of svc.e's quotas."""
+    admission = registry.runner("svc.e").admission
+    assert admission is not None
+    return admission.queue.waiting.get(quota, 0)
+
+
 def _queued(registry: Registry, count: int) -> None:
+    """Return once `count` calls wait for the slot (5 s at most)."""
     deadline = time.monotonic() + 5
-    while len(registry._quotas.queue._tickets) < count:
+    while _waiting(registry) < count:
         assert time.monotonic() < deadline, "waiters did not queue"
         time.sleep(0.001)
 
@@ -182,7 +197,6 @@ def _queued(registry: Registry, count: int) -> None:
 def test_waiters_are_served_in_order_and_by_priority(registry_of: RegistryOf) -> None:
     registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
     release, holder = _held_slot(registry)
-    time.sleep(0.02)
     order: list[str] = []
     record = registry.policy("svc.e")(order.append)
 
@@ -209,19 +223,24 @@ def test_waiters_are_served_in_order_and_by_priority(registry_of: RegistryOf) ->
 
 async def test_a_cancelled_waiter_takes_nothing(registry_of: RegistryOf) -> None:
     registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
-    gate = asyncio.Event()
+    holding, gate = asyncio.Event(), asyncio.Event()
 
     @registry.policy("svc.e")
     async def hold() -> None:
+        holding.set()
         await gate.wait()
 
     holder = asyncio.ensure_future(hold())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(holding.wait(), 5)  # the holder has the slot
     waiter = asyncio.ensure_future(hold())
-    await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while _waiting(registry) < 1:  # the waiter queued for the slot
+        assert time.monotonic() < deadline, "the waiter did not queue"
+        await asyncio.sleep(0.001)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
+    assert _waiting(registry) == 0
     gate.set()
     await holder
     assert registry._quotas.queue._tickets == []
@@ -284,7 +303,6 @@ def test_a_reload_that_changes_only_max_wait_keeps_what_was_counted(
 def test_a_non_blocking_call_does_not_queue_behind_waiting_calls(registry_of: RegistryOf) -> None:
     registry = registry_of(svc='[quotas.slot]\nconcurrency = 1\n[endpoints.e]\nquotas = ["slot"]\n')
     release, holder = _held_slot(registry)
-    time.sleep(0.02)
     waiter = threading.Thread(target=registry.policy("svc.e")(noop))
     waiter.start()
     _queued(registry, 1)
@@ -305,14 +323,14 @@ def test_a_slot_freed_before_a_waiter_queues_is_not_missed(
         svc='[quotas.slot]\nconcurrency = 1\nmax_wait = "5s"\n[endpoints.e]\nquotas = ["slot"]\n'
     )
     release, holder = _held_slot(registry)
-    time.sleep(0.02)
     admission = registry.runner("svc.e").admission
     assert admission is not None
     try_once = admission.try_once
 
     def refused_then_released(cost: float) -> Any:
-        outcome = try_once(cost)
+        outcome = yield from try_once(cost)  # the try's steps, run by the caller's driver
         if not release.is_set():  # the holder ends between this refusal and the queueing
+            assert not isinstance(outcome, Grant)  # the slot was held: refused
             release.set()
             holder.join()
         return outcome

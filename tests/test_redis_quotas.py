@@ -120,7 +120,7 @@ class Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_server() -> Iterator[StubServer]:
     server = StubServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
     thread.start()
     yield server
     server.shutdown()
@@ -236,12 +236,29 @@ def redis_busy(url: str, seconds: float = 0.3) -> Iterator[None]:
     busy.ping()  # connected: the script below starts as soon as it is sent
     thread = threading.Thread(target=busy.eval, args=(BUSY_LOOP, 0, round(seconds * 1e6)))
     thread.start()
-    time.sleep(0.05)
+    _until_busy(url, thread)
     try:
         yield
     finally:
         thread.join()
         busy.close()
+
+
+def _until_busy(url: str, runner: threading.Thread) -> None:
+    """Return once the server runs the busy script: a PING then goes unanswered (a server
+    that answers has not started it yet, and the script's thread may not have sent it)."""
+    deadline = time.monotonic() + 5
+    while runner.is_alive():
+        assert time.monotonic() < deadline, "the busy script did not start"
+        probe = redis.Redis.from_url(url, socket_timeout=0.02, socket_connect_timeout=5)
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            return
+        finally:
+            probe.close()
+        time.sleep(0.001)
+    raise AssertionError("the busy script ended before it was seen running")
 
 
 def threads_at_once(call: Callable[[], object], count: int) -> Counter[str]:
@@ -768,7 +785,11 @@ def test_an_admission_whose_reply_timed_out_is_given_back_on_the_next_round_trip
     fn()  # the scripts are loaded
     with redis_busy(redis_server.url, 0.4), pytest.raises(QuotaUnavailable):
         fn()  # sent, then timed out: Redis runs the script once free, and takes the slot
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while client.zcard(f"{TAG}:svc.slots:a") == 0:  # the late admission took the slot
+        assert time.monotonic() < deadline, "the timed-out admission never reached Redis"
+        time.sleep(0.001)
+    assert client.zcard(f"{TAG}:svc.slots:a") == 1
     fn()  # given back first thing, so the only slot is free again
     assert client.zcard(f"{TAG}:svc.slots:a") == 0
 

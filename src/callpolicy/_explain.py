@@ -29,10 +29,22 @@ def explain(policy: Policy) -> str:
             triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
     lines.append("  retry on: " + (", ".join(triggers) if triggers else "nothing (no retries)"))
     lines.append(f"  wait:     {describe_wait(policy.wait)}")
-    stop = f"after {policy.stop.attempts} attempts"
+    attempts = policy.stop.attempts
+    stop = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
     if policy.stop.deadline is not None:
         stop += f", or before a wait that would end past {format_seconds(policy.stop.deadline)}"
     lines.append(f"  stop:     {stop}")
+    if retry.give_up:
+        rules = "; ".join(describe_give_up(rule) for rule in retry.give_up)
+        lines.append(f"  give up:  {rules} (AccountLimit, no retry)")
+    if retry.idempotent is not None or not retry.refused_any_method:
+        lines.append(f"  repeat:   {_describe_repeat(retry.idempotent, retry.refused_any_method)}")
+    if policy.pause is not None:
+        pause = policy.pause
+        lines.append(
+            f"  pause:    when {pause.remaining} is no more than the calls in flight, until "
+            f"{pause.reset} ({pause.format}), at most {format_seconds(pause.max)}"
+        )
     quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
     lines.append(f"  quotas:   {quotas}")
     return "\n".join(lines)
@@ -40,11 +52,15 @@ def explain(policy: Policy) -> str:
 
 def describe_quota(quota: Quota) -> str:
     wait = f"max_wait {format_seconds(quota.max_wait)}"
-    if quota.pool:
+    if quota.pool:  # a pool waits as long as its members
+        wait = f"max_wait {format_seconds(max(q.max_wait for q in quota.pool))}"
         return f"{quota.name} (pool of {', '.join(q.name for q in quota.pool)}, {wait})"
     if quota.concurrency is not None:
         return f"{quota.name} ({quota.concurrency} in flight, {wait})"
-    where = "" if quota.storage.is_memory else f", {quota.storage}"
+    where = ""
+    if not quota.storage.is_memory:
+        local = f" {quota.local_limit}" if quota.on_unavailable == "local" else ""
+        where = f", {quota.storage}, {quota.on_unavailable}{local} when unreachable"
     unit = " cost units" if quota.weighted else ""
     return f"{quota.name} ({quota.rate}{unit}, {quota.algorithm}{where}, {wait})"
 
@@ -72,6 +88,14 @@ def describe_wait(wait: Wait) -> str:
     if wait.strategy == "random":
         return f"random {wait.min:g}s to {wait.max:g}s"
     return "chain: " + "; ".join(describe_wait(step) for step in wait.steps) + " (last repeats)"
+
+
+def _describe_repeat(idempotent: bool | None, refused_any_method: bool) -> str:
+    if idempotent:
+        return "any method may be sent again (idempotent = true)"
+    words = "POST and PATCH" if idempotent is None else "no method (idempotent = false)"
+    refused = "" if refused_any_method else "; not even after a 429/503 with Retry-After"
+    return f"{words} only if never sent{refused}"
 
 
 def describe_condition(condition: ResultCondition) -> str:

@@ -40,6 +40,8 @@ def shown_value(value: object, limit: int = 80) -> str:
 
 def format_seconds(seconds: float) -> str:
     """The shortest duration string for `seconds`: 0.25 -> "250ms", 90 -> "90s", 3600 -> "1h"."""
+    if seconds == 0:
+        return "0s"
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
     if seconds >= 60 and seconds % 60 == 0:

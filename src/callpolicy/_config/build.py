@@ -35,9 +35,8 @@ def build_policy(
     given["wait"] = build_wait(layers.get("wait", {}), problems, name)
     given["stop"] = Stop(**_given(layers.get("stop", {})))
     given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
-    pause = layers.get("pause")
-    if pause:
-        given["pause"] = Pause(**_given(pause))
+    if "pause" in layers:  # an empty table is a pause with every default
+        given["pause"] = Pause(**_given(layers["pause"]))
     return Policy(name=name, source=source, **given)
 
 

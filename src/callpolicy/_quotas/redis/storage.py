@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +32,7 @@ from callpolicy._quotas.redis.script import (
     RedisTaken,
 )
 from callpolicy._steps import Step, Steps, async_run, run
+from callpolicy._text import Throttled
 
 try:
     import redis
@@ -102,7 +101,7 @@ class RedisStorage:
         # so they are sent again, first thing, on the next round trip. (group, change args)
         self.pending: list[tuple[RedisGroup, list[Any]]] = []
         self.memory = memory
-        self._warned_at = -math.inf
+        self._unreachable = Throttled(WARN_EVERY)
 
     def key(self, quota: Quota, part: str) -> str:
         return f"{{{self.prefix}}}:{quote(quota.name, safe='')}:{part}"
@@ -151,17 +150,15 @@ class RedisStorage:
             return None
 
     def unreachable(self, error: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY:
-            self._warned_at = now
-            logger.warning(
-                "quota storage %s unreachable (%s); quotas do what on_unavailable says "
-                "(this warning repeats at most every %ds)",
-                self.storage,
-                error,
-                WARN_EVERY,
-                extra={"storage": str(self.storage)},
-            )
+        self._unreachable.warn(
+            None,
+            "quota storage %s unreachable (%s); quotas do what on_unavailable says "
+            "(this warning repeats at most every %ds)",
+            self.storage,
+            error,
+            WARN_EVERY,
+            storage=str(self.storage),
+        )
 
 
 class RedisGroup:
