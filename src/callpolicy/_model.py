@@ -51,6 +51,10 @@ KNOWN_HINT_HEADERS = {
 }
 NEVER_RETRIED = "KeyboardInterrupt, SystemExit, GeneratorExit and asyncio.CancelledError"
 MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline, period or hint beyond a week
+# Numbers past these are typos, not plans (100,000 attempts of a 1 s poll are a day).
+MAX_ATTEMPTS = 100_000
+MAX_SLOTS = 1_000_000
+MAX_MULTIPLIER = 1000.0
 # An exact sliding window keeps one entry per call in the window: past this many, memory
 # and time per admission grow too much; token-bucket keeps two numbers whatever N is.
 MAX_SLIDING_WINDOW = 1_000_000

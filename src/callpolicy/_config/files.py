@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,6 +32,14 @@ PathLike = str | os.PathLike[str]
 _NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 TOP_KEYS = ("defaults", "endpoints", "quotas")
+MAX_FILE_BYTES = 1_000_000  # a policy file is a few kB; past this it is not one
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
 
 
 @attrs.define
@@ -49,14 +58,48 @@ def default_paths() -> list[Path]:
 
 
 def policy_files(paths: Sequence[PathLike], problems: list[Problem]) -> Iterable[Path]:
+    """The files to read: each file named, and the `*.toml` of each directory named."""
     for entry in paths:
         path = Path(entry)
         if path.is_dir():
             yield from sorted(path.glob("*.toml"))
-        elif path.is_file():
-            yield path
+        elif path.exists() or path.is_symlink():
+            yield path  # read_file says if it is not a regular file
         else:
             problems.append(Problem(_shown(path), None, "", "no such file or directory"))
+
+
+class Unreadable(Exception):
+    """A policy file that is not read: not a regular file, or too large."""
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A regular file's bytes, at most MAX_FILE_BYTES. A FIFO, a device or a socket is never
+    opened for reading (it could block forever, or never end)."""
+    _check_regular(os.stat(path))  # follows links: a link to /dev/zero is a device
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        _check_regular(os.fstat(fd))  # the file opened, not the one looked at before
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise Unreadable(f"larger than {MAX_FILE_BYTES:,} bytes: not read")
+    finally:
+        os.close(fd)
+
+
+def _check_regular(info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
+        raise Unreadable(f"not a regular file ({kind}): not read")
+    if info.st_size > MAX_FILE_BYTES:
+        raise Unreadable(f"larger than {MAX_FILE_BYTES:,} bytes: not read")
 
 
 QuotaTables = dict[str, tuple[dict[str, Located], str]]
@@ -114,10 +157,13 @@ def _parse_toml(
     path: Path, shown: str, problems: list[Problem]
 ) -> tuple[str, dict[str, Any]] | None:
     """The text and the TOML tables of a file, or None after reporting why not."""
+    data = b""
     try:
-        data = path.read_bytes()
+        data = _read_bytes(path)
         text = data.decode("utf-8-sig")  # a byte-order mark is harmless: drop it
         return text, tomllib.loads(text)
+    except Unreadable as exc:
+        problems.append(Problem(shown, None, "", str(exc)))
     except OSError as exc:
         problems.append(Problem(shown, None, "", f"cannot read: {exc.strerror or exc}"))
     except UnicodeDecodeError as exc:

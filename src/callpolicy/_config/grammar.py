@@ -20,7 +20,7 @@ from callpolicy._config.context import (
 from callpolicy._config.values import (
     UnitError,
     is_header,
-    parse_count,
+    parse_attempts,
     parse_duration,
     parse_flag,
     parse_header,
@@ -204,7 +204,7 @@ PAUSE_KEYS: dict[str, Parser] = {
     "max": duration,
 }
 STOP_KEYS: dict[str, Parser] = {
-    "attempts": atom(parse_count),
+    "attempts": atom(parse_attempts),
     "deadline": atom(parse_positive_duration),
 }
 SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS, "pause": PAUSE_KEYS}

@@ -26,6 +26,7 @@ from callpolicy._config.values import (
     parse_duration,
     parse_flag,
     parse_rate,
+    parse_slots,
     parse_storage,
 )
 from callpolicy._errors import Problem
@@ -42,15 +43,9 @@ def _names(value: Any) -> list[str]:
     return value
 
 
-def _slots(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
-    return value
-
-
 QUOTA_KEYS: dict[str, Parser] = {
     "limit": atom(parse_rate),
-    "concurrency": atom(_slots),
+    "concurrency": atom(parse_slots),
     "pool": atom(_names),
     "algorithm": choice(ALGORITHMS),
     "max_wait": atom(parse_duration),

@@ -13,7 +13,17 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from callpolicy._model import MAX_SECONDS, MEMORY, NEVER_RETRIED, REDIS_SCHEMES, Rate, Storage
+from callpolicy._model import (
+    MAX_ATTEMPTS,
+    MAX_MULTIPLIER,
+    MAX_SECONDS,
+    MAX_SLOTS,
+    MEMORY,
+    NEVER_RETRIED,
+    REDIS_SCHEMES,
+    Rate,
+    Storage,
+)
 from callpolicy._text import redacted, shown_value, suggestion
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -93,12 +103,21 @@ def parse_flag(value: object) -> bool:
     return value
 
 
-def parse_count(value: object) -> int:
-    """An integer >= 1 (attempts, in-flight slots)."""
+def parse_attempts(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise UnitError(f"must be an integer (got {shown_value(value)})")
     if value < 1:
         raise UnitError(f"must be >= 1 (got {shown_value(value)})")
+    if value > MAX_ATTEMPTS:
+        raise UnitError(f"must be at most {MAX_ATTEMPTS:,} (got {shown_value(value)})")
+    return value
+
+
+def parse_slots(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
+    if value > MAX_SLOTS:
+        raise UnitError(f"must be at most {MAX_SLOTS:,} (got {shown_value(value)})")
     return value
 
 
@@ -107,6 +126,8 @@ def parse_multiplier(value: object) -> float:
         raise UnitError(f"must be a number (got {shown_value(value)})")
     if value < 1:
         raise UnitError(f"must be >= 1 (got {shown_value(value)})")
+    if value > MAX_MULTIPLIER:
+        raise UnitError(f"must be at most {MAX_MULTIPLIER:g} (got {shown_value(value)})")
     return float(value)
 
 
