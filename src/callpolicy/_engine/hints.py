@@ -1,14 +1,17 @@
 """Server hints: how long a server says to wait (Retry-After, X-RateLimit-Reset, vendors').
 
 Every value is read strictly, in the format its header is declared with; anything else (a
-negative or huge number, NaN, non-ASCII digits, "5 seconds", an impossible date, several
-values) is *not a hint*: the caller falls back to its computed backoff, and a warning says
-why, at most once a minute per header. Nothing here raises on a server's value.
+negative number, NaN, more than 15 digits, non-ASCII digits, "5 seconds", an impossible date,
+several values) is *not a hint*: the caller falls back to its computed backoff, and a warning
+says why, at most once a minute per header. A well-formed hint is never garbage for being
+large (a year-9999 date is a hint above any cap). Absolute times (HTTP dates, epoch and RFC
+3339 resets) are read against the response's `Date` when it has a valid one, so a server
+whose clock is off still means what it says (as browsers and gRPC do); else against ours.
+Nothing here raises on a server's value.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from datetime import datetime, timezone
@@ -18,36 +21,44 @@ from typing import Any
 import attrs
 
 from callpolicy._engine.http import header_values
-from callpolicy._model import MAX_SECONDS
-from callpolicy._text import Throttled
+from callpolicy._text import Throttled, format_seconds
 
-MAX_HINT = MAX_SECONDS  # past a week a value is garbage, whatever the cap
-
-_NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,9})?", re.ASCII)
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = "(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_IMF_FIXDATE = re.compile(rf"{_DAY}, \d\d {_MONTH} \d{{4}} \d\d:\d\d:\d\d GMT", re.ASCII)
 _HTTP_DATE = re.compile(
-    r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"  # IMF-fixdate
-    r"|[A-Z][a-z]{5,8}, \d\d-[A-Z][a-z]{2}-\d\d \d\d:\d\d:\d\d GMT"  # RFC 850
-    r"|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}",  # asctime
+    _IMF_FIXDATE.pattern
+    + rf"|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d\d-{_MONTH}-\d\d \d\d:\d\d:\d\d GMT"
+    + rf"|{_DAY} {_MONTH} [ \d]\d \d\d:\d\d:\d\d \d{{4}}",  # asctime
     re.ASCII,
 )
+_NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,9})?", re.ASCII)
 _RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:\d\d)", re.ASCII
 )
 _DURATION = re.compile(r"(?:\d{1,9}(?:\.\d{1,9})?(?:h|ms|m|s))+", re.ASCII)
 _DURATION_PART = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)(h|ms|m|s)", re.ASCII)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_EPOCHS = {"epoch-seconds": 1.0, "epoch-millis": 1000.0}
 
 
 @attrs.frozen
 class Hint:
-    """What a server said: `seconds` to wait from now, read from `header: raw`."""
+    """What a server said: `seconds` to wait from now, read from `header: raw`; `basis`
+    says what an absolute time was read against ("" for a delay)."""
 
     header: str
     raw: str
     seconds: float
+    basis: str = ""
 
     def describe(self) -> str:
         return f"{self.header}: {self.raw}"
+
+    @property
+    def read_as(self) -> str:
+        """How an absolute time was read, to end a note with: "; read as 30s after Date: ..."."""
+        return f"; read as {format_seconds(self.seconds)} {self.basis}" if self.basis else ""
 
 
 class NotAHint(ValueError):
@@ -55,24 +66,15 @@ class NotAHint(ValueError):
 
 
 def parse(fmt: str, raw: str, now: float) -> float:
-    """Seconds to wait from `now` (epoch seconds) by `raw` in format `fmt`; NotAHint if not."""
+    """Seconds to wait from `now` (epoch seconds) by `raw` in format `fmt`, 0 for a time
+    already past; NotAHint if `raw` is not exactly that format."""
     text = raw.strip()
-    if fmt in ("retry-after", "delta-seconds", "epoch-seconds", "epoch-millis"):
+    if fmt in ("retry-after", "delta-seconds", *_EPOCHS):
         if _NUMBER.fullmatch(text):
-            number = float(text)
-            if fmt == "epoch-seconds":
-                return _until(number, now)
-            if fmt == "epoch-millis":
-                return _until(number / 1000, now)
-            return _checked(number)
+            number = float(text)  # at most 15 digits: exact enough, never inf
+            return max(number / _EPOCHS[fmt] - now, 0.0) if fmt in _EPOCHS else number
         if fmt == "retry-after" and _HTTP_DATE.fullmatch(text):
-            try:
-                moment = parsedate_to_datetime(text)
-            except (ValueError, OverflowError) as exc:
-                raise NotAHint(f"not a real date ({exc})") from None
-            if moment.tzinfo is None:  # asctime dates are GMT
-                moment = moment.replace(tzinfo=timezone.utc)
-            return _until(moment.timestamp(), now)
+            return max(http_date(text) - now, 0.0)
         expected = "seconds or an HTTP date" if fmt == "retry-after" else "a number"
         raise NotAHint(f"not {expected}")
     if fmt == "rfc3339":
@@ -80,24 +82,46 @@ def parse(fmt: str, raw: str, now: float) -> float:
             raise NotAHint("not an RFC 3339 time")
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError as exc:
+            return max(moment.timestamp() - now, 0.0)
+        except (ValueError, OverflowError) as exc:
             raise NotAHint(f"not a real time ({exc})") from None
-        return _until(moment.timestamp(), now)
     if not _DURATION.fullmatch(text):
         raise NotAHint('not a duration like "6m0s" or "1.5s"')
-    return _checked(sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text)))
+    return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text))
 
 
-def _until(moment: float, now: float) -> float:
-    return _checked(moment - now, allow_past=True)
+def http_date(text: str) -> float:
+    """Epoch seconds of an HTTP date already matched by its form; NotAHint if impossible."""
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise NotAHint(f"not a real date ({exc})") from None
+    if moment.tzinfo is None:  # asctime dates are GMT
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
-def _checked(seconds: float, allow_past: bool = False) -> float:
-    if not math.isfinite(seconds) or seconds > MAX_HINT:
-        raise NotAHint(f"more than a week ({seconds:.0f}s)")
-    if seconds < 0 and not allow_past:
-        raise NotAHint("negative")
-    return max(seconds, 0.0)
+def is_absolute(fmt: str, raw: str) -> bool:
+    """Whether `raw` in format `fmt` is a moment (read against a clock), not a delay."""
+    return fmt in ("rfc3339", *_EPOCHS) or (
+        fmt == "retry-after" and not _NUMBER.fullmatch(raw.strip())
+    )
+
+
+def server_clock(obj: Any) -> tuple[float, str]:
+    """The epoch seconds absolute hints in `obj` are read against, and what they are: the
+    response's Date (one IMF-fixdate, RFC 9110), else our clock."""
+    values = header_values(obj, "Date")
+    text = values[0].strip() if len(values) == 1 else ""
+    if _IMF_FIXDATE.fullmatch(text):
+        try:
+            return http_date(text), f"after Date: {text}"
+        except NotAHint:
+            pass
+    if not values:
+        return time.time(), "by our clock"
+    shown = ", ".join(repr(v[:40]) for v in values[:2])
+    return time.time(), f"by our clock, Date {shown} unread"
 
 
 _ignored = Throttled(60.0)
@@ -107,7 +131,7 @@ def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hi
     """The first usable hint `obj` (a response, or an error carrying one) holds, reading
     (header, format) `sources` in order; None if there is none. A hint of zero (or a time
     already past) is no reason to hurry: it counts as none."""
-    now = time.time()
+    clock: tuple[float, str] | None = None
     for header, fmt in sources:
         values = header_values(obj, header)
         if not values:
@@ -115,13 +139,17 @@ def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hi
         if len(values) > 1:
             _warn(policy, header, values, "several values")
             continue
+        basis, now = "", 0.0
+        if is_absolute(fmt, values[0]):
+            clock = clock or server_clock(obj)
+            now, basis = clock
         try:
             seconds = parse(fmt, values[0], now)
         except NotAHint as exc:
             _warn(policy, header, values, str(exc))
             continue
         if seconds > 0:
-            return Hint(header, values[0].strip(), seconds)
+            return Hint(header, values[0].strip(), seconds, basis)
     return None
 
 

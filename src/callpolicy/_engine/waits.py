@@ -1,7 +1,7 @@
 """Wait strategies of a policy as tenacity wait objects.
 
-`initial`/`multiplier`/`max` map onto tenacity's `wait_exponential(multiplier, exp_base, max)`;
-jitter is `+ wait_random(0, jitter)`, so it only ever adds to the computed wait.
+Exponential waits are our own (`_Exponential`); jitter is `+ wait_random(0, jitter)`, so it
+only ever adds to the computed wait.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tenacity
 from tenacity.wait import wait_base
 
 from callpolicy._engine.hints import read_hint
-from callpolicy._model import Wait
+from callpolicy._model import MAX_SECONDS, Wait
 
 
 def compile_wait(wait: Wait, policy: str = "") -> wait_base:
@@ -30,9 +30,7 @@ def _computed(wait: Wait) -> wait_base:
     elif wait.strategy == "fixed":
         strategy = tenacity.wait_fixed(wait.seconds)
     elif wait.strategy == "exponential":
-        strategy = tenacity.wait_exponential(
-            multiplier=wait.initial, exp_base=wait.multiplier, max=wait.max
-        )
+        strategy = _Exponential(wait.initial, wait.multiplier, wait.max)
     elif wait.strategy == "random":
         strategy = tenacity.wait_random(min=wait.min, max=wait.max)
     else:
@@ -40,6 +38,30 @@ def _computed(wait: Wait) -> wait_base:
     if wait.jitter > 0 and wait.strategy in ("fixed", "exponential"):
         strategy = strategy + tenacity.wait_random(0, wait.jitter)
     return strategy
+
+
+class _Exponential(wait_base):
+    """`initial * multiplier**(n - 1)` after attempt n, capped at `max` (and a week), never
+    decreasing. tenacity's wait_exponential returns `max` once the power overflows, so with
+    `initial = 0` it jumps from 0 to `max` (attempt 1025 with multiplier 2, 104 with 1000)."""
+
+    def __init__(self, initial: float, multiplier: float, maximum: float) -> None:
+        self.initial = initial
+        self.multiplier = multiplier
+        self.max = min(maximum, MAX_SECONDS)
+        # The exponent stops growing once past `max`: no overflow, and `min` keeps it at max.
+        self.top = 0
+        if 0 < initial < self.max and multiplier > 1:
+            steps = (math.log(self.max) - math.log(initial)) / math.log(multiplier)
+            self.top = math.ceil(steps) + 1
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exponent = max(min(retry_state.attempt_number - 1, self.top), 0)
+        try:
+            return min(self.initial * self.multiplier**exponent, self.max)
+        except OverflowError:  # only for an initial near the smallest float: in log space
+            log_wait = math.log(self.initial) + exponent * math.log(self.multiplier)
+            return self.max if log_wait >= math.log(self.max) else math.exp(log_wait)
 
 
 class _Chain(wait_base):
@@ -79,20 +101,18 @@ class _Hinted(wait_base):
         if hint is None:
             return computed
         cap, action = self.wait.hint_cap, self.wait.hint_above_cap
-        said = hint.describe()
-        seconds = hint.seconds
-        if seconds > cap:
-            if action == "ignore":
-                note = f"{said} is above hint_cap {cap:g}s: ignored, computed backoff used"
-                retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
-                return computed
-            if action == "fail":
-                note = f"{said} is above hint_cap {cap:g}s"
-                retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
-                return math.inf  # the compiler gives up at once
-            said, seconds = f"{said}, capped at {cap:g}s", cap
-        if self.wait.jitter:
-            seconds += random.uniform(0, self.wait.jitter)
-        note = f"{said} instead of the computed {computed:.3f}s"
-        retry_state.callpolicy_hint = note  # type: ignore[attr-defined]
+        said, seconds = hint.describe(), hint.seconds
+        if seconds > cap and action == "ignore":
+            note = f"{said} is above hint_cap {cap:g}s: ignored, computed backoff used"
+            seconds = computed
+        elif seconds > cap and action == "fail":
+            note = f"{said} is above hint_cap {cap:g}s"
+            seconds = math.inf  # the runner gives up at once
+        else:
+            if seconds > cap:
+                said, seconds = f"{said}, capped at {cap:g}s", cap
+            if self.wait.jitter:
+                seconds += random.uniform(0, self.wait.jitter)
+            note = f"{said} instead of the computed {computed:.3f}s"
+        retry_state.callpolicy_hint = note + hint.read_as  # type: ignore[attr-defined]
         return seconds
