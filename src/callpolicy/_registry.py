@@ -11,6 +11,7 @@ from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
 from callpolicy._engine import Runner
 from callpolicy._errors import PolicyError, Problem
+from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
@@ -32,6 +33,7 @@ class Registry:
         self._runners: dict[str, Runner] = {}
         self._quotas = QuotaStore()
         self._lock = threading.RLock()
+        renew_after_fork(self)
         #: Bumped by every successful load; decorated functions re-bind when it changes.
         self.generation = 0
         if not lazy:
@@ -51,6 +53,9 @@ class Registry:
             self._runners = {}
             self.generation += 1
         return self
+
+    def after_fork(self) -> None:
+        self._lock = threading.RLock()
 
     def names(self) -> list[str]:
         """Every policy name ("service.endpoint"), sorted."""

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from callpolicy._forks import renew_after_fork
+
 logger = logging.getLogger("callpolicy")
 
 
@@ -82,6 +84,10 @@ class Throttled:
     def __init__(self, every: float) -> None:
         self.every = every
         self._said: dict[Any, float] = {}
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
 
     def due(self, key: Any) -> bool:

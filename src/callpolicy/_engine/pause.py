@@ -17,6 +17,7 @@ from callpolicy._engine.hints import read_hint
 from callpolicy._engine.http import header_values
 from callpolicy._errors import QuotaExceeded
 from callpolicy._events import SleepEvent, emit
+from callpolicy._forks import renew_after_fork
 from callpolicy._model import Pause
 
 
@@ -31,6 +32,11 @@ class ServerPause:
         self.until = 0.0  # CLOCK time before which calls wait
         self.in_flight = 0  # attempts sent and not answered yet
         self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0  # the parent's
 
     def leave(self) -> None:
         """An attempt ended without an answer to read (interrupted, cancelled)."""

@@ -202,7 +202,7 @@ class InFlight:
 
     def refund(self, entry: Entry) -> None:
         if entry.live:
-            self.busy -= 1
+            self.busy = max(self.busy - 1, 0)  # 0 after a fork: a parent's call ending here
             entry.live = False
 
     def adjust(self, entry: Entry, cost: float) -> None:

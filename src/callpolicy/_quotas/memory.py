@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from callpolicy._clock import CLOCK
+from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota
-from callpolicy._quotas.algorithms import Counter, Entry, make_counter
+from callpolicy._quotas.algorithms import Counter, Entry, InFlight, make_counter
 
 
 class Refusal:
@@ -48,6 +49,14 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._counters: dict[str, tuple[tuple[Any, ...], Counter]] = {}
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: a new lock, and no call in flight (they are the parent's)."""
+        self.lock = threading.Lock()
+        for _, counter in self._counters.values():
+            if isinstance(counter, InFlight):
+                counter.busy = 0
 
     def counter(self, quota: Quota) -> Counter:
         """The counter of `quota`, kept across reloads while what it counts is unchanged
@@ -70,7 +79,7 @@ class MemoryGroup:
     remote = False
 
     def __init__(self, storage: MemoryStorage, quotas: Sequence[Quota]) -> None:
-        self.lock = storage.lock
+        self.storage = storage  # its lock is renewed after a fork: read it each time
         self.items = [(q, storage.counter(q), q.weighted) for q in quotas]
         self.names = frozenset(q.name for q in quotas)
         self.has_slots = any(q.concurrency is not None for q in quotas)
@@ -85,7 +94,7 @@ class MemoryGroup:
         if lone is None:
             outcome = self.try_take(1.0)
             return outcome if isinstance(outcome, Refusal) else None
-        with self.lock:
+        with self.storage.lock:
             admitted = lone[1].admit(CLOCK.now(), 1.0)
         return None if isinstance(admitted, Entry) else Refusal(lone[0], admitted)
 
@@ -93,12 +102,12 @@ class MemoryGroup:
         lone = self.lone
         if lone is not None:  # one quota: check and take in one pass
             quota, counter, weighted = lone
-            with self.lock:
+            with self.storage.lock:
                 outcome = counter.admit(CLOCK.now(), cost if weighted else 1.0)
             if isinstance(outcome, Entry):
                 return [(counter, outcome)]
             return Refusal(quota, outcome)
-        with self.lock:
+        with self.storage.lock:
             now = CLOCK.now()
             refusal: Refusal | None = None
             for quota, counter, weighted in self.items:
@@ -118,18 +127,18 @@ class MemoryGroup:
             ]
 
     def refund(self, taken: Taken) -> None:
-        with self.lock:
+        with self.storage.lock:
             for counter, entry in taken:
                 counter.refund(entry)
 
     def release(self, taken: Taken) -> None:
-        with self.lock:
+        with self.storage.lock:
             for (quota, _, _), (counter, entry) in zip(self.items, taken, strict=True):
                 if quota.concurrency is not None:
                     counter.refund(entry)
 
     def adjust(self, taken: Taken, cost: float) -> None:
-        with self.lock:
+        with self.storage.lock:
             for (_, _, weighted), (counter, entry) in zip(self.items, taken, strict=True):
                 if weighted:
                     counter.adjust(entry, cost)

@@ -15,6 +15,8 @@ import itertools
 import threading
 from collections.abc import Iterable
 
+from callpolicy._forks import renew_after_fork
+
 
 class Ticket:
     """One waiting call."""
@@ -67,6 +69,14 @@ class WaitQueue:
         self._tickets: list[Ticket] = []  # sorted by rank
         self.waiting: dict[str, int] = {}  # quota name -> waiters
         self._arrivals = itertools.count()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: a new lock, and nobody waiting (the waiters are the parent's
+        threads). `waiting` is cleared in place: admissions hold it."""
+        self._lock = threading.Lock()
+        self._tickets.clear()
+        self.waiting.clear()
 
     def busy(self, names: Iterable[str]) -> bool:
         """Whether a call already waits on one of these quotas (then a newcomer queues too)."""

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import attrs
 
 from callpolicy._errors import QuotaUnavailable
+from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Storage
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal
 from callpolicy._quotas.redis.script import (
@@ -97,11 +98,17 @@ class RedisStorage:
         self._async_options = (plain, options)
         # Per event loop; a closed loop's entry is dropped (its client holds the loop).
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
+        renew_after_fork(self)
         # Changes whose reply was lost (a timeout, a cancelled task): the script may have run,
         # so they are sent again, first thing, on the next round trip. (group, change args)
         self.pending: list[tuple[RedisGroup, list[Any]]] = []
         self.memory = memory
         self._unreachable = Throttled(WARN_EVERY)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's event loops and their connections are not ours
+        (redis-py's sync pool renews itself when it sees a new pid)."""
+        self._async = {}
 
     def key(self, quota: Quota, part: str) -> str:
         return f"{{{self.prefix}}}:{quote(quota.name, safe='')}:{part}"
