@@ -80,11 +80,14 @@ def pool_key(pool: str) -> str:
     return keys[pool]
 
 
-def set_pool_key(pool: str, member: str) -> contextvars.Token[dict[str, str] | None]:
+PoolToken = contextvars.Token[dict[str, str] | None]
+
+
+def set_pool_key(pool: str, member: str) -> PoolToken:
     keys = dict(_pool_keys.get() or {})
     keys[pool] = member
     return _pool_keys.set(keys)
 
 
-def reset_pool_key(token: contextvars.Token[dict[str, str] | None]) -> None:
+def reset_pool_key(token: PoolToken) -> None:
     _pool_keys.reset(token)

@@ -104,6 +104,28 @@ class Wait(Step):
         return await self.async_wait(self.timeout)
 
 
+class Raised:
+    """What steps return instead of raising the user's error: a generator must not let a
+    `StopIteration` out (PEP 479 turns it into RuntimeError), so the driver raises it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _outcome(value: Any) -> Any:
+    """The steps' result, or their error raised unchanged (its chain kept as it was)."""
+    if not isinstance(value, Raised):
+        return value
+    error = value.error
+    context, suppressed = error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:  # `raise` would chain it to whatever the caller is handling
+        error.__context__, error.__suppress_context__ = context, suppressed
+
+
 def run(steps: Steps[R]) -> R:
     """Drive `steps` in the calling thread."""
     value: Any = None
@@ -112,7 +134,7 @@ def run(steps: Steps[R]) -> R:
         try:
             step = steps.send(value) if error is None else steps.throw(error)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return _outcome(done.value)  # type: ignore[no-any-return]
         try:
             value, error = step.sync(), None
         except BaseException as raised:  # handed to the code that asked for the step
@@ -127,7 +149,7 @@ async def async_run(steps: Steps[R]) -> R:
         try:
             step = steps.send(value) if error is None else steps.throw(error)
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return _outcome(done.value)  # type: ignore[no-any-return]
         try:
             value, error = await step.async_(), None
         except BaseException as raised:

@@ -3,12 +3,14 @@ request behind an outcome may be sent again."""
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from typing import Any
 
 import tenacity
 
 from callpolicy._engine.hints import read_hint
-from callpolicy._engine.http import json_of, may_repeat, never_sent, status_of
+from callpolicy._engine.http import json_of, status_of
+from callpolicy._engine.repeat import may_repeat, never_sent
 from callpolicy._errors import AccountLimit
 from callpolicy._explain import describe_give_up
 from callpolicy._model import Retry
@@ -40,8 +42,8 @@ class RetryCondition(tenacity.retry_base):
 
     def retries_exception(self, exc: BaseException) -> bool:
         """Whether `exc` calls for another attempt; raises AccountLimit if it is one."""
-        if not isinstance(exc, Exception):  # KeyboardInterrupt, CancelledError, ...
-            return False
+        if not isinstance(exc, Exception) or isinstance(exc, CancelledError):
+            return False  # KeyboardInterrupt, a cancelled task or future: never retried
         if self.rule.give_up:
             self._give_up_if_gone(exc)
         if self.exceptions and isinstance(exc, self.exceptions):

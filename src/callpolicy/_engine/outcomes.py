@@ -12,7 +12,9 @@ from callpolicy._clock import CLOCK
 from callpolicy._engine.http import status_of
 from callpolicy._errors import QuotaExceeded, RetryExhausted
 from callpolicy._events import SleepEvent, SleepTrigger
-from callpolicy._text import format_seconds, shown_value
+from callpolicy._text import Throttled, format_seconds, shown_value
+
+_not_repeated = Throttled(60.0)
 
 
 class DeadlineStop(tenacity.stop.stop_base):
@@ -70,6 +72,22 @@ def give_up(
         shown = format_seconds(deadline or 0.0)
         reason = f"the next wait ({state.upcoming_sleep:.3f}s) would pass stop.deadline = {shown}"
     raise RetryExhausted(policy, outcome.result(), state.attempt_number, reason)
+
+
+def cannot_repeat(policy: str, state: tenacity.RetryCallState, why: str) -> NoReturn:
+    """The call's arguments cannot be given again (a consumed generator, a read file): give
+    up with the last error (noted, and logged at most once a minute) or RetryExhausted,
+    rather than send something else than the first attempt sent."""
+    outcome = state.outcome
+    assert outcome is not None
+    _not_repeated.warn((policy, why), "%s: not retrying: %s", policy, why, policy=policy)
+    if outcome.failed:
+        error = outcome.exception()
+        assert error is not None
+        if hasattr(error, "add_note"):  # Python 3.11+
+            error.add_note(f"callpolicy: {policy} did not retry: {why}")
+        raise error
+    raise RetryExhausted(policy, outcome.result(), state.attempt_number, f"not retried: {why}")
 
 
 def no_quota_for_retry(

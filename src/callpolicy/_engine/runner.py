@@ -20,15 +20,22 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.conditions import RetryCondition
-from callpolicy._engine.outcomes import DeadlineStop, give_up, no_quota_for_retry, sleep_event
+from callpolicy._engine.outcomes import (
+    DeadlineStop,
+    cannot_repeat,
+    give_up,
+    no_quota_for_retry,
+    sleep_event,
+)
 from callpolicy._engine.pause import ServerPause
+from callpolicy._engine.repeat import not_replayable
 from callpolicy._engine.waits import compile_wait
 from callpolicy._errors import QuotaExceeded
 from callpolicy._events import emit, listening
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
-from callpolicy._steps import Call, Method, Sleep, Steps, async_run, run
+from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -74,6 +81,8 @@ class Runner:
             else:
                 result = grant.run(fn, args, kwargs, costing)
         except BaseException as exc:
+            if not self._retries_error(exc):
+                raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
@@ -106,6 +115,8 @@ class Runner:
             else:
                 result = await grant.async_run(fn, args, kwargs, costing)
         except BaseException as exc:
+            if not self._retries_error(exc):
+                raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
@@ -131,47 +142,51 @@ class Runner:
         error: BaseException | None,
         result: Any = None,
     ) -> Steps[Any]:
-        """After the first attempt raised `error` (or returned a retryable `result`): the
-        retries, as steps. An error that is not retried propagates unchanged."""
+        """After the first attempt raised a retryable `error` (or returned a retryable
+        `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
         admission, pause = self.admission, self.pause
         deadline_at = None if self.deadline is None else start + self.deadline
-        state: tenacity.RetryCallState | None = None
-        while True:
-            if error is not None and not self._retries_error(error):
-                raise error
-            if state is None:  # only now: an error that is not retried costs nothing more
-                state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
-                state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
-            if error is not None:
-                state.set_exception((type(error), error, error.__traceback__))
-            else:
-                state.set_result(result)
-            last = state.outcome
-            yield Sleep(self._next_sleep(state))
-            attempt, grant = state.attempt_number, None
-            try:
-                left = 0.0 if pause is None else pause.left(attempt, deadline_at)
-                if left:
-                    yield Sleep(left)
-                if admission is not None:
-                    grant = yield Method(
-                        admission, "admit", attempt, deadline_at, (costing, args, kwargs)
-                    )
-            except QuotaExceeded as refused:
-                no_quota_for_retry(self.name, refused, last, state)
-            try:
+        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
+        state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
+        try:
+            while True:
+                if error is not None:
+                    state.set_exception((type(error), error, error.__traceback__))
+                else:
+                    state.set_result(result)
+                last = state.outcome
+                yield Sleep(self._next_sleep(state))
+                attempt, grant, token = state.attempt_number, None, None
+                try:
+                    left = 0.0 if pause is None else pause.left(attempt, deadline_at)
+                    if left:
+                        yield Sleep(left)
+                    if admission is not None:
+                        call = (costing, args, kwargs)
+                        grant = yield Method(admission, "admit", attempt, deadline_at, call)
+                except QuotaExceeded as refused:
+                    no_quota_for_retry(self.name, refused, last, state)
                 if pause is not None:
                     pause.enter()
-                if grant is None or grant.plain:
+                try:
+                    if grant is not None:
+                        token = grant.enter()
                     result = yield Call(fn, args, kwargs)
-                else:
-                    result = yield from grant.steps(fn, args, kwargs, costing)
-            except BaseException as exc:
-                error = exc
-            else:
+                except BaseException as exc:
+                    if grant is not None:
+                        yield from grant.leave(token)
+                    if not self._retries_error(exc):
+                        raise
+                    error = exc
+                    continue
+                if grant is not None:
+                    yield from grant.leave(token)
+                    yield from grant.settle(costing, result)
                 if self._finished(result):
                     return result
                 error = None
+        except StopIteration as stop:  # the user's, or the last attempt's: see Raised
+            return Raised(stop)
 
     def _retries_error(self, error: BaseException) -> bool:
         """Whether an attempt's error calls for another attempt; interrupts never do."""
@@ -192,6 +207,9 @@ class Runner:
         state.upcoming_sleep = sleep
         if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
             give_up(self.name, self.max_attempts, self.deadline, state)
+        why = not_replayable(state.args, state.kwargs)
+        if why is not None:
+            cannot_repeat(self.name, state, why)
         state.idle_for += sleep
         if listening():  # describing the cause costs more than the rest of a retry
             emit(sleep_event(self.name, self.max_attempts, self.condition.statuses, state))

@@ -16,7 +16,7 @@ from callpolicy._errors import QuotaExceeded, QuotaUnavailable
 from callpolicy._events import SleepEvent, emit
 from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
-from callpolicy._options import CallArgs, Costing, current_options
+from callpolicy._options import CallArgs, CallOptions, Costing, current_options
 from callpolicy._quotas.grant import PLAIN, Candidate, Grant
 from callpolicy._quotas.memory import Group, Refusal
 from callpolicy._quotas.waiting import WaitQueue
@@ -62,13 +62,20 @@ class Admission:
         first = self._fast(may_block=True)
         if first is PLAIN:
             return PLAIN
-        return run(self.acquire(attempt, deadline_at, call, first, False))
+        return run(self.acquire(attempt, deadline_at, *self._request(call), first, False))
 
     async def async_admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
         first = self._fast(may_block=False)
         if first is PLAIN:
             return PLAIN
-        return await async_run(self.acquire(attempt, deadline_at, call, first, True))
+        steps = self.acquire(attempt, deadline_at, *self._request(call), first, True)
+        return await async_run(steps)
+
+    def _request(self, call: CallArgs) -> tuple[float, CallOptions]:
+        """The call's cost and options. (The cost function is the user's: called here, not
+        in the steps, so any error it raises passes unchanged.)"""
+        options = current_options()
+        return (_cost(options.cost, *call) if self.weighted else 1.0), options
 
     def _fast(self, may_block: bool) -> Grant | Refusal | None:
         """The common case, taken without reading options or building a Grant: PLAIN when
@@ -77,7 +84,10 @@ class Admission:
         group = self.fast_group
         if group is None or self._waiting or (group.remote and not may_block):
             return None
-        refusal = group.take_one()
+        try:
+            refusal = group.take_one()
+        except QuotaUnavailable as error:
+            raise self._named(error) from error.__cause__
         return PLAIN if refusal is None else refusal
 
     # -- one try, all or none ----------------------------------------------------------------
@@ -106,15 +116,14 @@ class Admission:
         self,
         attempt: int,
         deadline_at: float | None,
-        call: CallArgs,
+        cost: float,
+        options: CallOptions,
         first: Grant | Refusal | None,
         is_async: bool,
     ) -> Steps[Grant]:
         """Admission in order, waiting as the quotas allow. `first`: the refusal of a try
         just made (do not ask the storage twice)."""
         assert not isinstance(first, Grant)
-        options = current_options()
-        cost = _cost(options.cost, *call) if self.weighted else 1.0
         self._no_queue_for_non_blocking(first, options.blocking)
         if first is None and not self.queue.busy(self.names):
             outcome = yield from self.try_once(cost)

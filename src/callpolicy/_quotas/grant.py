@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from callpolicy._options import Costing, reset_pool_key, set_pool_key
+from callpolicy._options import Costing, PoolToken, reset_pool_key, set_pool_key
 from callpolicy._quotas.memory import Group
 from callpolicy._quotas.waiting import WaitQueue
-from callpolicy._steps import Call, Method, Steps, async_run, run
+from callpolicy._steps import Method, Steps, async_run, run
 from callpolicy._text import Throttled, shown_value
 
 _bad_costs = Throttled(60.0)
@@ -39,36 +39,49 @@ class Grant:
 
     def run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
         """Call `fn` holding this grant: the pool key set, slots given back, cost corrected."""
-        return run(self.steps(fn, args, kwargs, costing))
-
-    async def async_run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
-        return await async_run(self.steps(fn, args, kwargs, costing))
-
-    def steps(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Steps[Any]:
-        actual = costing.actual if costing is not None and self.weighted else None
-        token = set_pool_key(self.pool, self.member) if self.pool and self.member else None
+        token = self.enter()
         try:
-            result = yield Call(fn, args, kwargs)
+            result = fn(*args, **kwargs)
         finally:
-            if self.slots:
-                yield from self.release()
-            if token is not None:
-                reset_pool_key(token)
-        if actual is not None:
-            cost = _checked_cost(actual, actual(result))
-            if cost is not None:
-                for group, taken in self.takes:
-                    if group.weighted:
-                        yield Method(group, "adjust", taken, cost)
+            run(self.leave(token))
+        run(self.settle(costing, result))
         return result
 
-    def release(self) -> Steps[None]:
-        """The call ended: give back in-flight slots and wake who waits for them."""
+    async def async_run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
+        token = self.enter()
+        try:
+            result = await fn(*args, **kwargs)
+        finally:
+            await async_run(self.leave(token))
+        await async_run(self.settle(costing, result))
+        return result
+
+    def enter(self) -> PoolToken | None:
+        """The attempt starts: name its pool key for `callpolicy.pool_key()`."""
+        return set_pool_key(self.pool, self.member) if self.pool and self.member else None
+
+    def leave(self, token: PoolToken | None) -> Steps[None]:
+        """The attempt ended: give back in-flight slots (waking who waits for them)."""
+        if token is not None:
+            reset_pool_key(token)
+        if not self.slots:
+            return
         for group, taken in self.takes:
             if group.has_slots:
                 yield Method(group, "release", taken)
                 if self.queue is not None:
                     self.queue.notify(group.names)
+
+    def settle(self, costing: Costing | None, result: Any) -> Steps[None]:
+        """Correct a weighted quota's estimated cost by `actual_cost(result)`."""
+        actual = costing.actual if costing is not None and self.weighted else None
+        if actual is None:
+            return
+        cost = _checked_cost(actual, actual(result))
+        if cost is not None:
+            for group, taken in self.takes:
+                if group.weighted:
+                    yield Method(group, "adjust", taken, cost)
 
 
 class Candidate:
@@ -89,7 +102,7 @@ def _checked_cost(actual: Any, cost: Any) -> float | None:
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < math.inf:
         return float(cost)
     _bad_costs.warn(
-        id(actual),
+        (getattr(actual, "__module__", None), getattr(actual, "__qualname__", repr(type(actual)))),
         "actual_cost returned %s, not a number >= 0: the estimated cost stays "
         "(said at most once a minute)",
         shown_value(cost),

@@ -1,0 +1,175 @@
+"""May a call be sent again? The request's method and Idempotency-Key, where an error was
+raised (inside an HTTP client, a request was in flight), whether it never left, and whether
+the call's arguments can be given again (a consumed generator or a read file cannot)."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import socket
+from collections.abc import Iterator, Mapping
+from types import FrameType
+from typing import Any
+
+from callpolicy._engine.http import header_values, method_of, request_of, safe_getattr
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+# Code of these packages sends HTTP requests: an error raised in it was raised while one was
+# in flight, whatever its type (aiohttp's timeouts are the builtin TimeoutError).
+_HTTP_CLIENTS = ("aiohttp", "requests", "httpx", "httpcore", "urllib3", "urllib", "http")
+# Errors raised before a request could reach a server, by class name, wherever the client
+# keeps them: httpx, urllib3 (inside requests' ConnectionError), aiohttp.
+_NEVER_SENT = frozenset(
+    {"ConnectError", "NewConnectionError", "NameResolutionError", "ClientConnectorDNSError"}
+)
+_MAX_ERRORS = 12  # errors of a chain looked at
+_MAX_FRAMES = 200  # frames of one traceback looked at
+_MAX_ITEMS = 100  # items of a list or dict argument looked at
+
+
+class InFlight:
+    """An HTTP request that an error was raised while sending: its method and request, as
+    far as the client's frames tell (None when they do not)."""
+
+    __slots__ = ("method", "request")
+
+    def __init__(self, method: str | None, request: Any) -> None:
+        self.method = method
+        self.request = request
+
+
+def may_repeat(obj: Any) -> bool:
+    """Whether sending the request behind `obj` (a response, or an error) twice is safe: an
+    idempotent method, an Idempotency-Key header, or no HTTP request at all. An error raised
+    inside an HTTP client whose request cannot be told may have been served: not safe."""
+    method = method_of(obj)
+    request = request_of(obj)
+    if method is None and isinstance(obj, BaseException):
+        flight = in_flight(obj)
+        if flight is None:  # not raised inside an HTTP client: an HTTP client's error type
+            return _module_of(obj) not in _HTTP_CLIENTS  # still says it may have been sent
+        method, request = flight.method, flight.request or request
+    elif method is None:
+        return _module_of(obj) not in _HTTP_CLIENTS
+    if method in IDEMPOTENT_METHODS:
+        return True
+    return bool(request is not None and header_values(request, "Idempotency-Key"))
+
+
+def in_flight(exc: BaseException) -> InFlight | None:
+    """The HTTP request `exc` (or an error of its chain) was raised while sending, if it was
+    raised inside an HTTP client's code; None if not."""
+    found: InFlight | None = None
+    for error in _chain(exc):
+        for frame in _frames(error):
+            if _module_of_frame(frame) not in _HTTP_CLIENTS:
+                continue
+            method, request = _request_in(frame)
+            if method is not None:
+                return InFlight(method, request)
+            found = found or InFlight(None, None)
+    return found
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether `exc` proves its request never reached a server: refused connection, DNS
+    failure (searched through causes, contexts and wrapped reasons)."""
+    for error in _chain(exc):
+        if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
+            return True
+        if type(error).__name__ in _NEVER_SENT:
+            return True
+    return False
+
+
+def not_replayable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """Why the call's arguments cannot be given to the function again (an argument read
+    only once, already read), naming the argument; None if they can."""
+    named = [(f"argument {i + 1}", value) for i, value in enumerate(args)]
+    named += [(f"argument {key!r}", value) for key, value in kwargs.items()]
+    for name, value in named:
+        items = [value]
+        if isinstance(value, Mapping):
+            items += list(value.values())[:_MAX_ITEMS]
+        elif isinstance(value, (list, tuple)):
+            items += list(value)[:_MAX_ITEMS]
+        for item in items:
+            why = _spent(item)
+            if why is not None:
+                return f"{name} {why}"
+    return None
+
+
+def _spent(value: Any) -> str | None:
+    """Why `value` would not be the same if given again; None if it would."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return None
+    if inspect.isgenerator(value):
+        if inspect.getgeneratorstate(value) == inspect.GEN_CREATED:
+            return None
+        return "is a generator already iterated: it cannot be sent again"
+    if inspect.isasyncgen(value):
+        return "is an async generator, read only once: it cannot be sent again"
+    if isinstance(value, io.IOBase) or callable(safe_getattr(value, "read")):
+        try:
+            position = value.tell()
+        except Exception:
+            return "is a stream that cannot say its position: it cannot be sent again"
+        if position != 0:
+            return f"is a file already read to position {position}: it cannot be sent again"
+        return None
+    if isinstance(value, Iterator):
+        return "is an iterator, read only once: it cannot be sent again"
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, its causes, contexts, wrapped reasons and error arguments, each once."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo and len(seen) < _MAX_ERRORS:
+        error = todo.pop()
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        todo += [error.__cause__, error.__context__, safe_getattr(error, "reason")]
+        todo += [arg for arg in error.args if isinstance(arg, BaseException)]
+
+
+def _frames(error: BaseException) -> Iterator[FrameType]:
+    traceback = error.__traceback__
+    for _ in range(_MAX_FRAMES):
+        if traceback is None:
+            return
+        yield traceback.tb_frame
+        traceback = traceback.tb_next
+
+
+def _request_in(frame: FrameType) -> tuple[str | None, Any]:
+    """The method (and request) an HTTP client's frame was sending, from its locals."""
+    names = frame.f_locals
+    method = names.get("method")
+    for key in ("request", "req", "request_info"):
+        request = names.get(key)
+        if request is not None and method_of(request) is not None:
+            return method_of(request), request
+        get_method = safe_getattr(request, "get_method")  # urllib.request.Request
+        if callable(get_method):
+            try:
+                return str(get_method()).upper(), request
+            except Exception:
+                pass
+    if isinstance(method, str):
+        return method.upper(), None
+    own = safe_getattr(names.get("self"), "_method")  # http.client.HTTPConnection
+    return (own.upper(), None) if isinstance(own, str) else (None, None)
+
+
+def _module_of(obj: Any) -> str:
+    return type(obj).__module__.partition(".")[0]
+
+
+def _module_of_frame(frame: FrameType) -> str:
+    name = frame.f_globals.get("__name__")
+    return name.partition(".")[0] if isinstance(name, str) else ""
