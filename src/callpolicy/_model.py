@@ -49,7 +49,10 @@ KNOWN_HINT_HEADERS = {
     "x-ratelimit-reset-requests": "duration",
     "x-ratelimit-reset-tokens": "duration",
 }
-NEVER_RETRIED = "KeyboardInterrupt, SystemExit, GeneratorExit and asyncio.CancelledError"
+NEVER_RETRIED = (
+    "KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError and "
+    "concurrent.futures.CancelledError"
+)
 MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline, period or hint beyond a week
 # Numbers past these are typos, not plans (100,000 attempts of a 1 s poll are a day).
 MAX_ATTEMPTS = 100_000

@@ -5,6 +5,7 @@ models built (build). Imports only the model, the errors and text helpers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from callpolicy._config.build import build_policy
 from callpolicy._config.files import (
@@ -23,13 +24,24 @@ from callpolicy._model import Policy
 __all__ = ["PathLike", "default_paths", "load_policies"]
 
 
+SHIPPED = Path(__file__).parent.parent / "policies"  # http.toml: bases for `extends`
+
+
 def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
-    """Read every policy file under `paths`. Raises `PolicyError` listing all problems."""
+    """Read every policy file under `paths`. Raises `PolicyError` listing all problems.
+
+    The files shipped with callpolicy (policies/http.toml) may be extended from any file;
+    their endpoints are not policies of their own, and a file of the same name under
+    `paths` replaces them."""
     problems: list[Problem] = []
     files: dict[str, PolicyFile] = {}
     quota_tables: QuotaTables = {}
     broken: set[str] = set()
-    for file_path in policy_files(paths, problems):
+    bases: set[str] = set()  # services read from the shipped files
+    for file_path in [*policy_files(paths, problems), *sorted(SHIPPED.glob("*.toml"))]:
+        shipped = file_path.parent == SHIPPED
+        if shipped and file_path.stem in files:
+            continue  # replaced by the user's file of the same name
         parsed = read_file(file_path, problems, quota_tables, broken)
         if parsed is None:
             continue
@@ -42,10 +54,14 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             )
             continue
         files[parsed.service] = parsed
+        if shipped:
+            bases.add(parsed.service)
     quotas = build_named_quotas(quota_tables, problems)
     inheritance = Inheritance({s: (f.defaults, f.endpoints) for s, f in files.items()})
     policies = {}
     for service, parsed in files.items():
+        if service in bases:
+            continue  # a base to extend, not a policy
         for endpoint in parsed.endpoints:
             name = f"{service}.{endpoint}"
             layers = inheritance.resolve((service, endpoint))

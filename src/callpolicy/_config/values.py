@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import math
 import re
+from concurrent.futures import CancelledError
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -242,6 +243,8 @@ def resolve_exception(value: object) -> type[Exception] | None:
         if optional and importlib.util.find_spec(top) is None:
             return None
         raise
+    if isinstance(obj, type) and issubclass(obj, CancelledError):
+        raise LookupError(f"{name!r} is never retried ({NEVER_RETRIED} always propagate)")
     if isinstance(obj, type) and issubclass(obj, Exception):
         return obj
     if isinstance(obj, type) and issubclass(obj, BaseException):
