@@ -4,7 +4,7 @@ derive from `CallPolicyError`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -28,6 +28,16 @@ class Problem:
             if self.column is not None:
                 where += f":{self.column}"
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+def reraise(error: BaseException) -> NoReturn:
+    """Raise `error` again with its chain as it was: a plain `raise error` would make it the
+    context of whatever exception the caller happens to be handling."""
+    context, suppressed = error.__context__, error.__suppress_context__
+    try:
+        raise error
+    finally:
+        error.__context__, error.__suppress_context__ = context, suppressed
 
 
 class CallPolicyError(Exception):

@@ -53,9 +53,11 @@ NEVER_RETRIED = (
     "KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError and "
     "concurrent.futures.CancelledError"
 )
-MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline, period or hint beyond a week
-# Numbers past these are typos, not plans (100,000 attempts of a 1 s poll are a day).
-MAX_ATTEMPTS = 100_000
+MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline or period beyond a week (a longer
+# server hint is above any hint_cap)
+# Numbers past these are typos, not plans (a million attempts of a 1 s poll outlast any
+# deadline, which is at most a week).
+MAX_ATTEMPTS = 1_000_000
 MAX_SLOTS = 1_000_000
 MAX_MULTIPLIER = 1000.0
 # An exact sliding window keeps one entry per call in the window: past this many, memory

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from callpolicy._clock import CLOCK
+from callpolicy._errors import reraise
 
 R = TypeVar("R")
 
@@ -118,12 +119,7 @@ def _outcome(value: Any) -> Any:
     """The steps' result, or their error raised unchanged (its chain kept as it was)."""
     if not isinstance(value, Raised):
         return value
-    error = value.error
-    context, suppressed = error.__context__, error.__suppress_context__
-    try:
-        raise error
-    finally:  # `raise` would chain it to whatever the caller is handling
-        error.__context__, error.__suppress_context__ = context, suppressed
+    reraise(value.error)
 
 
 def run(steps: Steps[R]) -> R:

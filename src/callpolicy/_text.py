@@ -64,8 +64,10 @@ def redacted(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "***" if "@" in url else url
-    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    # Everything before the last "@" may be credentials, even past a "?", "#" or "/" that a
+    # password held unencoded.
     _, at, host = rest.rpartition("@")
+    host = host.split("?", 1)[0].split("#", 1)[0]
     return f"{scheme}{sep}***@{host}" if at else f"{scheme}{sep}{host}"
 
 

@@ -56,7 +56,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
         files[parsed.service] = parsed
         if shipped:
             bases.add(parsed.service)
-    quotas = build_named_quotas(quota_tables, problems)
+    quotas = build_named_quotas(quota_tables, problems, broken)
     inheritance = Inheritance({s: (f.defaults, f.endpoints) for s, f in files.items()})
     policies = {}
     for service, parsed in files.items():

@@ -110,10 +110,14 @@ def build_quota(name: str, keys: Mapping[str, Located], pool: tuple[Quota, ...] 
 
 
 def build_named_quotas(
-    tables: Mapping[str, tuple[dict[str, Located], str]], problems: list[Problem]
+    tables: Mapping[str, tuple[dict[str, Located], str]],
+    problems: list[Problem],
+    broken: set[str],
 ) -> dict[str, Quota]:
     """`tables` maps "service.name" to (parsed keys, service); pools resolve their members
-    (same-file names, or "service.name") once every plain quota is built."""
+    (same-file names, or "service.name") once every plain quota is built. A member in
+    `broken` (a quota table whose own problems were reported) is not reported again, and a
+    pool left without members joins `broken`."""
     plain = {
         name: build_quota(name, keys) for name, (keys, _) in tables.items() if "pool" not in keys
     }
@@ -126,8 +130,10 @@ def build_named_quotas(
         for index, member in enumerate(leaf.value):
             full = member if "." in member else f"{service}.{member}"
             found = plain.get(full)
+            if found is None and full in broken:
+                continue
             if found is None:
-                others = [q for q in tables if q != name]
+                others = [q for q in [*tables, *broken] if q != name]
                 message = f"no quota named {full!r}{suggestion(full, others)}"
                 if full in tables:
                     message = f"{full!r} is a pool; a pool's members are plain quotas"
@@ -136,6 +142,8 @@ def build_named_quotas(
                 members.append(found)
         if members:
             quotas[name] = build_quota(name, keys, tuple(members))
+        else:
+            broken.add(name)
     return quotas
 
 
@@ -160,7 +168,7 @@ def resolve_quotas(
             full = ref.name if "." in ref.name else f"{ref.service}.{ref.name}"
             quota = named.get(full)
             if quota is None and full not in broken:
-                _report_unknown_quota(full, named, leaf, index, problems)
+                _report_unknown_quota(full, [*named, *broken], leaf, index, problems)
         if quota is not None:
             found.setdefault(quota.name, quota)
     if sum(bool(q.pool) for q in found.values()) > 1:
@@ -187,7 +195,7 @@ def _inline_quota(
 
 
 def _report_unknown_quota(
-    full: str, named: Mapping[str, Quota], leaf: Located, index: int, problems: list[Problem]
+    full: str, named: list[str], leaf: Located, index: int, problems: list[Problem]
 ) -> None:
     hint = suggestion(full, named)
     known = f" (known: {', '.join(sorted(named))})" if named and not hint else ""

@@ -32,7 +32,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d{1,9})(?:\.(\d{1,9}))?(ms|s|min|m|h)", re.ASCII)
 _RATE = re.compile(r"(\d{1,12})/(.+)", re.ASCII)
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", re.ASCII)
-_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,100}", re.ASCII)
+_PREFIX = re.compile(r"[!-z|~]{1,100}", re.ASCII)  # printable, no space, { or }: a hash tag
 STORAGE_OPTIONS = ("prefix", "timeout")
 
 
@@ -169,15 +169,22 @@ def parse_storage(value: object) -> Storage:
     if value.startswith(MEMORY):
         return Storage()
     shown = shown_value(redacted(value))
+    if not value.startswith(tuple(f"{scheme}://" for scheme in REDIS_SCHEMES)):
+        raise UnitError(f"{expected} (got {shown})")
+    if "#" in value or "@" in value.partition("://")[2].partition("@")[2]:
+        raise UnitError(
+            f"{expected} (got {shown}: a password with @, #, ? or / in it must be "
+            "percent-encoded, e.g. %40 for @)"
+        )
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         raise UnitError(f"{expected} (got {shown}: not a valid URL)") from None
-    if parts.scheme not in REDIS_SCHEMES or (not parts.hostname and not parts.path):
-        raise UnitError(f"{expected} (got {shown})")
+    if not parts.hostname:
+        raise UnitError(f"{expected} (got {shown}: no host)")
     options: dict[str, str] = {}
-    for key, option in parse_qsl(parts.query, keep_blank_values=True):
+    for key, option in parse_qsl(parts.query):  # a blank option is left at its default
         if key not in STORAGE_OPTIONS:
             hint = suggestion(key, STORAGE_OPTIONS, "known options")
             raise UnitError(f"has an unknown option {key!r}{hint} (in {shown})")
@@ -187,7 +194,8 @@ def parse_storage(value: object) -> Storage:
     prefix = options.get("prefix", "callpolicy")
     if not _PREFIX.fullmatch(prefix):
         raise UnitError(
-            f"option prefix must be 1-100 letters, digits or _.:- (got {shown_value(prefix)})"
+            "option prefix must be 1-100 printable characters, no space, { or } "
+            f"(got {shown_value(prefix)})"
         )
     timeout = 0.25
     if "timeout" in options:

@@ -10,7 +10,7 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.http import status_of
-from callpolicy._errors import QuotaExceeded, RetryExhausted
+from callpolicy._errors import QuotaExceeded, RetryExhausted, reraise
 from callpolicy._events import SleepEvent, SleepTrigger
 from callpolicy._text import Throttled, format_seconds, shown_value
 
@@ -62,7 +62,9 @@ def give_up(
     outcome = state.outcome
     assert outcome is not None
     if outcome.failed:
-        raise outcome.exception()  # type: ignore[misc]  # the last original exception
+        error = outcome.exception()
+        assert error is not None
+        reraise(error)  # the last original exception, its chain as it was
     hint = getattr(state, "callpolicy_hint", None)
     if math.isinf(state.upcoming_sleep) and hint:
         reason = f"the server said to wait longer than allowed: {hint}"
@@ -86,7 +88,7 @@ def cannot_repeat(policy: str, state: tenacity.RetryCallState, why: str) -> NoRe
         assert error is not None
         if hasattr(error, "add_note"):  # Python 3.11+
             error.add_note(f"callpolicy: {policy} did not retry: {why}")
-        raise error
+        reraise(error)
     raise RetryExhausted(policy, outcome.result(), state.attempt_number, f"not retried: {why}")
 
 
@@ -104,7 +106,7 @@ def no_quota_for_retry(
         error = last.exception()
         assert error is not None
         if refused.reason == "deadline":
-            raise error  # the deadline rule: fail at once with the last error
+            raise error  # the deadline rule: fail at once with the last error (chained to why)
         raise refused from error
     raise RetryExhausted(policy, last.result(), attempts, str(refused)) from refused
 

@@ -85,18 +85,36 @@ def never_sent(exc: BaseException) -> bool:
 def not_replayable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     """Why the call's arguments cannot be given to the function again (an argument read
     only once, already read), naming the argument; None if they can."""
-    named = [(f"argument {i + 1}", value) for i, value in enumerate(args)]
-    named += [(f"argument {key!r}", value) for key, value in kwargs.items()]
-    for name, value in named:
-        items = [value]
-        if isinstance(value, Mapping):
-            items += list(value.values())[:_MAX_ITEMS]
-        elif isinstance(value, (list, tuple)):
-            items += list(value)[:_MAX_ITEMS]
-        for item in items:
-            why = _spent(item)
-            if why is not None:
-                return f"{name} {why}"
+    for index, value in enumerate(args):
+        why = _spent_within(value)
+        if why is not None:
+            return f"argument {index + 1} {why}"
+    for key, value in kwargs.items():
+        why = _spent_within(value)
+        if why is not None:
+            return f"argument {key!r} {why}"
+    return None
+
+
+_ONE_SHOT_MODULES = frozenset({"builtins", "itertools", "csv"})
+_PLAIN = frozenset({str, bytes, bytearray, int, float, bool, type(None), range})
+
+
+def _spent_within(value: Any) -> str | None:
+    """Why `value`, or an item of a list, tuple or dict `value`, would not be the same if
+    given again; None if it would."""
+    if type(value) in _PLAIN:
+        return None
+    if isinstance(value, Mapping):
+        items: list[Any] = list(value.values())[:_MAX_ITEMS]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)[:_MAX_ITEMS]
+    else:
+        return _spent(value)
+    for item in items:
+        why = None if type(item) in _PLAIN else _spent(item)
+        if why is not None:
+            return why
     return None
 
 
@@ -110,7 +128,7 @@ def _spent(value: Any) -> str | None:
         return "is a generator already iterated: it cannot be sent again"
     if inspect.isasyncgen(value):
         return "is an async generator, read only once: it cannot be sent again"
-    if isinstance(value, io.IOBase) or callable(safe_getattr(value, "read")):
+    if isinstance(value, io.IOBase):
         try:
             position = value.tell()
         except Exception:
@@ -118,32 +136,41 @@ def _spent(value: Any) -> str | None:
         if position != 0:
             return f"is a file already read to position {position}: it cannot be sent again"
         return None
-    if isinstance(value, Iterator):
+    if isinstance(value, Iterator) and type(value).__module__ in _ONE_SHOT_MODULES:
+        # iter(), map(), zip(), itertools: read once. An object of one's own that happens to
+        # be an iterator (a decorated __next__'s self) may well be given again.
         return "is an iterator, read only once: it cannot be sent again"
     return None
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def _chain(exc: BaseException) -> list[BaseException]:
     """`exc`, its causes, contexts, wrapped reasons and error arguments, each once."""
-    seen: set[int] = set()
+    if (
+        exc.__cause__ is None
+        and exc.__context__ is None
+        and not any(isinstance(arg, BaseException) for arg in exc.args)
+        and safe_getattr(exc, "reason") is None
+    ):
+        return [exc]  # the common case, found without a search
+    seen: dict[int, BaseException] = {}
     todo: list[Any] = [exc]
     while todo and len(seen) < _MAX_ERRORS:
         error = todo.pop()
         if not isinstance(error, BaseException) or id(error) in seen:
             continue
-        seen.add(id(error))
-        yield error
+        seen[id(error)] = error
         todo += [error.__cause__, error.__context__, safe_getattr(error, "reason")]
         todo += [arg for arg in error.args if isinstance(arg, BaseException)]
+    return list(seen.values())
 
 
-def _frames(error: BaseException) -> Iterator[FrameType]:
+def _frames(error: BaseException) -> list[FrameType]:
+    frames: list[FrameType] = []
     traceback = error.__traceback__
-    for _ in range(_MAX_FRAMES):
-        if traceback is None:
-            return
-        yield traceback.tb_frame
+    while traceback is not None and len(frames) < _MAX_FRAMES:
+        frames.append(traceback.tb_frame)
         traceback = traceback.tb_next
+    return frames
 
 
 def _request_in(frame: FrameType) -> tuple[str | None, Any]:

@@ -86,7 +86,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if self._finished(result):
+            if (pause is None and not self.checks_results) or self._finished(result):
                 return result
             error = None
         # Outside the except block, so a later failure is not chained to this one.
@@ -120,7 +120,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if self._finished(result):
+            if (pause is None and not self.checks_results) or self._finished(result):
                 return result
             error = None
         return await async_run(self._retries(start, fn, args, kwargs, costing, error, result))
