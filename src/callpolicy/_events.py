@@ -91,7 +91,11 @@ def emit(event: SleepEvent) -> None:
             hook(event)
         except Exception as error:  # a hook never changes what the call returns or raises
             _hook_failures.warn(
-                (id(hook), type(error)),
+                (
+                    getattr(hook, "__module__", None),
+                    getattr(hook, "__qualname__", None),
+                    type(error),
+                ),
                 "sleep hook %r raised %s: %s (ignored; said at most once a minute per hook)",
                 getattr(hook, "__qualname__", hook),
                 type(error).__name__,

@@ -49,9 +49,9 @@ def build_wait(keys: Mapping[str, Located], problems: list[Problem], policy: str
             fix = _strategy_for(key)
             hint = f'; set strategy = "{fix}" to use {key}' if fix else ""
             _report(problems, leaf, f"is not used by strategy {strategy!r} ({uses}){hint}")
-    if strategy == "random" and "max" not in keys:
+    if strategy == "random" and "max" not in keys and not _written(problems, "wait.max"):
         _report(problems, keys.get("strategy"), 'strategy "random" needs max, e.g. max = "5s"')
-    if strategy == "chain" and "steps" not in keys:
+    if strategy == "chain" and "steps" not in keys and not _written(problems, "wait.steps"):
         _report(problems, keys.get("strategy"), 'strategy "chain" needs steps = [ {...}, ... ]')
     if strategy in ("random", "exponential"):
         _check_bounds(keys, strategy, problems, policy)
@@ -120,6 +120,12 @@ def _strategy_for(key: str) -> str | None:
 def _value(keys: Mapping[str, Any], key: str, default: Any) -> Any:
     leaf = keys.get(key)
     return default if leaf is None else leaf.value
+
+
+def _written(problems: list[Problem], key: str) -> bool:
+    """Whether some `key` was written but refused (reported already): a check that needs
+    it would only repeat that problem in other words."""
+    return any(p.key.endswith(f".{key}") for p in problems)
 
 
 def _report(problems: list[Problem], leaf: Located | None, message: str) -> None:

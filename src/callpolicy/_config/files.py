@@ -181,8 +181,9 @@ def _parse_toml(
 
 
 def _shown(path: Path) -> str:
-    """`path` as users see it: relative to the working directory when inside it."""
+    """`path` as users see it: relative to the working directory when inside it. Links are
+    not followed: a problem names the entry, not what it points to."""
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+        return str(Path(os.path.abspath(path)).relative_to(Path.cwd()))
+    except (ValueError, OSError):
         return str(path)

@@ -81,7 +81,7 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     if kind == "pool" and any(k in keys for k in ("storage", "on_unavailable", "max_wait")):
         ctx.report(None, "a pool takes storage, on_unavailable and max_wait from its members")
     mode = keys.get("on_unavailable")
-    if mode is not None and mode.value == "local" and "local_limit" not in keys:
+    if mode is not None and mode.value == "local" and "local_limit" not in table:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
     rate = keys.get("limit")
     algorithm = keys.get("algorithm")

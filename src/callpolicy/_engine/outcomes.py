@@ -105,8 +105,10 @@ def no_quota_for_retry(
     if last.failed:
         error = last.exception()
         assert error is not None
-        if refused.reason == "deadline":
-            raise error  # the deadline rule: fail at once with the last error (chained to why)
+        if refused.reason == "deadline":  # the deadline rule: fail at once with the last error
+            if error.__context__ is None and not error.__suppress_context__:
+                error.__context__ = refused  # why, unless the error has a context of its own
+            reraise(error)
         raise refused from error
     raise RetryExhausted(policy, last.result(), attempts, str(refused)) from refused
 
