@@ -92,7 +92,7 @@ def emit(event: SleepEvent) -> None:
         except Exception as error:  # a hook never changes what the call returns or raises
             _hook_failures.warn(
                 (
-                    getattr(hook, "__module__", None),
+                    id(hook),
                     getattr(hook, "__qualname__", None),
                     type(error),
                 ),
