@@ -36,6 +36,7 @@ _NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,9})?", re.ASCII)
 _RFC3339 = re.compile(
     r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:[Zz]|[+-]\d\d:\d\d)", re.ASCII
 )
+_FRACTION = re.compile(r"\.\d+", re.ASCII)
 _DURATION = re.compile(r"(?:\d{1,9}(?:\.\d{1,9})?(?:h|ms|m|s))+", re.ASCII)
 _DURATION_PART = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)(h|ms|m|s)", re.ASCII)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -81,7 +82,7 @@ def parse(fmt: str, raw: str, now: float) -> float:
         if not _RFC3339.fullmatch(text):
             raise NotAHint("not an RFC 3339 time")
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = datetime.fromisoformat(_iso(text))
             return max(moment.timestamp() - now, 0.0)
         except (ValueError, OverflowError) as exc:
             raise NotAHint(f"not a real time ({exc})") from None
@@ -165,3 +166,10 @@ def _warn(policy: str, header: str, values: list[str], why: str) -> None:
         policy=policy,
         header=header,
     )
+
+
+def _iso(text: str) -> str:
+    """An RFC 3339 time as every Python's fromisoformat reads it: "T", a numeric offset, and
+    microseconds (3.10 refuses "Z", a space, and more than 6 fraction digits)."""
+    text = text.replace("Z", "+00:00").replace("z", "+00:00").replace("t", "T").replace(" ", "T")
+    return _FRACTION.sub(lambda m: m[0][:7].ljust(7, "0"), text)
