@@ -85,7 +85,7 @@ class QuotaServer:
         self._lock = threading.Lock()
         self._server = _HTTPServer(self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     @property

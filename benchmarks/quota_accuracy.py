@@ -540,13 +540,9 @@ def admissions_tapped(
 def guard_ms(cfg: Config) -> float:
     """How long callpolicy's sliding windows pad each call's stay: its default guard, plus
     --guard-ms (the benchmark's quotas declare no guard of their own)."""
-    try:
-        from callpolicy._config import quotas as spec  # noqa: PLC0415 (internal)
-    except ImportError:
-        default = 0.002
-    else:
-        default = float(getattr(spec, "DEFAULT_GUARD", 0.002))
-    return default * 1000 + cfg.guard_ms
+    from callpolicy._model import DEFAULT_GUARD  # noqa: PLC0415 (internal)
+
+    return DEFAULT_GUARD * 1000 + cfg.guard_ms
 
 
 # -- running one workload -------------------------------------------------------------------

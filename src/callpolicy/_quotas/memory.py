@@ -28,7 +28,7 @@ class Refusal:
 class Group(Protocol):
     """Some quotas of one call, in one storage. A `remote` group (Redis) also has
     `async_try_take`, `async_refund`, `async_release` and `async_adjust`, awaited by async
-    callers (see steps.OnGroup)."""
+    callers (see _steps.Method)."""
 
     names: frozenset[str]
     has_slots: bool  # holds in-flight slots, given back when the call ends

@@ -7,7 +7,8 @@ FLUSH. Keys are `{prefix}:<quota>:<part>`, escaped, under one hash tag (Redis Cl
 expire once idle. When the server cannot be reached within the timeout, each quota does what
 its `on_unavailable` says: fail-closed (raise QuotaUnavailable), fail-open (admit) or local
 (fall back to `local_limit` in this process); the warning is logged at most every 30 s.
-Every operation is written once, as steps (see ..steps); the shells run them sync or async.
+Every operation is written once, as steps (see callpolicy._steps); thin shells run them sync
+or async.
 """
 
 from __future__ import annotations
