@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,21 +14,8 @@ import attrs
 import pytest
 
 from callpolicy import FakeClock, Registry, RetryExhausted, SleepEvent, add_sleep_hook
-from callpolicy._text import Throttled
 
 RegistryOf = Callable[..., Registry]
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every module-level throttle of callpolicy starts empty: what an earlier test said
-    within the minute must not silence this test's warnings."""
-    for name, module in list(sys.modules.items()):
-        if name.split(".")[0] != "callpolicy" or module is None:
-            continue
-        for attribute, value in list(vars(module).items()):
-            if isinstance(value, Throttled):
-                monkeypatch.setattr(module, attribute, Throttled(value.every))
 
 
 @pytest.fixture

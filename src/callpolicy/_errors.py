@@ -27,7 +27,8 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        return _printable(text)  # one line, whatever a file name or a value holds
 
 
 def reraise(error: BaseException) -> NoReturn:
@@ -58,10 +59,24 @@ class PolicyError(CallPolicyError, ValueError):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        lines = [str(p) for p in self.problems]
+        lines = [str(p) for p in self.problems[:MAX_SHOWN]]
         if len(lines) == 1:
             return lines[0]
-        return f"{len(lines)} problems in policy files:\n" + "\n".join(lines)
+        more = len(self.problems) - len(lines)
+        if more:  # all of them stay in .problems
+            lines.append(f"... and {more:,} more")
+        return f"{len(self.problems)} problems in policy files:\n" + "\n".join(lines)
+
+
+MAX_SHOWN = 200  # problems shown in the message
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped: a file name cannot fake a line of output or
+    steer the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _problem_order(problem: Problem) -> tuple[str, int, str, str]:

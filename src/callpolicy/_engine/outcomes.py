@@ -82,7 +82,8 @@ def cannot_repeat(policy: str, state: tenacity.RetryCallState, why: str) -> NoRe
     rather than send something else than the first attempt sent."""
     outcome = state.outcome
     assert outcome is not None
-    _not_repeated.warn((policy, why), "%s: not retrying: %s", policy, why, policy=policy)
+    argument = why.partition(" is ")[0]  # the same argument warns once, whatever its state
+    _not_repeated.warn((policy, argument), "%s: not retrying: %s", policy, why, policy=policy)
     if outcome.failed:
         error = outcome.exception()
         assert error is not None

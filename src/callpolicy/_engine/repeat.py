@@ -16,14 +16,16 @@ from callpolicy._engine.http import header_values, method_of, request_of, safe_g
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 # Code of these packages sends HTTP requests: an error raised in it was raised while one was
 # in flight, whatever its type (aiohttp's timeouts are the builtin TimeoutError).
-_HTTP_CLIENTS = ("aiohttp", "requests", "httpx", "httpcore", "urllib3", "urllib", "http")
+_HTTP_CLIENTS = ("aiohttp", "requests", "httpx", "httpcore", "urllib3")
+_HTTP_MODULES = ("urllib.request", "http.client")  # of the standard library: these only
 # Errors raised before a request could reach a server, by class name, wherever the client
 # keeps them: httpx, urllib3 (inside requests' ConnectionError), aiohttp.
 _NEVER_SENT = frozenset(
     {"ConnectError", "NewConnectionError", "NameResolutionError", "ClientConnectorDNSError"}
 )
 _MAX_ERRORS = 12  # errors of a chain looked at
-_MAX_FRAMES = 200  # frames of one traceback looked at
+_MAX_FRAMES = 2000  # frames of one traceback looked at
+_MAX_DEPTH = 3  # how deep into lists, tuples and dicts an argument is looked into
 _MAX_ITEMS = 100  # items of a list or dict argument looked at
 
 
@@ -62,11 +64,13 @@ def in_flight(exc: BaseException) -> InFlight | None:
     found: InFlight | None = None
     for error in _chain(exc):
         for frame in _frames(error):
-            if _module_of_frame(frame) not in _HTTP_CLIENTS:
+            if not _in_http_client(frame):
                 continue
             method, request = _request_in(frame)
-            if method is not None:
+            if request is not None:  # a request object: its headers tell Idempotency-Key
                 return InFlight(method, request)
+            if method is not None and (found is None or found.method is None):
+                found = InFlight(method, None)
             found = found or InFlight(None, None)
     return found
 
@@ -74,7 +78,7 @@ def in_flight(exc: BaseException) -> InFlight | None:
 def never_sent(exc: BaseException) -> bool:
     """Whether `exc` proves its request never reached a server: refused connection, DNS
     failure (searched through causes, contexts and wrapped reasons)."""
-    for error in _chain(exc):
+    for error in _chain(exc, contexts=False):  # a context is an earlier request's (failover)
         if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
             return True
         if type(error).__name__ in _NEVER_SENT:
@@ -96,13 +100,21 @@ def not_replayable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | No
     return None
 
 
-_ONE_SHOT_MODULES = frozenset({"builtins", "itertools", "csv"})
+_IMMUTABLE_TYPE, _HEAP_TYPE = 1 << 8, 1 << 9  # Py_TPFLAGS_*: a class written in Python is
+# a heap type that may be changed; a built-in or C extension type is not
+
+
+def _built_in(cls: type) -> bool:
+    return bool(cls.__flags__ & _IMMUTABLE_TYPE or not cls.__flags__ & _HEAP_TYPE)
+
+
 _PLAIN = frozenset({str, bytes, bytearray, int, float, bool, type(None), range})
 
 
-def _spent_within(value: Any) -> str | None:
-    """Why `value`, or an item of a list, tuple or dict `value`, would not be the same if
-    given again; None if it would."""
+def _spent_within(value: Any, depth: int = _MAX_DEPTH) -> str | None:
+    """Why `value`, or an item of a list, tuple or dict `value` (nested as in requests'
+    `files={"f": ("name", stream)}`), would not be the same if given again; None if it
+    would."""
     if type(value) in _PLAIN:
         return None
     if isinstance(value, Mapping):
@@ -111,8 +123,10 @@ def _spent_within(value: Any) -> str | None:
         items = list(value)[:_MAX_ITEMS]
     else:
         return _spent(value)
+    if depth <= 1:
+        return None
     for item in items:
-        why = None if type(item) in _PLAIN else _spent(item)
+        why = _spent_within(item, depth - 1)
         if why is not None:
             return why
     return None
@@ -136,18 +150,19 @@ def _spent(value: Any) -> str | None:
         if position != 0:
             return f"is a file already read to position {position}: it cannot be sent again"
         return None
-    if isinstance(value, Iterator) and type(value).__module__ in _ONE_SHOT_MODULES:
-        # iter(), map(), zip(), itertools: read once. An object of one's own that happens to
-        # be an iterator (a decorated __next__'s self) may well be given again.
+    if isinstance(value, Iterator) and _built_in(type(value)):
+        # iter(), map(), zip(), itertools, a deque's or a cursor's iterator: built-in types,
+        # read once. An object of a class of one's own that happens to be an iterator (a
+        # decorated __next__'s self) may well be given again.
         return "is an iterator, read only once: it cannot be sent again"
     return None
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def _chain(exc: BaseException, contexts: bool = True) -> list[BaseException]:
     """`exc`, its causes, contexts, wrapped reasons and error arguments, each once."""
     if (
         exc.__cause__ is None
-        and exc.__context__ is None
+        and (exc.__context__ is None or not contexts)
         and not any(isinstance(arg, BaseException) for arg in exc.args)
         and safe_getattr(exc, "reason") is None
     ):
@@ -159,7 +174,9 @@ def _chain(exc: BaseException) -> list[BaseException]:
         if not isinstance(error, BaseException) or id(error) in seen:
             continue
         seen[id(error)] = error
-        todo += [error.__cause__, error.__context__, safe_getattr(error, "reason")]
+        todo += [error.__cause__, safe_getattr(error, "reason")]
+        if contexts:
+            todo.append(error.__context__)
         todo += [arg for arg in error.args if isinstance(arg, BaseException)]
     return list(seen.values())
 
@@ -187,9 +204,12 @@ def _request_in(frame: FrameType) -> tuple[str | None, Any]:
                 return str(get_method()).upper(), request
             except Exception:
                 pass
+    own = names.get("self")  # a response reading its body, a connection sending
+    if own is not None and method_of(own) is not None:
+        return method_of(own), request_of(own)
     if isinstance(method, str):
         return method.upper(), None
-    own = safe_getattr(names.get("self"), "_method")  # http.client.HTTPConnection
+    own = safe_getattr(own, "_method")  # http.client.HTTPConnection
     return (own.upper(), None) if isinstance(own, str) else (None, None)
 
 
@@ -197,6 +217,8 @@ def _module_of(obj: Any) -> str:
     return type(obj).__module__.partition(".")[0]
 
 
-def _module_of_frame(frame: FrameType) -> str:
+def _in_http_client(frame: FrameType) -> bool:
     name = frame.f_globals.get("__name__")
-    return name.partition(".")[0] if isinstance(name, str) else ""
+    if not isinstance(name, str):
+        return False
+    return name.partition(".")[0] in _HTTP_CLIENTS or name.startswith(_HTTP_MODULES)

@@ -77,7 +77,7 @@ class Grant:
         actual = costing.actual if costing is not None and self.weighted else None
         if actual is None:
             return
-        cost = _checked_cost(actual, actual(result))
+        cost = _actual_cost(actual, result)
         if cost is not None:
             for group, taken in self.takes:
                 if group.weighted:
@@ -96,13 +96,25 @@ class Candidate:
 PLAIN = Grant([], None, None, None, weighted=False)  # an admission with nothing to do after
 
 
-def _checked_cost(actual: Any, cost: Any) -> float | None:
-    """An actual_cost() result, if it is a finite number >= 0; else None (the estimate stays,
-    and a warning says why: the call itself succeeded and its result is returned)."""
+def _actual_cost(actual: Any, result: Any) -> float | None:
+    """`actual_cost(result)`, if it is a finite number >= 0; else None: the estimate stays,
+    and a warning says why. The call itself succeeded: its result is returned whatever
+    actual_cost does (raising included), and the call is never made again for it."""
+    key = (getattr(actual, "__module__", None), getattr(actual, "__qualname__", None))
+    try:
+        cost = actual(result)
+    except Exception as error:
+        _bad_costs.warn(
+            key,
+            "actual_cost raised %s: %s; the estimated cost stays (said at most once a minute)",
+            type(error).__name__,
+            shown_value(error),
+        )
+        return None
     if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < math.inf:
         return float(cost)
     _bad_costs.warn(
-        (getattr(actual, "__module__", None), getattr(actual, "__qualname__", repr(type(actual)))),
+        key,
         "actual_cost returned %s, not a number >= 0: the estimated cost stays "
         "(said at most once a minute)",
         shown_value(cost),

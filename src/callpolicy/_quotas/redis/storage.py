@@ -46,7 +46,10 @@ logger = logging.getLogger("callpolicy")
 WARN_EVERY = 30.0
 POOL_SIZE = 64  # connections to one server per process (per event loop for async)
 POOL_WAIT = 10.0  # the most a call waits for a free connection
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
+# Every error of the server or the client (unreachable, a read-only replica after a failover,
+# LOADING, BUSY, OOM...): the quota does what on_unavailable says, and a release or cost
+# correction that fails is sent again later, never changing what the call returns or raises.
+UNREACHABLE = (redis.exceptions.RedisError,) if redis else ()
 
 
 class RunScript(Step):
