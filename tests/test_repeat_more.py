@@ -242,3 +242,110 @@ def test_a_report_shows_at_most_200_problems(tmp_path: Any) -> None:
     assert len(raised.value.problems) == 1000
     assert str(raised.value).count("\n") == 201  # header, 200 problems, "... and 800 more"
     assert str(raised.value).endswith("... and 800 more")
+
+
+def test_a_database_cursor_argument_is_given_again(registry_of: RegistryOf) -> None:
+    import sqlite3  # noqa: PLC0415 (this test only)
+
+    attempts = []
+
+    def insert(cursor: sqlite3.Cursor, value: int) -> int:
+        attempts.append(value)
+        if len(attempts) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        cursor.execute("select ?", (value,))
+        return int(cursor.fetchone()[0])
+
+    policy = '[endpoints.e]\nretry.on_exceptions = ["sqlite3.OperationalError"]\n'
+    registry = registry_of(db=policy + 'wait.strategy = "none"\n')
+    cursor = sqlite3.connect(":memory:").cursor()
+    assert registry.policy("db.e")(insert)(cursor, 5) == 5
+    assert attempts == [5, 5]
+
+
+def test_a_consumed_csv_reader_is_read_once() -> None:
+    import csv  # noqa: PLC0415 (this test only)
+
+    reader = csv.DictReader(io.StringIO("a,b\n1,2\n3,4\n"))
+    next(reader)
+    assert "iterator, read only once" in (not_replayable((reader,), {}) or "")
+
+
+def test_a_refused_post_wrapped_without_from_is_retried(registry_of: RegistryOf) -> None:
+    """The wrapper's error has no trace of the client; its context proves nothing left."""
+
+    class ServiceDown(Exception):
+        pass
+
+    attempts = []
+
+    def send() -> Any:
+        attempts.append(1)
+        try:
+            return requests.post("http://127.0.0.1:1/", data=b"x", timeout=1)
+        except requests.ConnectionError:
+            raise ServiceDown("down")  # noqa: B904 (what a user writes)
+
+    with pytest.raises(ServiceDown):
+        registry_of(t=NETWORK).policy("t.any")(send)()
+    assert len(attempts) == 3
+
+
+@pytest.mark.parametrize("client", ["urllib3", "http.client"])
+def test_a_failover_post_of_any_client_is_not_repeated(
+    server: tuple[str, list[str]], registry_of: RegistryOf, client: str
+) -> None:
+    import http.client  # noqa: PLC0415 (this test only)
+
+    import urllib3  # noqa: PLC0415 (this test only)
+
+    url, seen = server
+    port = int(url.rsplit(":", 1)[1])
+
+    def send() -> Any:
+        try:
+            return requests.get("http://127.0.0.1:1/status", timeout=1)
+        except requests.ConnectionError:
+            if client == "urllib3":
+                pool = urllib3.PoolManager(retries=False, timeout=0.3)
+                return pool.request("POST", url + "/slow", body=b"x")
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=0.3)
+            connection.request("POST", "/slow", body=b"x")
+            return connection.getresponse()
+
+    with pytest.raises(Exception):  # noqa: B017 (each client's own timeout)
+        registry_of(t=NETWORK).policy("t.any")(send)()
+    assert _settled(seen, 1) == ["POST /slow"]
+
+
+def test_a_redis_mistake_is_raised_not_taken_for_an_outage(
+    redis_server: RedisServer, registry_of: RegistryOf
+) -> None:
+    """WRONGTYPE (another application's key) is a mistake to see, not an outage that
+    fail-open would let every call through."""
+    url = redis_server.url
+    registry = registry_of(
+        r=f'[quotas.rate]\nlimit = "5/1m"\nstorage = "{url}"\non_unavailable = "fail-open"\n'
+        '[endpoints.e]\nquotas = ["rate"]\n'
+    )
+
+    def one() -> int:
+        return 1
+
+    call = registry.policy("r.e")(one)
+    assert call() == 1
+    client = redis.Redis.from_url(url)
+    keys = client.keys("{callpolicy}*")
+    assert keys
+    for key in keys:
+        client.delete(key)
+        client.set(key, "someone else's")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        call()
+
+
+def test_a_unicode_file_name_is_shown_as_it_is(tmp_path: Any) -> None:
+    (tmp_path / "日本\u3000語.toml").write_text("[endpoints.x]\nstop.attempts = 0\n")
+    with pytest.raises(PolicyError) as raised:
+        Registry(tmp_path)
+    assert "日本\u3000語.toml" in str(raised.value)

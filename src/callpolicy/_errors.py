@@ -3,6 +3,7 @@ derive from `CallPolicyError`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
@@ -69,6 +70,7 @@ class PolicyError(CallPolicyError, ValueError):
 
 
 MAX_SHOWN = 200  # problems shown in the message
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line breaks
 
 
 def _printable(text: str) -> str:
@@ -76,7 +78,7 @@ def _printable(text: str) -> str:
     steer the terminal."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if _CONTROL.match(c) else c for c in text)
 
 
 def _problem_order(problem: Problem) -> tuple[str, int, str, str]:

@@ -4,6 +4,7 @@ last error (or RetryExhausted), and a retry that found no quota in time."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NoReturn
 
 import tenacity
@@ -82,8 +83,8 @@ def cannot_repeat(policy: str, state: tenacity.RetryCallState, why: str) -> NoRe
     rather than send something else than the first attempt sent."""
     outcome = state.outcome
     assert outcome is not None
-    argument = why.partition(" is ")[0]  # the same argument warns once, whatever its state
-    _not_repeated.warn((policy, argument), "%s: not retrying: %s", policy, why, policy=policy)
+    cause = re.sub(r"\d+", "N", why)  # a file at another position is the same cause
+    _not_repeated.warn((policy, cause), "%s: not retrying: %s", policy, why, policy=policy)
     if outcome.failed:
         error = outcome.exception()
         assert error is not None

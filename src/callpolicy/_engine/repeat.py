@@ -4,6 +4,7 @@ the call's arguments can be given again (a consumed generator or a read file can
 
 from __future__ import annotations
 
+import collections
 import inspect
 import io
 import socket
@@ -61,24 +62,34 @@ def may_repeat(obj: Any) -> bool:
 def in_flight(exc: BaseException) -> InFlight | None:
     """The HTTP request `exc` (or an error of its chain) was raised while sending, if it was
     raised inside an HTTP client's code; None if not."""
+    for error in _chain(exc):  # the error's own frames first: a context may be an earlier
+        found = _in_flight_in(error)  # request's (a failover in an except block)
+        if found is not None:
+            return found
+    return None
+
+
+def _in_flight_in(error: BaseException) -> InFlight | None:
+    """What the HTTP client frames of `error`'s own traceback were sending, if it has any."""
     found: InFlight | None = None
-    for error in _chain(exc):
-        for frame in _frames(error):
-            if not _in_http_client(frame):
-                continue
-            method, request = _request_in(frame)
-            if request is not None:  # a request object: its headers tell Idempotency-Key
-                return InFlight(method, request)
-            if method is not None and (found is None or found.method is None):
-                found = InFlight(method, None)
-            found = found or InFlight(None, None)
+    for frame in _frames(error):
+        if not _in_http_client(frame):
+            continue
+        method, request = _request_in(frame)
+        if request is not None:  # a request object: its headers tell Idempotency-Key
+            return InFlight(method, request)
+        if method is not None and (found is None or found.method is None):
+            found = InFlight(method, None)
+        found = found or InFlight(None, None)
     return found
 
 
 def never_sent(exc: BaseException) -> bool:
     """Whether `exc` proves its request never reached a server: refused connection, DNS
-    failure (searched through causes, contexts and wrapped reasons)."""
-    for error in _chain(exc, contexts=False):  # a context is an earlier request's (failover)
+    failure (searched through causes and wrapped reasons; through contexts too when `exc`
+    was not raised by an HTTP client itself but by code wrapping its error)."""
+    contexts = _in_flight_in(exc) is None  # else a context is an earlier request's (failover)
+    for error in _chain(exc, contexts):
         if isinstance(error, (ConnectionRefusedError, socket.gaierror)):
             return True
         if type(error).__name__ in _NEVER_SENT:
@@ -100,12 +111,9 @@ def not_replayable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | No
     return None
 
 
-_IMMUTABLE_TYPE, _HEAP_TYPE = 1 << 8, 1 << 9  # Py_TPFLAGS_*: a class written in Python is
-# a heap type that may be changed; a built-in or C extension type is not
-
-
-def _built_in(cls: type) -> bool:
-    return bool(cls.__flags__ & _IMMUTABLE_TYPE or not cls.__flags__ & _HEAP_TYPE)
+_ONE_SHOT_MODULES = frozenset(
+    {"builtins", "itertools", "collections", "_collections", "array", "csv", "_csv"}
+)
 
 
 _PLAIN = frozenset({str, bytes, bytearray, int, float, bool, type(None), range})
@@ -150,10 +158,10 @@ def _spent(value: Any) -> str | None:
         if position != 0:
             return f"is a file already read to position {position}: it cannot be sent again"
         return None
-    if isinstance(value, Iterator) and _built_in(type(value)):
-        # iter(), map(), zip(), itertools, a deque's or a cursor's iterator: built-in types,
-        # read once. An object of a class of one's own that happens to be an iterator (a
-        # decorated __next__'s self) may well be given again.
+    if isinstance(value, Iterator) and type(value).__module__ in _ONE_SHOT_MODULES:
+        # iter(), map(), zip(), itertools, a deque's, a csv reader: read once. Another
+        # object that happens to be an iterator (a database cursor, a decorated __next__'s
+        # self) may well be given again.
         return "is an iterator, read only once: it cannot be sent again"
     return None
 
@@ -167,17 +175,17 @@ def _chain(exc: BaseException, contexts: bool = True) -> list[BaseException]:
         and safe_getattr(exc, "reason") is None
     ):
         return [exc]  # the common case, found without a search
-    seen: dict[int, BaseException] = {}
-    todo: list[Any] = [exc]
+    seen: dict[int, BaseException] = {}  # in order: the error first, then breadth first
+    todo: collections.deque[Any] = collections.deque([exc])
     while todo and len(seen) < _MAX_ERRORS:
-        error = todo.pop()
+        error = todo.popleft()
         if not isinstance(error, BaseException) or id(error) in seen:
             continue
         seen[id(error)] = error
         todo += [error.__cause__, safe_getattr(error, "reason")]
+        todo += [arg for arg in error.args if isinstance(arg, BaseException)]
         if contexts:
             todo.append(error.__context__)
-        todo += [arg for arg in error.args if isinstance(arg, BaseException)]
     return list(seen.values())
 
 

@@ -46,10 +46,30 @@ logger = logging.getLogger("callpolicy")
 WARN_EVERY = 30.0
 POOL_SIZE = 64  # connections to one server per process (per event loop for async)
 POOL_WAIT = 10.0  # the most a call waits for a free connection
-# Every error of the server or the client (unreachable, a read-only replica after a failover,
-# LOADING, BUSY, OOM...): the quota does what on_unavailable says, and a release or cost
-# correction that fails is sent again later, never changing what the call returns or raises.
-UNREACHABLE = (redis.exceptions.RedisError,) if redis else ()
+# Errors that pass (unreachable, a read-only replica after a failover, LOADING, BUSY, OOM):
+# the quota does what on_unavailable says, and a release or cost correction that fails is
+# sent again later. Other errors (WRONGTYPE, NOPERM, a script error) are mistakes to see:
+# they raise at admission, and are logged, never raised, when giving back.
+TRANSIENT_REPLIES = ("READONLY", "LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
+PASSING = tuple(
+    getattr(redis.exceptions, name)
+    for name in (
+        "ReadOnlyError",
+        "BusyLoadingError",
+        "OutOfMemoryError",
+        "ClusterDownError",
+        "TryAgainError",
+        "MasterDownError",
+    )
+    if redis and hasattr(redis.exceptions, name)
+)
+FAILED = (redis.exceptions.RedisError,) if redis else ()
+
+
+def passing(error: BaseException) -> bool:
+    """Whether a Redis error is an outage that passes, rather than a mistake."""
+    return isinstance(error, (*UNREACHABLE, *PASSING)) or str(error).startswith(TRANSIENT_REPLIES)
 
 
 class RunScript(Step):
@@ -148,8 +168,14 @@ class RedisStorage:
                 break
             try:
                 yield RunScript(self, item[0].keys, item[1], False)
-            except BaseException:
+            except FAILED as error:
+                if not passing(error):  # a mistake, not an outage: sending it again won't help
+                    self.unreachable(error)
+                    continue
                 self.pending.append(item)  # not sent: keep it for the next round trip
+                raise
+            except BaseException:
+                self.pending.append(item)
                 raise
         reply: list[int] = yield RunScript(self, keys, args, lone)
         return reply
@@ -162,10 +188,11 @@ class RedisStorage:
 
     def unreachable(self, error: BaseException) -> None:
         self._unreachable.warn(
-            None,
-            "quota storage %s unreachable (%s); quotas do what on_unavailable says "
+            type(error),
+            "quota storage %s %s (%s); quotas do what on_unavailable says "
             "(this warning repeats at most every %ds)",
             self.storage,
+            "unreachable" if passing(error) else "failing",
             error,
             WARN_EVERY,
             storage=str(self.storage),
@@ -231,8 +258,11 @@ class RedisGroup:
         args = self.arguments.admit(cost)
         try:
             reply = yield from self.storage.script(self.keys, args, self.lone)
-        except UNREACHABLE as error:
-            self._maybe_taken(args, cost)
+        except FAILED as error:
+            if isinstance(error, UNREACHABLE):  # the reply was lost: the script may have run
+                self._maybe_taken(args, cost)
+            if not passing(error):
+                raise
             return self._unavailable(error, cost)
         except BaseException:  # a cancelled task consumes nothing
             self._maybe_taken(args, cost)
@@ -252,8 +282,9 @@ class RedisGroup:
         args = self.arguments.change(taken, new)
         try:
             yield from self.storage.script(self.keys, args)
-        except UNREACHABLE as error:  # sent again on the next round trip
-            self.storage.pending.append((self, args))
+        except FAILED as error:  # never changes the call's outcome
+            if passing(error):
+                self.storage.pending.append((self, args))  # sent again on the next round trip
             self.storage.unreachable(error)
 
     def _unavailable(self, error: BaseException, cost: float) -> RedisTaken | Refusal:
