@@ -25,6 +25,7 @@ from callpolicy._errors import QuotaUnavailable
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Storage
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal
+from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
 from callpolicy._quotas.redis.script import (
     ADMITTED,
     GIVEN_BACK_BY_ID,
@@ -46,30 +47,6 @@ logger = logging.getLogger("callpolicy")
 WARN_EVERY = 30.0
 POOL_SIZE = 64  # connections to one server per process (per event loop for async)
 POOL_WAIT = 10.0  # the most a call waits for a free connection
-# Errors that pass (unreachable, a read-only replica after a failover, LOADING, BUSY, OOM):
-# the quota does what on_unavailable says, and a release or cost correction that fails is
-# sent again later. Other errors (WRONGTYPE, NOPERM, a script error) are mistakes to see:
-# they raise at admission, and are logged, never raised, when giving back.
-TRANSIENT_REPLIES = ("READONLY", "LOADING", "BUSY", "OOM", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) if redis else ()
-PASSING = tuple(
-    getattr(redis.exceptions, name)
-    for name in (
-        "ReadOnlyError",
-        "BusyLoadingError",
-        "OutOfMemoryError",
-        "ClusterDownError",
-        "TryAgainError",
-        "MasterDownError",
-    )
-    if redis and hasattr(redis.exceptions, name)
-)
-FAILED = (redis.exceptions.RedisError,) if redis else ()
-
-
-def passing(error: BaseException) -> bool:
-    """Whether a Redis error is an outage that passes, rather than a mistake."""
-    return isinstance(error, (*UNREACHABLE, *PASSING)) or str(error).startswith(TRANSIENT_REPLIES)
 
 
 class RunScript(Step):
