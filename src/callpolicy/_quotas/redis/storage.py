@@ -165,7 +165,7 @@ class RedisStorage:
 
     def unreachable(self, error: BaseException) -> None:
         self._unreachable.warn(
-            type(error),
+            passing(error),  # an outage and a mistake are said apart, each once per 30 s
             "quota storage %s %s (%s); quotas do what on_unavailable says "
             "(this warning repeats at most every %ds)",
             self.storage,
