@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 import requests
+from local_http import serving
 
 from callpolicy import AccountLimit, FakeClock, Registry
 
@@ -64,15 +64,8 @@ def server() -> Iterator[tuple[str, Script]]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    # shutdown() waits for serve_forever() to look again: every poll_interval (0.5 s by default)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.daemon = True
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Handler) as url:
+        yield url, script
 
 
 POLICY = """

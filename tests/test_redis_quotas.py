@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 import redis
+from local_http import running
 
 from callpolicy import QuotaExceeded, QuotaUnavailable, Registry, call_options, pool_key
 
@@ -119,13 +120,8 @@ class Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub_server() -> Iterator[StubServer]:
-    server = StubServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with running(StubServer()) as server:
+        yield server
 
 
 def most_in_any_second(times: list[float]) -> int:

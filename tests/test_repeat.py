@@ -12,13 +12,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 import requests
+from local_http import serving
 
 from callpolicy import Registry, RetryExhausted
 from callpolicy._engine.repeat import in_flight, may_repeat, not_replayable
@@ -70,14 +71,8 @@ def server() -> Iterator[tuple[str, Seen]]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Handler) as url:
+        yield url, seen
 
 
 TIMEOUTS = """

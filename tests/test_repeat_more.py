@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import aiohttp
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import redis
 import requests
+from local_http import serving
 from local_redis import RedisServer
 
 from callpolicy import PolicyError, Registry
@@ -62,14 +62,8 @@ def server() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Handler) as url:
+        yield url, seen
 
 
 def _settled(seen: list[str], count: int) -> list[str]:
