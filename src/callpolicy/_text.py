@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from callpolicy._forks import renew_after_fork
 
@@ -69,14 +68,6 @@ def redacted(url: str) -> str:
     _, at, host = rest.rpartition("@")
     host = host.split("?", 1)[0].split("#", 1)[0]
     return f"{scheme}{sep}***@{host}" if at else f"{scheme}{sep}{host}"
-
-
-def has_credentials(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return bool(parts.username or parts.password)
-    except ValueError:
-        return "@" in url
 
 
 class Throttled:

@@ -58,6 +58,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             bases.add(parsed.service)
     quotas = build_named_quotas(quota_tables, problems, broken)
     inheritance = Inheritance({s: (f.defaults, f.endpoints) for s, f in files.items()})
+    broken_quotas = frozenset(broken)
     policies = {}
     for service, parsed in files.items():
         if service in bases:
@@ -66,7 +67,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             name = f"{service}.{endpoint}"
             layers = inheritance.resolve((service, endpoint))
             source = f"{parsed.path}:{parsed.endpoint_lines[endpoint] or 1}"
-            policies[name] = build_policy(name, layers, quotas, problems, source, frozenset(broken))
+            policies[name] = build_policy(name, layers, quotas, problems, source, broken_quotas)
     problems += inheritance.problems
     if problems:
         raise PolicyError(problems)

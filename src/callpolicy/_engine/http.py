@@ -79,11 +79,16 @@ def request_of(obj: Any) -> Any:
 
 def method_of(obj: Any) -> str | None:
     """The HTTP method of the request behind `obj`, upper case, or None if unknown."""
+    return request_and_method(obj)[1]
+
+
+def request_and_method(obj: Any) -> tuple[Any, str | None]:
+    """The request behind `obj` (or None) and its method, upper case (or None)."""
     request = request_of(obj)
     method = safe_getattr(request, "method") if request is not None else None
     if method is None:
         method = safe_getattr(obj, "method")  # aiohttp ClientResponse
-    return method.upper() if isinstance(method, str) else None
+    return request, method.upper() if isinstance(method, str) else None
 
 
 def json_of(obj: Any) -> Any:

@@ -12,7 +12,12 @@ from collections.abc import Iterator, Mapping
 from types import FrameType
 from typing import Any
 
-from callpolicy._engine.http import header_values, method_of, request_of, safe_getattr
+from callpolicy._engine.http import (
+    header_values,
+    method_of,
+    request_and_method,
+    safe_getattr,
+)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 # Code of these packages sends HTTP requests: an error raised in it was raised while one was
@@ -45,8 +50,7 @@ def may_repeat(obj: Any) -> bool:
     """Whether sending the request behind `obj` (a response, or an error) twice is safe: an
     idempotent method, an Idempotency-Key header, or no HTTP request at all. An error raised
     inside an HTTP client whose request cannot be told may have been served: not safe."""
-    method = method_of(obj)
-    request = request_of(obj)
+    request, method = request_and_method(obj)
     if method is None and isinstance(obj, BaseException):
         flight = in_flight(obj)
         if flight is None:  # not raised inside an HTTP client: an HTTP client's error type
@@ -204,8 +208,9 @@ def _request_in(frame: FrameType) -> tuple[str | None, Any]:
     method = names.get("method")
     for key in ("request", "req", "request_info"):
         request = names.get(key)
-        if request is not None and method_of(request) is not None:
-            return method_of(request), request
+        found = method_of(request) if request is not None else None
+        if found is not None:
+            return found, request
         get_method = safe_getattr(request, "get_method")  # urllib.request.Request
         if callable(get_method):
             try:
@@ -213,8 +218,10 @@ def _request_in(frame: FrameType) -> tuple[str | None, Any]:
             except Exception:
                 pass
     own = names.get("self")  # a response reading its body, a connection sending
-    if own is not None and method_of(own) is not None:
-        return method_of(own), request_of(own)
+    if own is not None:
+        own_request, own_method = request_and_method(own)
+        if own_method is not None:
+            return own_method, own_request
     if isinstance(method, str):
         return method.upper(), None
     own = safe_getattr(own, "_method")  # http.client.HTTPConnection
