@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callpolicy._quotas.algorithms import EPS, FixedWindow, InFlight, SlidingWindow, TokenBucket
+from callpolicy._quotas.algorithms import EPS, FixedWindow, InFlight, SlidingWindow
+from callpolicy._quotas.buckets import Bucket
 
 
 def test_sliding_window_frees_a_slot_exactly_one_period_after_it_was_taken() -> None:
@@ -58,7 +59,7 @@ def test_fixed_window_admits_2n_across_a_boundary() -> None:
 
 
 def test_token_bucket_refills_evenly() -> None:
-    bucket = TokenBucket(4, 2.0)  # 2 tokens a second, 4 at most
+    bucket = Bucket(0.5, 4, 0.0, sized=True)  # 2 tokens a second, 4 at most
     for _ in range(4):
         bucket.take(0.0, 1)
     assert bucket.wait(0.0, 1) == pytest.approx(0.5)
@@ -86,7 +87,7 @@ CALLS = st.lists(
 
 
 def _admit_all(
-    counter: SlidingWindow | TokenBucket | FixedWindow, calls: list[tuple[float, int]]
+    counter: SlidingWindow | Bucket | FixedWindow, calls: list[tuple[float, int]]
 ) -> list[tuple[float, int]]:
     """Admit each call as soon as the counter allows; return (time, cost) admitted."""
     now, admitted = 0.0, []
@@ -128,7 +129,7 @@ def test_sliding_window_never_admits_more_than_n_in_any_window(
 def test_token_bucket_never_admits_more_than_2n_in_any_window(
     limit: int, calls: list[tuple[float, int]]
 ) -> None:
-    admitted = _admit_all(TokenBucket(limit, 1.0), calls)
+    admitted = _admit_all(Bucket(1.0 / limit, limit, 0.0, sized=True), calls)
     assert _most_in_any_window(admitted, 1.0) <= 2 * limit
 
 

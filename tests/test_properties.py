@@ -96,13 +96,14 @@ def test_fixed_window_quota_never_admits_more_than_2n_in_any_period(
         within = bisect.bisect_left(admitted, start + 1.0) - index
         assert within <= 2 * calls
     # Exactly N in each of its own windows: a window opens at the first call after the
-    # previous one closed; a call waits only when its window is full, and then until it closes.
-    opened, held = -1e9, 0
+    # previous one closed; a call waits only when its window is full, and then until it closes
+    # (a window lasts its period and the guard).
+    opened, held, lasts = -1e9, 0, 1.0 + quota.guard
     for at, when in zip(asked, admitted, strict=True):
         if when > at:
             assert held == calls
-            assert when == pytest.approx(opened + 1.0)
-        if when >= opened + 1.0 - 1e-9:
+            assert when == pytest.approx(opened + lasts)
+        if when >= opened + lasts - 1e-9:
             opened, held = when, 0
         held += 1
         assert held <= calls

@@ -62,7 +62,16 @@ def describe_quota(quota: Quota) -> str:
         local = f" {quota.local_limit}" if quota.on_unavailable == "local" else ""
         where = f", {quota.storage}, {quota.on_unavailable}{local} when unreachable"
     unit = " cost units" if quota.weighted else ""
-    return f"{quota.name} ({quota.rate}{unit}, {quota.algorithm}{where}, {wait})"
+    how = f"{_describe_algorithm(quota)}, guard {format_seconds(quota.guard)}"
+    return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait})"
+
+
+def _describe_algorithm(quota: Quota) -> str:
+    if quota.algorithm == "leaky-bucket":
+        return f"leaky-bucket, burst {quota.bucket_room}"
+    if quota.algorithm == "token-bucket":
+        return f"token-bucket of {quota.bucket_room}"
+    return f"{quota.algorithm}, spread evenly" if quota.spread else quota.algorithm
 
 
 def quota_cause(quota: Quota) -> str:

@@ -26,7 +26,8 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "random": ("min", "max"),
     "chain": ("steps",),
 }
-ALGORITHMS: tuple[str, ...] = ("sliding-window", "token-bucket", "fixed-window")
+ALGORITHMS: tuple[str, ...] = ("sliding-window", "fixed-window", "leaky-bucket", "token-bucket")
+BUCKETS = ("leaky-bucket", "token-bucket")  # take `burst`; the windows take `spread`
 UNAVAILABLE_MODES: tuple[str, ...] = ("fail-closed", "fail-open", "local")
 HINT_ACTIONS: tuple[str, ...] = ("clamp", "ignore", "fail")
 HINT_FORMATS: tuple[str, ...] = (
@@ -63,9 +64,12 @@ MAX_MULTIPLIER = 1000.0
 # An exact sliding window keeps one entry per call in the window: past this many, memory
 # and time per admission grow too much; token-bucket keeps two numbers whatever N is.
 MAX_SLIDING_WINDOW = 1_000_000
-# A sliding window counts a call this much longer than its period: the time between a call's
-# admission and its reaching the server (a thread switch, a network hop) then cannot put
-# N + 1 calls into the server's window. It costs guard/period of the throughput.
+MAX_BURST = 1_000_000_000
+# Timing slack of every rate quota: the time between a call's admission and its reaching the
+# server (a thread switch, a network hop, the server's millisecond clock) varies by up to this
+# much, so no call reaches the server sooner than its limiter allows. A window counts each
+# call this much longer than its period (costing guard/period of the throughput); a bucket
+# keeps this much of its room unused, or with no room spaces calls this much further apart.
 DEFAULT_GUARD = 0.002
 MEMORY = "memory://"
 REDIS_SCHEMES = ("redis", "rediss")
@@ -136,12 +140,33 @@ class Quota:
     storage: Storage = attrs.field(default=Storage(), converter=_storage)
     on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
     local_limit: Rate | None = None
-    guard: float = attrs.field(default=DEFAULT_GUARD, validator=v.ge(0))  # sliding-window only
+    guard: float = attrs.field(default=DEFAULT_GUARD, validator=v.ge(0))
+    # Buckets: calls (cost units) beyond the steady pace (leaky), or the size (token); None:
+    # 0 for a leaky bucket, the limit's N for a token bucket.
+    burst: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
+    spread: bool = False  # windows: calls at least period / N apart, not back to back
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
         if kinds != 1:
             raise ValueError(f"quota {self.name!r} needs exactly one of rate, concurrency, pool")
+        if self.burst is not None and self.algorithm not in BUCKETS:
+            raise ValueError(f"quota {self.name!r}: burst applies to {' and '.join(BUCKETS)}")
+        if self.spread and self.algorithm in BUCKETS:
+            raise ValueError(f"quota {self.name!r}: spread applies to the windows, not buckets")
+        if self.burst == 0 and self.algorithm == "token-bucket":
+            raise ValueError(f"quota {self.name!r}: a token bucket's burst (its size) is >= 1")
+
+    @staticmethod
+    def algorithm_default() -> str:
+        return str(attrs.fields(Quota).algorithm.default)
+
+    @property
+    def bucket_room(self) -> int:
+        """A bucket's burst as declared, or its default."""
+        if self.burst is not None:
+            return self.burst
+        return self.rate.calls if self.algorithm == "token-bucket" and self.rate else 0
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from callpolicy._config.context import (
 )
 from callpolicy._config.values import (
     UnitError,
+    parse_burst,
     parse_duration,
     parse_flag,
     parse_rate,
@@ -30,7 +31,13 @@ from callpolicy._config.values import (
     parse_storage,
 )
 from callpolicy._errors import Problem
-from callpolicy._model import ALGORITHMS, MAX_SLIDING_WINDOW, UNAVAILABLE_MODES, Quota
+from callpolicy._model import (
+    ALGORITHMS,
+    BUCKETS,
+    MAX_SLIDING_WINDOW,
+    UNAVAILABLE_MODES,
+    Quota,
+)
 from callpolicy._text import shown_value, suggestion
 
 KINDS = ("limit", "concurrency", "pool")
@@ -54,8 +61,10 @@ QUOTA_KEYS: dict[str, Parser] = {
     "on_unavailable": choice(UNAVAILABLE_MODES),
     "local_limit": atom(parse_rate),
     "guard": atom(parse_duration),
+    "burst": atom(parse_burst),
+    "spread": atom(parse_flag),
 }
-RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard")
+RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread")
 
 
 def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
@@ -84,20 +93,25 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     if mode is not None and mode.value == "local" and "local_limit" not in table:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
     rate = keys.get("limit")
-    algorithm = keys.get("algorithm")
-    if "guard" in keys and algorithm is not None and algorithm.value != "sliding-window":
-        ctx.report("guard", 'applies only to algorithm = "sliding-window"')
-    weighted = keys.get("weighted")
-    if (
-        rate is not None
-        and (algorithm is None or algorithm.value == "sliding-window")
-        and not (weighted is not None and weighted.value)
-        and rate.value.calls > MAX_SLIDING_WINDOW
-    ):
+    algorithm = keys["algorithm"].value if "algorithm" in keys else Quota.algorithm_default()
+    bucket = algorithm in BUCKETS
+    if "burst" in keys and not bucket and kind == "limit":
+        ctx.report("burst", 'applies to algorithm = "leaky-bucket" or "token-bucket"')
+    if "spread" in keys and bucket:
+        ctx.report("spread", "applies to the windows; a bucket spreads its calls with burst = 0")
+    if algorithm == "token-bucket" and "burst" in keys and keys["burst"].value == 0:
+        ctx.report(
+            "burst",
+            "is a token bucket's size, at least 1 (a leaky bucket's burst = 0 spaces calls evenly)",
+        )
+    exact = algorithm == "sliding-window" and not any(
+        k in keys and keys[k].value for k in ("weighted", "spread")
+    )
+    if rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW:
         ctx.report(
             "limit",
             f"is too large for an exact sliding window (more than "
-            f'{MAX_SLIDING_WINDOW:,} calls); use algorithm = "token-bucket"',
+            f'{MAX_SLIDING_WINDOW:,} calls); use algorithm = "leaky-bucket" or "token-bucket"',
         )
     return keys if len(ctx.problems) == before else None
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from callpolicy._model import (
     MAX_ATTEMPTS,
+    MAX_BURST,
     MAX_MULTIPLIER,
     MAX_SECONDS,
     MAX_SLOTS,
@@ -119,6 +120,14 @@ def parse_slots(value: object) -> int:
         raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
     if value > MAX_SLOTS:
         raise UnitError(f"must be at most {MAX_SLOTS:,} (got {shown_value(value)})")
+    return value
+
+
+def parse_burst(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UnitError(f"must be an integer >= 0 (got {shown_value(value)})")
+    if value > MAX_BURST:
+        raise UnitError(f"must be at most {MAX_BURST:,} (got {shown_value(value)})")
     return value
 
 

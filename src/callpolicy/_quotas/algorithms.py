@@ -1,4 +1,5 @@
-"""In-memory quota counters: sliding window, token bucket, fixed window, in-flight slots.
+"""In-memory quota counters: sliding window, fixed window, in-flight slots (buckets are in
+buckets.py).
 
 Each answers `wait(now, cost)` (0.0: the cost fits now; > 0: seconds until it could; inf:
 never, the cost exceeds the limit; None: only when a call in flight ends) and, separately,
@@ -12,8 +13,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from typing import Protocol
-
-from callpolicy._model import Quota
 
 # Boundaries are compared to the nanosecond: float time sums such as 0.001 + 0.999 miss the
 # exact instant by an ulp, and a wait computed to the boundary must be enough.
@@ -98,50 +97,6 @@ class SlidingWindow:
             entry.cost = cost
 
 
-class TokenBucket:
-    """Smooth pacing in constant memory: `limit` tokens refilled evenly over `period`.
-
-    A full bucket lets `limit` calls go at once, so any window of one period admits at most
-    2 x limit; it admits `limit` per period on average.
-    """
-
-    def __init__(self, limit: float, period: float) -> None:
-        self.limit = limit
-        self.rate = limit / period
-        self.tokens = limit
-        self.stamp: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self.stamp is not None and now > self.stamp:
-            self.tokens = min(self.limit, self.tokens + (now - self.stamp) * self.rate)
-        if self.stamp is None or now > self.stamp:
-            self.stamp = now
-
-    def wait(self, now: float, cost: float) -> float:
-        self._refill(now)
-        if self.tokens + EPS >= cost:
-            return 0.0
-        if cost > self.limit:
-            return math.inf
-        return max((cost - self.tokens) / self.rate, 1e-9)
-
-    def take(self, now: float, cost: float) -> Entry:
-        self._refill(now)
-        self.tokens -= cost
-        return Entry(now, cost)
-
-    def admit(self, now: float, cost: float) -> Entry | float | None:
-        return _admit(self, now, cost)
-
-    def refund(self, entry: Entry) -> None:
-        self.adjust(entry, 0.0)
-
-    def adjust(self, entry: Entry, cost: float) -> None:
-        if entry.live:
-            self.tokens = min(self.limit, self.tokens - (cost - entry.cost))
-            entry.cost = cost
-
-
 class FixedWindow:
     """ratelimit's algorithm: a window of one period opens at the first call after the
     previous one closed and admits `limit`. Two adjacent windows may admit 2 x limit within
@@ -167,7 +122,7 @@ class FixedWindow:
         return Entry(self.start, cost)
 
     def admit(self, now: float, cost: float) -> Entry | float | None:
-        return _admit(self, now, cost)
+        return admit_by_wait(self, now, cost)
 
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
@@ -178,7 +133,8 @@ class FixedWindow:
             entry.cost = cost
 
 
-def _admit(counter: Counter, now: float, cost: float) -> Entry | float | None:
+def admit_by_wait(counter: Counter, now: float, cost: float) -> Entry | float | None:
+    """take() if wait() says the cost fits now, else the wait."""
     wait = counter.wait(now, cost)
     return counter.take(now, cost) if wait == 0.0 else wait
 
@@ -198,7 +154,7 @@ class InFlight:
         return Entry(now, 1.0)
 
     def admit(self, now: float, cost: float) -> Entry | float | None:
-        return _admit(self, now, cost)
+        return admit_by_wait(self, now, cost)
 
     def refund(self, entry: Entry) -> None:
         if entry.live:
@@ -207,15 +163,3 @@ class InFlight:
 
     def adjust(self, entry: Entry, cost: float) -> None:
         return None  # a slot is a slot, whatever the call cost
-
-
-def make_counter(quota: Quota) -> Counter:
-    if quota.concurrency is not None:
-        return InFlight(quota.concurrency)
-    assert quota.rate is not None
-    limit, period = float(quota.rate.calls), quota.rate.period
-    if quota.algorithm == "token-bucket":
-        return TokenBucket(limit, period)
-    if quota.algorithm == "fixed-window":
-        return FixedWindow(limit, period)
-    return SlidingWindow(limit, period + quota.guard)

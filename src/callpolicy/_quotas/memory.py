@@ -10,8 +10,9 @@ from typing import Any, Protocol
 
 from callpolicy._clock import CLOCK
 from callpolicy._forks import renew_after_fork
-from callpolicy._model import Quota
-from callpolicy._quotas.algorithms import Counter, Entry, InFlight, make_counter
+from callpolicy._model import BUCKETS, Quota
+from callpolicy._quotas.algorithms import Counter, Entry, FixedWindow, InFlight, SlidingWindow
+from callpolicy._quotas.buckets import Bucket
 
 
 class Refusal:
@@ -61,7 +62,15 @@ class MemoryStorage:
     def counter(self, quota: Quota) -> Counter:
         """The counter of `quota`, kept across reloads while what it counts is unchanged
         (a new max_wait or on_unavailable keeps the calls already counted)."""
-        counts = (quota.rate, quota.algorithm, quota.weighted, quota.guard, quota.concurrency)
+        counts = (
+            quota.rate,
+            quota.algorithm,
+            quota.weighted,
+            quota.guard,
+            quota.concurrency,
+            quota.burst,
+            quota.spread,
+        )
         with self.lock:
             known = self._counters.get(quota.name)
             if known is None or known[0] != counts:
@@ -70,6 +79,21 @@ class MemoryStorage:
 
     def group(self, quotas: Sequence[Quota]) -> MemoryGroup:
         return MemoryGroup(self, quotas)
+
+
+def make_counter(quota: Quota) -> Counter:
+    if quota.concurrency is not None:
+        return InFlight(quota.concurrency)
+    assert quota.rate is not None
+    calls, period, guard = float(quota.rate.calls), quota.rate.period, quota.guard
+    if quota.algorithm in BUCKETS:
+        sized = quota.algorithm == "token-bucket"
+        return Bucket(period / calls, quota.bucket_room, guard, sized)
+    if quota.spread:  # the window's calls evenly apart: its guard spread over them
+        return Bucket((period + guard) / calls, 0, 0.0, sized=False)
+    if quota.algorithm == "fixed-window":
+        return FixedWindow(calls, period + guard)
+    return SlidingWindow(calls, period + guard)
 
 
 Taken = list[tuple[Counter, Entry]]

@@ -3,9 +3,10 @@
 -- KEYS: two per quota (k1, k2), all under one hash tag so the script also runs on a cluster.
 -- ARGV[1] = operation: "admit" or "change"; ARGV[2] = n quotas; ARGV[3] = the admission id;
 -- ARGV[4] = when the admission was made (us; "change" only); then 6 per quota:
---   algorithm ("sc" sliding window of calls, "sw" of weighted costs, "tb" token bucket,
---   "fw" fixed window, "cc" in flight),
---   limit, period (us; the lease for "cc"), cost, new cost ("change" only), unused.
+--   algorithm ("sc" sliding window of calls, "sw" of weighted costs, "fw" fixed window,
+--   "lb" leaky bucket, "tb" token bucket, "cc" in flight),
+--   limit (a bucket's burst), period (us; a bucket's interval per cost unit; the lease for
+--   "cc"), cost, new cost ("change" only), guard (us; buckets only).
 -- "admit" returns {1, now} when every quota admits the cost (and takes it), else nothing is
 -- taken and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends,
 -- -2 = never (the cost is above the limit). "change" sets an admission's cost in each quota
@@ -40,7 +41,7 @@ for i = 1, n do
   local b = 4 + (i - 1) * 6
   specs[i] = {
     algo = ARGV[b + 1], limit = tonumber(ARGV[b + 2]), period = tonumber(ARGV[b + 3]),
-    cost = tonumber(ARGV[b + 4]), new = tonumber(ARGV[b + 5]),
+    cost = tonumber(ARGV[b + 4]), new = tonumber(ARGV[b + 5]), guard = tonumber(ARGV[b + 6]),
     k1 = KEYS[2 * i - 1], k2 = KEYS[2 * i],
   }
 end
@@ -59,10 +60,11 @@ if op == 'change' then
         if s.new > 0 then redis.call('ZADD', s.k1, score, id .. ':' .. s.new) end
         redis.call('INCRBYFLOAT', s.k2, delta)
       end
-    elseif s.algo == 'tb' then
-      local tokens = tonumber(redis.call('HGET', s.k1, 'tokens'))
-      if tokens then
-        redis.call('HSET', s.k1, 'tokens', math.min(s.limit, tokens - delta))
+    elseif s.algo == 'lb' or s.algo == 'tb' then
+      local tat = tonumber(redis.call('GET', s.k1))
+      if tat then
+        tat = tat + delta * s.period
+        redis.call('SET', s.k1, tat, 'PX', math.max(math.ceil((tat - now) / 1000), 0) + 1000)
       end
     elseif s.algo == 'fw' then
       local start = tonumber(redis.call('HGET', s.k1, 'start'))
@@ -80,7 +82,7 @@ local worst, worst_i = 0, 0
 for i = 1, n do
   local s = specs[i]
   local wait = 0
-  if s.cost > s.limit and s.algo ~= 'cc' then
+  if s.cost > s.limit and s.algo ~= 'cc' and s.algo ~= 'lb' then
     return {0, -2, i}
   end
   if s.algo == 'sc' then  -- one entry per call: the count is the set's size
@@ -106,16 +108,13 @@ for i = 1, n do
       end
       if wait < 1 then wait = 1 end
     end
-  elseif s.algo == 'tb' then
-    local h = redis.call('HMGET', s.k1, 'tokens', 'stamp')
-    local tokens, stamp = tonumber(h[1]) or s.limit, tonumber(h[2]) or now
-    if now > stamp then
-      tokens = math.min(s.limit, tokens + (now - stamp) * s.limit / s.period)
-    end
-    s.tokens = tokens
-    if tokens < s.cost then
-      wait = math.max(1, math.ceil((s.cost - tokens) * s.period / s.limit))
-    end
+  elseif s.algo == 'lb' or s.algo == 'tb' then  -- GCRA: see buckets.py
+    local tat = tonumber(redis.call('GET', s.k1) or '0')
+    local room = s.limit
+    if s.algo == 'tb' then room = s.limit - s.cost end
+    local early = tat - room * s.period + s.guard - now
+    if early > 0.001 then wait = math.max(1, math.ceil(early)) end
+    s.tat = math.max(tat, now) + s.cost * s.period
   elseif s.algo == 'fw' then
     local h = redis.call('HMGET', s.k1, 'start', 'count')
     local start, count = tonumber(h[1]), tonumber(h[2]) or 0
@@ -146,9 +145,8 @@ for i = 1, n do
     redis.call('INCRBYFLOAT', s.k2, s.cost)
     keep(s.k1, s.period)
     keep(s.k2, s.period)
-  elseif s.algo == 'tb' then
-    redis.call('HSET', s.k1, 'tokens', s.tokens - s.cost, 'stamp', now)
-    keep(s.k1, s.period)
+  elseif s.algo == 'lb' or s.algo == 'tb' then
+    redis.call('SET', s.k1, s.tat, 'PX', math.ceil((s.tat - now) / 1000) + 1000)  -- then drained
   elseif s.algo == 'fw' then
     if s.start then
       redis.call('HINCRBYFLOAT', s.k1, 'count', s.cost)

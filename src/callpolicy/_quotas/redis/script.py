@@ -1,7 +1,8 @@
 """The Lua scripts' arguments and replies, named in one place (see redis.lua, redis_lone.lua).
 
 redis.lua: ARGV = op ("admit" | "change"), n quotas, admission id, taken at (us), then six
-per quota: algorithm code, limit, period (us; the lease for "cc"), cost, new cost, unused.
+per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
+unit; the lease for "cc"), cost, new cost, guard (us, buckets).
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
 Replies: {1, now_us} admitted (or changed); {0, wait_us, index}: refused by quota `index`
 (1-based), wait_us -1 = until a call in flight ends, -2 = never (cost above the limit).
@@ -17,13 +18,18 @@ from typing import Any
 
 import attrs
 
-from callpolicy._model import Quota
+from callpolicy._model import BUCKETS, Quota
 from callpolicy._quotas.memory import Refusal
 
 _HERE = resources.files("callpolicy._quotas.redis")
 SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
 LONE_SCRIPT = _HERE.joinpath("redis_lone.lua").read_text(encoding="utf-8")
-ALGORITHM_CODES = {"sliding-window": "sw", "token-bucket": "tb", "fixed-window": "fw"}
+ALGORITHM_CODES = {
+    "sliding-window": "sw",
+    "fixed-window": "fw",
+    "leaky-bucket": "lb",
+    "token-bucket": "tb",
+}
 SLIDING_CALLS = "sc"  # an unweighted sliding window: one entry per call, a leaner path
 SLOTS = "cc"
 # Codes whose admissions are members of a sorted set, so a change by id is harmless if the
@@ -88,13 +94,7 @@ class Arguments:
             if quota.concurrency is not None:
                 args += [SLOTS, quota.concurrency, LEASE_US, 1, kept, 0]
                 continue
-            assert quota.rate is not None
-            code = ALGORITHM_CODES[quota.algorithm]
-            if code == "sw" and not quota.weighted:
-                code = SLIDING_CALLS
-            guard = quota.guard if quota.algorithm == "sliding-window" else 0.0
-            period_us = round((quota.rate.period + guard) * 1e6)
-            args += [code, quota.rate.calls, period_us, own, kept, 0]
+            args += [*_rate_arguments(quota), own, kept, _guard_us(quota)]
         return args
 
     def refunds(self, only_slots: bool) -> list[float | None]:
@@ -110,3 +110,21 @@ class Arguments:
         if wait_us == NEVER:
             return Refusal(quota, math.inf)
         return Refusal(quota, POLL if wait_us == UNTIL_A_CALL_ENDS else wait_us / 1e6)
+
+
+def _rate_arguments(quota: Quota) -> tuple[str, float, float]:
+    """(code, limit, period in us) of a rate quota, as its in-memory counter (memory.py)."""
+    assert quota.rate is not None
+    calls, period = quota.rate.calls, quota.rate.period
+    if quota.algorithm in BUCKETS:
+        return ALGORITHM_CODES[quota.algorithm], quota.bucket_room, period / calls * 1e6
+    if quota.spread:  # the window's calls evenly apart: its guard spread over them
+        return "lb", 0, (period + quota.guard) / calls * 1e6
+    code = ALGORITHM_CODES[quota.algorithm]
+    if code == "sw" and not quota.weighted:
+        code = SLIDING_CALLS
+    return code, calls, round((period + quota.guard) * 1e6)
+
+
+def _guard_us(quota: Quota) -> float:
+    return quota.guard * 1e6 if quota.algorithm in BUCKETS else 0.0

@@ -1,0 +1,157 @@
+"""The bucket counter (GCRA) against models of the servers it must never be refused by:
+nginx's limit_req (its integer arithmetic, in whole milliseconds) and a token bucket of
+floating tokens, with each call reaching the server up to `guard` later than admitted."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callpolicy._model import Quota, Rate
+from callpolicy._quotas.buckets import Bucket
+from callpolicy._quotas.memory import make_counter
+
+
+class NginxLimitReq:
+    """ngx_http_limit_req_module's lookup: `excess` in 1/1000 requests, time in whole ms,
+    refused requests not counted (`rate` in r/s, `burst` in requests)."""
+
+    def __init__(self, rate: int, burst: int) -> None:
+        self.rate, self.burst = rate * 1000, burst * 1000
+        self.last: int | None = None
+        self.excess = 0
+
+    def accepts(self, now_ms: int) -> bool:
+        if self.last is None:
+            self.last, self.excess = now_ms, 0
+            return True
+        ms = max(now_ms - self.last, 0)
+        excess = max(self.excess - self.rate * ms // 1000 + 1000, 0)
+        if excess > self.burst:
+            return False
+        self.excess = excess
+        if ms:
+            self.last = now_ms
+        return True
+
+
+class FloatTokenBucket:
+    def __init__(self, size: float, per_second: float) -> None:
+        self.size, self.rate = size, per_second
+        self.tokens, self.stamp = size, 0.0
+
+    def accepts(self, now: float, cost: float = 1.0) -> bool:
+        self.tokens = min(self.size, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens + 1e-9 < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+GAPS = st.lists(st.floats(0.0, 0.3), min_size=1, max_size=80)
+DELAYS = st.lists(st.floats(0.0, 1.0), min_size=80, max_size=80)
+
+
+def _admit(bucket: Bucket, gaps: list[float]) -> list[float]:
+    """Each call arrives `gap` after the previous one was admitted and goes when allowed."""
+    now, admitted = 0.0, []
+    for gap in gaps:
+        now += gap
+        wait = bucket.wait(now, 1)
+        now += wait
+        assert bucket.wait(now, 1) == 0.0  # the wait it gave was enough
+        bucket.take(now, 1)
+        admitted.append(now)
+    return admitted
+
+
+@settings(max_examples=300, deadline=None)
+@given(burst=st.integers(0, 6), gaps=GAPS, delays=DELAYS)
+def test_a_leaky_bucket_is_never_refused_by_nginx_within_its_guard(
+    burst: int, gaps: list[float], delays: list[float]
+) -> None:
+    rate, guard = 10, 0.003
+    bucket = Bucket(1 / rate, burst, guard, sized=False)
+    nginx = NginxLimitReq(rate, burst)
+    for at, delay in zip(_admit(bucket, gaps), delays, strict=False):
+        # nginx stamps the time it reads the request, in whole ms: up to `guard` - 1 ms late
+        arrival = at + delay * (guard - 0.001)
+        assert nginx.accepts(math.floor(arrival * 1000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(1, 8), gaps=GAPS, delays=DELAYS)
+def test_a_token_bucket_is_never_refused_by_a_bucket_of_its_size_within_its_guard(
+    size: int, gaps: list[float], delays: list[float]
+) -> None:
+    guard = 0.005
+    bucket = Bucket(0.1, size, guard, sized=True)
+    server = FloatTokenBucket(size, 10.0)
+    for at, delay in zip(_admit(bucket, gaps), delays, strict=False):
+        assert server.accepts(at + delay * guard)
+
+
+def test_burst_zero_spaces_calls_one_interval_plus_the_guard_apart() -> None:
+    admitted = _admit(Bucket(0.1, 0, 0.002, sized=False), [0.0] * 5)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(admitted)] == [0.102] * 4
+
+
+def test_with_burst_room_the_steady_pace_is_the_full_rate() -> None:
+    """nginx burst=5: 6 at once, then one per interval; the guard costs one wait, not a rate
+    (it keeps 2 ms of the room unused, so the 6th call of the burst waits 2 ms)."""
+    admitted = _admit(Bucket(0.1, 5, 0.002, sized=False), [0.0] * 56)
+    assert admitted[:6] == [0.0] * 5 + [pytest.approx(0.002)]
+    assert admitted[6] == pytest.approx(0.102)
+    assert admitted[-1] == pytest.approx(5.002)  # 50 more at 10/s
+
+
+def test_a_leaky_bucket_takes_a_costly_call_when_its_room_allows_then_drains_it() -> None:
+    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    assert bucket.wait(0.0, 5) == 0.0
+    bucket.take(0.0, 5)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.5)
+
+
+def test_a_token_bucket_never_admits_a_cost_above_its_size() -> None:
+    assert Bucket(0.1, 4, 0.0, sized=True).wait(100.0, 5) == math.inf
+
+
+def test_refunds_give_the_room_back() -> None:
+    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    entry = bucket.take(0.0, 1)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.1)
+    bucket.refund(entry)
+    assert bucket.wait(0.0, 1) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("quota", "at_first", "interval"),
+    [
+        (Quota("q", Rate(10, 1.0), algorithm="leaky-bucket", guard=0.0), 1, 0.1),
+        (Quota("q", Rate(10, 1.0), algorithm="leaky-bucket", burst=5, guard=0.0), 6, 0.1),
+        (Quota("q", Rate(10, 1.0), algorithm="token-bucket", guard=0.0), 10, 0.1),
+        (Quota("q", Rate(10, 1.0), algorithm="token-bucket", burst=3, guard=0.0), 3, 0.1),
+        (Quota("q", Rate(10, 1.0), spread=True, guard=0.01), 1, 0.101),
+        (Quota("q", Rate(10, 1.0), algorithm="fixed-window", spread=True, guard=0.0), 1, 0.1),
+    ],
+)
+def test_each_declaration_makes_the_bucket_it_says(
+    quota: Quota, at_first: int, interval: float
+) -> None:
+    counter = make_counter(quota)
+    at_once = 0
+    while at_once < 20 and counter.wait(0.0, 1) == 0.0:
+        counter.take(0.0, 1)
+        at_once += 1
+    assert at_once == at_first
+    # once the room is used, one call per interval
+    for _ in range(3):
+        wait = counter.wait(0.0, 1)
+        assert isinstance(wait, float)
+        counter.take(wait, 1)
+    assert counter.wait(0.0, 1) == pytest.approx(4 * interval)  # 3 more took 3 intervals
