@@ -486,7 +486,7 @@ class Run:
 
 # -- admissions on callpolicy's clock -------------------------------------------------------
 # The in-memory counters whose `admit` / `take` return an Entry for an admitted call.
-TAPPED = ("SlidingWindow", "TokenBucket", "FixedWindow")
+TAPPED = ("SlidingWindow", "FixedWindow", "Bucket")  # in _quotas.algorithms or .buckets
 
 
 @contextlib.contextmanager
@@ -498,11 +498,16 @@ def admissions_tapped(
     `admit` and `take` in this process only, restored on exit. Yields False when it is not
     possible (or not enabled)."""
     algorithms: Any = None
+    buckets: Any = None
     if enabled:
         try:
             from callpolicy._quotas import algorithms  # noqa: PLC0415 (internal)
         except ImportError:
             algorithms = None
+        try:
+            from callpolicy._quotas import buckets  # noqa: PLC0415 (internal)
+        except ImportError:
+            buckets = None
     entry_type = getattr(algorithms, "Entry", None)
     if not isinstance(entry_type, type):
         yield False
@@ -523,7 +528,7 @@ def admissions_tapped(
     saved: list[tuple[type, str, Any]] = []
     try:
         for name in TAPPED:
-            cls = getattr(algorithms, name, None)
+            cls = getattr(algorithms, name, None) or getattr(buckets, name, None)
             if not isinstance(cls, type):
                 continue
             for method in ("admit", "take"):

@@ -155,3 +155,37 @@ def test_each_declaration_makes_the_bucket_it_says(
         assert isinstance(wait, float)
         counter.take(wait, 1)
     assert counter.wait(0.0, 1) == pytest.approx(4 * interval)  # 3 more took 3 intervals
+
+
+def test_a_call_that_ends_late_moves_the_meter_as_if_counted_at_its_end() -> None:
+    """Its sending may have been delayed: the server may have counted it as late as its end."""
+    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    entry = bucket.take(0.0, 1)
+    bucket.end(entry, 0.03)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.13)
+    bucket.end(entry, 0.5)  # told once
+    assert bucket.wait(0.0, 1) == pytest.approx(0.13)
+
+
+def test_while_calls_queue_their_ends_cost_nothing() -> None:
+    bucket = Bucket(0.1, 5, 0.0, sized=False)
+    entries = [bucket.take(0.0, 1) for _ in range(6)]
+    for entry in entries[1:]:
+        bucket.end(entry, 0.05)  # each ended before the backlog ahead of it drained
+    assert bucket.wait(0.0, 1) == pytest.approx(0.1)
+    bucket.end(entries[0], 0.05)  # the first had nothing ahead of it: counted up to 50 ms late
+    assert bucket.wait(0.0, 1) == pytest.approx(0.15)
+
+
+def test_a_spread_window_is_not_moved_by_ends() -> None:
+    counter = make_counter(Quota("q", Rate(10, 1.0), spread=True, guard=0.0))
+    entry = counter.take(0.0, 1)
+    counter.end(entry, 0.05)
+    assert counter.wait(0.0, 1) == pytest.approx(0.1)
+
+
+def test_buckets_default_to_a_1ms_guard_and_windows_to_2ms() -> None:
+    assert Quota("q", Rate(1, 1.0), algorithm="leaky-bucket").guard == 0.001
+    assert Quota("q", Rate(1, 1.0), algorithm="token-bucket").guard == 0.001
+    assert Quota("q", Rate(1, 1.0)).guard == 0.002
+    assert Quota("q", Rate(1, 1.0), spread=True).guard == 0.002

@@ -66,11 +66,13 @@ MAX_MULTIPLIER = 1000.0
 MAX_SLIDING_WINDOW = 1_000_000
 MAX_BURST = 1_000_000_000
 # Timing slack of every rate quota: the time between a call's admission and its reaching the
-# server (a thread switch, a network hop, the server's millisecond clock) varies by up to this
-# much, so no call reaches the server sooner than its limiter allows. A window counts each
-# call this much longer than its period (costing guard/period of the throughput); a bucket
-# keeps this much of its room unused, or with no room spaces calls this much further apart.
+# server (a thread switch, a network hop) varies, and servers count in whole milliseconds.
+# A window counts each call this much longer than its period (costing guard/period of the
+# throughput); it covers the jitter of sending. A bucket keeps this much of its room unused,
+# or with no room spaces calls this much further apart; as it is also told when each call
+# ends (see buckets.py), its guard covers only the server's millisecond clock.
 DEFAULT_GUARD = 0.002
+DEFAULT_BUCKET_GUARD = 0.001
 MEMORY = "memory://"
 REDIS_SCHEMES = ("redis", "rediss")
 ConditionOp = Literal["in", "not_in", "equals"]
@@ -140,7 +142,13 @@ class Quota:
     storage: Storage = attrs.field(default=Storage(), converter=_storage)
     on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
     local_limit: Rate | None = None
-    guard: float = attrs.field(default=DEFAULT_GUARD, validator=v.ge(0))
+    guard: float = attrs.field(
+        default=attrs.Factory(
+            lambda self: DEFAULT_BUCKET_GUARD if self.algorithm in BUCKETS else DEFAULT_GUARD,
+            takes_self=True,
+        ),
+        validator=v.ge(0),
+    )
     # Buckets: calls (cost units) beyond the steady pace (leaky), or the size (token); None:
     # 0 for a leaky bucket, the limit's N for a token bucket.
     burst: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))

@@ -45,12 +45,12 @@ class Admission:
         self._waiting = queue.waiting
         only = self.candidates[0]
         # The common case, taken without reading options or building a Grant: one candidate,
-        # one storage, no slot, no pool key, no weighted quota.
+        # one storage, nothing told of the call's end, no pool key, no weighted quota.
         self.fast_group = (
             only.groups[0]
             if len(self.candidates) == 1
             and len(only.groups) == 1
-            and not only.groups[0].has_slots
+            and not only.groups[0].told_of_ends
             and not self.weighted
             and only.member is None
             else None

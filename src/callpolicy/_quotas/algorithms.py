@@ -36,6 +36,7 @@ class Counter(Protocol):
     def admit(self, now: float, cost: float) -> Entry | float | None: ...
     def refund(self, entry: Entry) -> None: ...
     def adjust(self, entry: Entry, cost: float) -> None: ...
+    def end(self, entry: Entry, now: float) -> None: ...
 
 
 class SlidingWindow:
@@ -96,6 +97,9 @@ class SlidingWindow:
             self.total += cost - entry.cost
             entry.cost = cost
 
+    def end(self, entry: Entry, now: float) -> None:
+        return None  # a window counted the call when it was admitted
+
 
 class FixedWindow:
     """ratelimit's algorithm: a window of one period opens at the first call after the
@@ -132,6 +136,9 @@ class FixedWindow:
             self.count += cost - entry.cost
             entry.cost = cost
 
+    def end(self, entry: Entry, now: float) -> None:
+        return None  # a window counted the call when it was admitted
+
 
 def admit_by_wait(counter: Counter, now: float, cost: float) -> Entry | float | None:
     """take() if wait() says the cost fits now, else the wait."""
@@ -163,3 +170,6 @@ class InFlight:
 
     def adjust(self, entry: Entry, cost: float) -> None:
         return None  # a slot is a slot, whatever the call cost
+
+    def end(self, entry: Entry, now: float) -> None:
+        self.refund(entry)

@@ -16,6 +16,15 @@ token bucket of size 6; in both, a call arrives at most `burst` calls ahead of t
 before it, than it was admitted (a thread switch, a network hop, its millisecond clock). It is
 added to the wait, so with no burst room it spaces calls `interval + guard` apart; with room,
 it keeps `guard` of the room unused, and the steady pace is the full rate.
+
+An `anchored` bucket is also told when each call ends (`end`). The server counted the call
+at some instant between its admission and its end, not necessarily at its admission: a call
+whose sending was delayed (a busy CPU, a descheduled thread or server) and the next one sent
+on time would reach the server closer together than one interval. So when a call ends, the
+meter moves as if the call had been counted at its end: `tat` grows by
+`max(0, end + cost x interval - tat_after)`, `tat_after` being the `tat` its admission left.
+While calls queue (a backlog longer than the call took) that is 0 and costs nothing; with
+no burst room, it spaces calls from the previous call's end.
 """
 
 from __future__ import annotations
@@ -25,15 +34,28 @@ import math
 from callpolicy._quotas.algorithms import EPS, Entry, admit_by_wait
 
 
+class Metered(Entry):
+    """An admission to a bucket, with the `tat` it left."""
+
+    __slots__ = ("tat_after",)
+
+    def __init__(self, at: float, cost: float, tat_after: float) -> None:
+        super().__init__(at, cost)
+        self.tat_after = tat_after
+
+
 class Bucket:
     """A GCRA meter: `interval` seconds per cost unit, `burst` cost units of room, either
     beyond the call (leaky) or including it (`size`d, a token bucket)."""
 
-    def __init__(self, interval: float, burst: float, guard: float, sized: bool) -> None:
+    def __init__(
+        self, interval: float, burst: float, guard: float, sized: bool, anchored: bool = True
+    ) -> None:
         self.interval = interval
         self.burst = burst
         self.guard = guard
         self.sized = sized  # a token bucket: `burst` is its size, the call's cost included
+        self.anchored = anchored  # told when calls end (see the module's docstring)
         self.tat = -math.inf
 
     def _slack(self, cost: float) -> float:
@@ -46,9 +68,14 @@ class Bucket:
         wait = self.tat - self._slack(cost) - now
         return 0.0 if wait <= EPS else wait
 
-    def take(self, now: float, cost: float) -> Entry:
+    def take(self, now: float, cost: float) -> Metered:
         self.tat = max(self.tat, now) + cost * self.interval
-        return Entry(now, cost)
+        return Metered(now, cost, self.tat)
+
+    def end(self, entry: Entry, now: float) -> None:
+        if self.anchored and isinstance(entry, Metered) and entry.live:
+            self.tat += max(0.0, now + entry.cost * self.interval - entry.tat_after)
+            entry.tat_after = math.inf  # ended once
 
     def admit(self, now: float, cost: float) -> Entry | float | None:
         return admit_by_wait(self, now, cost)
@@ -58,5 +85,8 @@ class Bucket:
 
     def adjust(self, entry: Entry, cost: float) -> None:
         if entry.live:
-            self.tat += (cost - entry.cost) * self.interval
+            shift = (cost - entry.cost) * self.interval
+            self.tat += shift
             entry.cost = cost
+            if isinstance(entry, Metered):
+                entry.tat_after += shift

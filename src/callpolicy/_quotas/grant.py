@@ -18,7 +18,7 @@ _bad_costs = Throttled(60.0)
 class Grant:
     """What one attempt holds: the takes of each group, and the pool member it got."""
 
-    __slots__ = ("member", "plain", "pool", "queue", "slots", "takes", "weighted")
+    __slots__ = ("ends", "member", "plain", "pool", "queue", "takes", "weighted")
 
     def __init__(
         self,
@@ -33,9 +33,9 @@ class Grant:
         self.member = member
         self.queue = queue
         self.weighted = weighted
-        self.slots = any(group.has_slots for group, _ in takes)
-        # Nothing to do around the call: no slot to give back, key to name, cost to correct.
-        self.plain = not self.slots and member is None and not weighted
+        self.ends = any(group.told_of_ends for group, _ in takes)
+        # Nothing to do around the call: no end to tell, key to name, cost to correct.
+        self.plain = not self.ends and member is None and not weighted
 
     def run(self, fn: Any, args: Any, kwargs: Any, costing: Costing | None) -> Any:
         """Call `fn` holding this grant: the pool key set, slots given back, cost corrected."""
@@ -61,15 +61,16 @@ class Grant:
         return set_pool_key(self.pool, self.member) if self.pool and self.member else None
 
     def leave(self, token: PoolToken | None) -> Steps[None]:
-        """The attempt ended: give back in-flight slots (waking who waits for them)."""
+        """The attempt ended: give back in-flight slots (waking who waits for them), and tell
+        the buckets when it ended."""
         if token is not None:
             reset_pool_key(token)
-        if not self.slots:
+        if not self.ends:
             return
         for group, taken in self.takes:
-            if group.has_slots:
+            if group.told_of_ends:
                 yield Method(group, "release", taken)
-                if self.queue is not None:
+                if group.has_slots and self.queue is not None:
                     self.queue.notify(group.names)
 
     def settle(self, costing: Costing | None, result: Any) -> Steps[None]:

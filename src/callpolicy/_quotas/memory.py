@@ -33,6 +33,7 @@ class Group(Protocol):
 
     names: frozenset[str]
     has_slots: bool  # holds in-flight slots, given back when the call ends
+    told_of_ends: bool  # is told when the call ends (`release`): slots, anchored buckets
     weighted: bool  # takes the call's cost (not 1) from some quota
     max_wait: float
     remote: bool  # its state is behind I/O (Redis): async callers must await it
@@ -81,6 +82,12 @@ class MemoryStorage:
         return MemoryGroup(self, quotas)
 
 
+def anchored(quota: Quota) -> bool:
+    """A bucket told when its calls end (see buckets.py); not a spread window: the windows
+    it stands for counted calls when they arrived."""
+    return quota.algorithm in BUCKETS
+
+
 def make_counter(quota: Quota) -> Counter:
     if quota.concurrency is not None:
         return InFlight(quota.concurrency)
@@ -90,7 +97,7 @@ def make_counter(quota: Quota) -> Counter:
         sized = quota.algorithm == "token-bucket"
         return Bucket(period / calls, quota.bucket_room, guard, sized)
     if quota.spread:  # the window's calls evenly apart: its guard spread over them
-        return Bucket((period + guard) / calls, 0, 0.0, sized=False)
+        return Bucket((period + guard) / calls, 0, 0.0, sized=False, anchored=False)
     if quota.algorithm == "fixed-window":
         return FixedWindow(calls, period + guard)
     return SlidingWindow(calls, period + guard)
@@ -107,6 +114,7 @@ class MemoryGroup:
         self.items = [(q, storage.counter(q), q.weighted) for q in quotas]
         self.names = frozenset(q.name for q in quotas)
         self.has_slots = any(q.concurrency is not None for q in quotas)
+        self.told_of_ends = any(q.concurrency is not None or anchored(q) for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
         self.lone = self.items[0] if len(self.items) == 1 else None
@@ -157,9 +165,9 @@ class MemoryGroup:
 
     def release(self, taken: Taken) -> None:
         with self.storage.lock:
-            for (quota, _, _), (counter, entry) in zip(self.items, taken, strict=True):
-                if quota.concurrency is not None:
-                    counter.refund(entry)
+            now = CLOCK.now()
+            for counter, entry in taken:
+                counter.end(entry, now)
 
     def adjust(self, taken: Taken, cost: float) -> None:
         with self.storage.lock:

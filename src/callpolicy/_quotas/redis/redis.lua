@@ -7,10 +7,13 @@
 --   "lb" leaky bucket, "tb" token bucket, "cc" in flight),
 --   limit (a bucket's burst), period (us; a bucket's interval per cost unit; the lease for
 --   "cc"), cost, new cost ("change" only), guard (us; buckets only).
--- "admit" returns {1, now} when every quota admits the cost (and takes it), else nothing is
+-- "admit" returns {1, now, tat...} when every quota admits the cost (and takes it), with
+-- each bucket's theoretical arrival time after it (0 for the others); else nothing is
 -- taken and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends,
 -- -2 = never (the cost is above the limit). "change" sets an admission's cost in each quota
--- to its new cost (0 gives it back) and returns {1, now}.
+-- to its new cost (0 gives it back) and returns {1, now}. "end" tells that the call ended:
+-- slots are given back, and a bucket whose "new cost" is the tat its admission left moves
+-- as if the call had been counted now (see buckets.py).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -44,6 +47,23 @@ for i = 1, n do
     cost = tonumber(ARGV[b + 4]), new = tonumber(ARGV[b + 5]), guard = tonumber(ARGV[b + 6]),
     k1 = KEYS[2 * i - 1], k2 = KEYS[2 * i],
   }
+end
+
+if op == 'end' then
+  for i = 1, n do
+    local s = specs[i]
+    if s.algo == 'cc' then
+      redis.call('ZREM', s.k1, id)
+    elseif (s.algo == 'lb' or s.algo == 'tb') and s.new > 0 then
+      local tat = tonumber(redis.call('GET', s.k1))
+      local late = now + s.cost * s.period - s.new
+      if tat and late > 0 then
+        tat = tat + late
+        redis.call('SET', s.k1, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
+      end
+    end
+  end
+  return {1, now}
 end
 
 if op == 'change' then
@@ -135,8 +155,10 @@ if worst_i > 0 then
   return {0, worst, worst_i}
 end
 
+local reply = {1, now}
 for i = 1, n do
   local s = specs[i]
+  reply[2 + i] = 0
   if s.algo == 'sc' then
     redis.call('ZADD', s.k1, now, id)
     keep(s.k1, s.period)
@@ -147,6 +169,7 @@ for i = 1, n do
     keep(s.k2, s.period)
   elseif s.algo == 'lb' or s.algo == 'tb' then
     redis.call('SET', s.k1, s.tat, 'PX', math.ceil((s.tat - now) / 1000) + 1000)  -- then drained
+    reply[2 + i] = math.floor(s.tat)
   elseif s.algo == 'fw' then
     if s.start then
       redis.call('HINCRBYFLOAT', s.k1, 'count', s.cost)
@@ -159,4 +182,4 @@ for i = 1, n do
     keep(s.k1, s.period)
   end
 end
-return {1, now}
+return reply

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from callpolicy._model import BUCKETS, Quota
-from callpolicy._quotas.memory import Refusal
+from callpolicy._quotas.memory import Refusal, anchored
 
 _HERE = resources.files("callpolicy._quotas.redis")
 SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
@@ -49,6 +49,7 @@ class RedisTaken:
     at: int
     cost: float
     fallback: Any = None
+    tats: tuple[int, ...] = ()  # each bucket's theoretical arrival time after it (0: none)
 
 
 def new_id() -> str:
@@ -95,6 +96,15 @@ class Arguments:
                 args += [SLOTS, quota.concurrency, LEASE_US, 1, kept, 0]
                 continue
             args += [*_rate_arguments(quota), own, kept, _guard_us(quota)]
+        return args
+
+    def end(self, taken: RedisTaken) -> list[Any]:
+        """The call of `taken` ended: slots back, anchored buckets moved (see redis.lua)."""
+        tats = taken.tats or (0,) * len(self.quotas)
+        ends = [t if anchored(q) else 0 for q, t in zip(self.quotas, tats, strict=True)]
+        args = self.build("end", taken, taken.cost, [None] * len(self.quotas))
+        for index, tat in enumerate(ends):
+            args[4 + index * PER_QUOTA + 4] = tat
         return args
 
     def refunds(self, only_slots: bool) -> list[float | None]:

@@ -24,7 +24,7 @@ import attrs
 from callpolicy._errors import QuotaUnavailable
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Storage
-from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal
+from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
 from callpolicy._quotas.redis.script import (
     ADMITTED,
@@ -184,6 +184,7 @@ class RedisGroup:
         self.quotas = list(quotas)
         self.names = frozenset(q.name for q in quotas)
         self.has_slots = any(q.concurrency is not None for q in quotas)
+        self.told_of_ends = any(q.concurrency is not None or anchored(q) for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
         self.arguments = Arguments(quotas)
@@ -219,10 +220,10 @@ class RedisGroup:
         await async_run(self.give_back(taken))
 
     def release(self, taken: RedisTaken) -> None:
-        run(self.change(taken, self.arguments.refunds(only_slots=True)))
+        run(self.ended(taken))
 
     async def async_release(self, taken: RedisTaken) -> None:
-        await async_run(self.change(taken, self.arguments.refunds(only_slots=True)))
+        await async_run(self.ended(taken))
 
     def adjust(self, taken: RedisTaken, cost: float) -> None:
         run(self.change(taken, self.arguments.adjusted(cost)))
@@ -245,7 +246,8 @@ class RedisGroup:
             self._maybe_taken(args, cost)
             raise
         if reply[0] == ADMITTED:
-            return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost)
+            tats = tuple(int(t) for t in reply[2:])
+            return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost, None, tats)
         return self.arguments.refusal(reply)
 
     def give_back(self, taken: RedisTaken) -> Steps[None]:
@@ -254,9 +256,16 @@ class RedisGroup:
         yield from self.change(taken, self.arguments.refunds(only_slots=False))
 
     def change(self, taken: RedisTaken, new: Sequence[float | None]) -> Steps[None]:
-        if not taken.id:  # admitted without Redis (fail-open, local)
-            return
-        args = self.arguments.change(taken, new)
+        if taken.id:  # else admitted without Redis (fail-open, local)
+            yield from self._send(self.arguments.change(taken, new))
+
+    def ended(self, taken: RedisTaken) -> Steps[None]:
+        if taken.fallback is not None and self.fallback is not None:
+            self.fallback.release(taken.fallback)
+        if taken.id:
+            yield from self._send(self.arguments.end(taken))
+
+    def _send(self, args: list[Any]) -> Steps[None]:
         try:
             yield from self.storage.script(self.keys, args)
         except FAILED as error:  # never changes the call's outcome
