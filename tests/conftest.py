@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -11,8 +12,17 @@ import callpolicy
 from callpolicy import FakeClock, Registry, fake_time
 from callpolicy._text import Throttled
 
-# The one redis-server starter, shared with the Redis example and the quota benchmark.
+# The one redis-server starter, shared with the Redis example and the quota benchmark; the
+# nginx and HAProxy starters, shared with benchmarks/real_limiters.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from limiting_servers import (
+    HAProxyLimiter,
+    NginxLimiter,
+    ServerMissing,
+    StartHAProxy,
+    StartNginx,
+    locate,
+)
 from local_redis import RedisServer
 
 WritePolicies = Callable[..., Path]
@@ -64,6 +74,57 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+def _require(binary: str) -> None:
+    """Skip the test when `binary` is missing, or fail when the environment variable CI is
+    set: CI (.ci/run) installs nginx and haproxy, so there a missing one is a broken setup."""
+    try:
+        locate(binary)
+    except ServerMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI is set, so this fails instead of skipping)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def nginx_limiter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartNginx]:
+    """nginx_limiter(rate=10, per="s", burst=0, nodelay=False) -> a started NginxLimiter
+    (examples/limiting_servers.py); every one started is stopped when the test ends."""
+    _require("nginx")
+    started: list[NginxLimiter] = []
+
+    def start(
+        rate: int = 10, per: str = "s", burst: int = 0, nodelay: bool = False
+    ) -> NginxLimiter:
+        workdir = tmp_path_factory.mktemp("nginx")
+        server = NginxLimiter(rate, per, burst, nodelay, workdir=workdir)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def haproxy_limiter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartHAProxy]:
+    """haproxy_limiter(limit=10, period=1.0) -> a started HAProxyLimiter refusing (429) when
+    sc_http_req_rate(0) gt `limit` over `period` seconds; stopped when the test ends."""
+    _require("haproxy")
+    started: list[HAProxyLimiter] = []
+
+    def start(limit: int = 10, period: float = 1.0) -> HAProxyLimiter:
+        workdir = tmp_path_factory.mktemp("haproxy")
+        server = HAProxyLimiter(limit, period, workdir=workdir)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.close()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,167 @@
+"""Each recipe of docs/policies.md "Match your server's limiter" against the real server it is
+for (nginx limit_req, HAProxy stick tables, started by fixtures): no call refused, made
+sequentially, from threads, from tasks, and from several processes sharing the quota through
+Redis. The servers count; the tests only read their answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+import requests
+
+from callpolicy import Registry
+
+if TYPE_CHECKING:
+    from conftest import WritePolicies
+    from limiting_servers import LimitingServer, StartHAProxy, StartNginx
+    from local_redis import RedisServer
+
+CALLS = 30  # 3 s at 10 per second
+WORKER = Path(__file__).with_name("limiter_worker.py")
+
+# (server, its parameters, the recipe's quota keys): the table of docs/policies.md
+RECIPES = {
+    "nginx rate=10r/s": ("nginx", {}, 'limit = "10/1s"\nalgorithm = "leaky-bucket"'),
+    "nginx rate=10r/s burst=5 nodelay": (
+        "nginx",
+        {"burst": 5, "nodelay": True},
+        'limit = "10/1s"\nalgorithm = "leaky-bucket"\nburst = 5',
+    ),
+    "HAProxy http_req_rate(1s) gt 10": ("haproxy", {}, 'limit = "10/1s"\nspread = true'),
+}
+Start = Callable[[str, Mapping[str, object]], "LimitingServer"]
+
+
+@pytest.fixture
+def start(nginx_limiter: StartNginx, haproxy_limiter: StartHAProxy) -> Start:
+    def start(kind: str, parameters: Mapping[str, object]) -> LimitingServer:
+        if kind == "nginx":
+            return nginx_limiter(**parameters)  # type: ignore[arg-type]
+        return haproxy_limiter(**parameters)  # type: ignore[arg-type]
+
+    return start
+
+
+def _policies(write_policies: WritePolicies, keys: str, storage: str = "") -> Path:
+    where = f'\nstorage = "{storage}"' if storage else ""
+    return write_policies(
+        api=f'[quotas.server]\n{keys}{where}\nmax_wait = "1m"\n\n'
+        '[endpoints.get]\nquotas = ["server"]\n'
+    )
+
+
+def _threads(registry: Registry, url: str, threads: int) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def work(calls: int) -> None:
+        session = requests.Session()
+
+        @registry.policy("api.get")
+        def fetch() -> int:
+            return session.get(url, timeout=30).status_code
+
+        for _ in range(calls):
+            status = fetch()
+            with lock:
+                statuses[status] += 1
+
+    workers = [threading.Thread(target=work, args=(CALLS // threads,)) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return statuses
+
+
+def _tasks(registry: Registry, url: str, tasks: int) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as session:
+
+            @registry.policy("api.get")
+            async def fetch() -> int:
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+
+            async def work(calls: int) -> None:
+                for _ in range(calls):
+                    statuses[await fetch()] += 1
+
+            await asyncio.gather(*(work(CALLS // tasks) for _ in range(tasks)))
+
+    asyncio.run(main())
+    return statuses
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("mode", ["sequential", "3 threads", "3 tasks"])
+def test_the_recipe_is_never_refused_by_its_server(
+    recipe: str, mode: str, start: Start, write_policies: WritePolicies
+) -> None:
+    kind, parameters, keys = RECIPES[recipe]
+    server = start(kind, parameters)
+    registry = Registry(_policies(write_policies, keys))
+    if mode == "3 tasks":
+        statuses = _tasks(registry, server.url, 3)
+    else:
+        statuses = _threads(registry, server.url, 1 if mode == "sequential" else 3)
+    assert statuses == {200: CALLS}
+    counted = server.counts(at_least=CALLS)
+    assert (counted.ok, counted.refused) == (CALLS, 0)  # what the server says it answered
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_the_recipe_shared_through_redis_by_three_processes_is_never_refused(
+    recipe: str, start: Start, write_policies: WritePolicies, redis_server: RedisServer
+) -> None:
+    kind, parameters, keys = RECIPES[recipe]
+    server = start(kind, parameters)
+    folder = _policies(write_policies, keys, storage=redis_server.url)
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(folder),
+                "api.get",
+                str(server.port),
+                str(CALLS // 3),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        reports = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+    statuses: Counter[str] = Counter()
+    for report in reports:
+        statuses.update(report["statuses"])
+    assert statuses == {"200": CALLS}
+    counted = server.counts(at_least=CALLS)
+    assert (counted.ok, counted.refused) == (CALLS, 0)
