@@ -15,7 +15,9 @@ logger = logging.getLogger("callpolicy")
 SleepSource = Literal["backoff", "quota", "pause"]
 # Why: an exception was raised, a response came back with a retried status, a returned value
 # did not meet the policy's condition yet (polling), or a quota was full.
-SleepTrigger = Literal["exception", "status", "result", "quota"]
+# A quota wait of no known length is said once, when over: for a call in flight to end
+# ("slot"), or for calls waiting ahead of it ("turn").
+SleepTrigger = Literal["exception", "status", "result", "quota", "slot", "turn"]
 SleepHook = Callable[["SleepEvent"], None]
 _hooks: list[SleepHook] = []
 _hook_failures = Throttled(60.0)
@@ -23,7 +25,8 @@ _hook_failures = Throttled(60.0)
 
 @attrs.frozen
 class SleepEvent:
-    """A sleep about to happen: which policy, after which attempt, why, how long, for what."""
+    """A sleep about to happen (or, for a quota wait of no known length, one just over):
+    which policy, after which attempt, why, how long, for what."""
 
     policy: str
     attempt: int  # the attempt that failed (backoff) or is waiting to start (quota)
@@ -40,6 +43,12 @@ class SleepEvent:
             return (
                 f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
                 f"{self.seconds:.3f}s: the server said {self.cause} (pause)"
+            )
+        if self.source == "quota" and self.trigger in ("slot", "turn"):
+            until = "a call in flight ended" if self.trigger == "slot" else "its turn came"
+            return (
+                f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waited "
+                f"{self.seconds:.3f}s for {self.cause} until {until} (quota)"
             )
         if self.source == "quota":
             return (

@@ -76,7 +76,12 @@ def _describe_algorithm(quota: Quota) -> str:
 
 def quota_cause(quota: Quota) -> str:
     """A quota as the cause of a wait; an inline quota's name already holds its rate."""
-    return f"quota {quota.name}" if "[" in quota.name else f"quota {quota.name} ({quota.rate})"
+    if "[" in quota.name:
+        return f"quota {quota.name}"
+    if quota.pool:
+        return f"quota {quota.name} (a pool)"
+    limit = quota.rate if quota.rate is not None else f"{quota.concurrency} in flight"
+    return f"quota {quota.name} ({limit})"
 
 
 def describe_wait(wait: Wait) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from callpolicy._clock import CLOCK
 from callpolicy._errors import QuotaExceeded, QuotaUnavailable
-from callpolicy._events import SleepEvent, emit
+from callpolicy._events import SleepEvent, SleepTrigger, emit
 from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
 from callpolicy._options import CallArgs, CallOptions, Costing, current_options
@@ -134,6 +134,7 @@ class Admission:
             self._check(first, 0.0, deadline_at, options.blocking)
         ticket = self.queue.join(self.names, options.priority, is_async)
         started = CLOCK.now()
+        held = _Untimed()  # waits of no known length: logged once each, when over
         try:
             while True:
                 if self.queue.is_head(ticket):
@@ -150,16 +151,22 @@ class Admission:
                     waited = CLOCK.now() - started
                     budget = self._check(outcome, waited, deadline_at, options.blocking)
                     if outcome.wait is not None:
-                        emit(self._event(outcome, attempt))
+                        self._said(held, attempt)
+                        emit(self._event(outcome.quota, outcome.wait, attempt, "quota"))
                         yield Sleep(outcome.wait)
                         continue
+                    held.begin(outcome.quota, "slot")
+                    timeout = min(budget, outcome.poll or budget)
                 else:
                     first = None  # stale by the time this call is a head
                     budget = self._budget(None, CLOCK.now() - started, deadline_at)
-                if not (yield Wait(ticket.wait, ticket.async_wait, budget)):
+                    held.begin(None, "turn")
+                    timeout = budget
+                if not (yield Wait(ticket.wait, ticket.async_wait, timeout)) and timeout >= budget:
                     self._out_of_time(budget)
         finally:
             self.queue.leave(ticket)
+            self._said(held, attempt)
 
     def _no_queue_for_non_blocking(self, first: Refusal | None, blocking: bool) -> None:
         """A call that may not wait does not queue behind calls already waiting."""
@@ -215,20 +222,39 @@ class Admission:
         names = ", ".join(sorted(self.names))
         raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
 
-    def _event(self, refusal: Refusal, attempt: int) -> SleepEvent:
-        quota = refusal.quota
-        assert refusal.wait is not None
-        cause = quota_cause(quota)
-        return SleepEvent(
-            self.policy,
-            attempt,
-            self.max_attempts,
-            "quota",
-            refusal.wait,
-            cause,
-            "quota",
-            quota.name,
+    def _event(self, quota: Quota | None, seconds: float, attempt: int, trigger: Any) -> SleepEvent:
+        cause = (
+            quota_cause(quota) if quota is not None else f"quota {', '.join(sorted(self.names))}"
         )
+        name = quota.name if quota is not None else None
+        return SleepEvent(
+            self.policy, attempt, self.max_attempts, "quota", seconds, cause, trigger, name
+        )
+
+    def _said(self, held: _Untimed, attempt: int) -> None:
+        """An untimed wait is over: say once how long it lasted, and for what."""
+        if held.since is not None:
+            seconds = CLOCK.now() - held.since
+            emit(self._event(held.quota, seconds, attempt, held.trigger))
+            held.since = None
+
+
+class _Untimed:
+    """A wait of no known length going on: for a call in flight to end ("slot"), or for the
+    calls ahead in the queue ("turn")."""
+
+    __slots__ = ("quota", "since", "trigger")
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.quota: Quota | None = None
+        self.trigger: SleepTrigger = "slot"
+
+    def begin(self, quota: Quota | None, trigger: SleepTrigger) -> None:
+        if self.since is None:
+            self.since, self.trigger = CLOCK.now(), trigger
+        if quota is not None:  # a slot wait outranks a wait for its turn
+            self.quota, self.trigger = quota, trigger
 
 
 def _sooner(best: Refusal | None, new: Refusal) -> Refusal:

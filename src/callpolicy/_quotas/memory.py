@@ -17,13 +17,16 @@ from callpolicy._quotas.buckets import Bucket
 
 class Refusal:
     """Why a call was not admitted: the quota that holds it back and for how long
-    (`wait` None: until a call in flight ends; inf: never, the cost is above the limit)."""
+    (`wait` None: until a call in flight ends; inf: never, the cost is above the limit).
+    `poll`: with `wait` None, how often to look again (a call ending in another process
+    wakes nobody here)."""
 
-    __slots__ = ("quota", "wait")
+    __slots__ = ("poll", "quota", "wait")
 
-    def __init__(self, quota: Quota, wait: float | None) -> None:
+    def __init__(self, quota: Quota, wait: float | None, poll: float | None = None) -> None:
         self.quota = quota
         self.wait = wait
+        self.poll = poll
 
 
 class Group(Protocol):

@@ -119,7 +119,9 @@ class Arguments:
         quota = self.quotas[index]
         if wait_us == NEVER:
             return Refusal(quota, math.inf)
-        return Refusal(quota, POLL if wait_us == UNTIL_A_CALL_ENDS else wait_us / 1e6)
+        if wait_us == UNTIL_A_CALL_ENDS:
+            return Refusal(quota, None, poll=POLL)
+        return Refusal(quota, wait_us / 1e6)
 
 
 def _rate_arguments(quota: Quota) -> tuple[str, float, float]:
