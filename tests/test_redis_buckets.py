@@ -1,0 +1,111 @@
+"""Buckets and spread windows in Redis behave as in memory (tests/test_buckets.py), on the
+server's clock: the burst, the pace, a refund, a weighted cost, and a call's end moving the
+meter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from callpolicy import QuotaExceeded, Registry, call_options
+
+if TYPE_CHECKING:
+    from local_redis import RedisServer
+
+RegistryOf = Callable[..., Registry]
+
+
+def _registry(registry_of: RegistryOf, server: RedisServer, keys: str) -> Registry:
+    return registry_of(
+        api=f'[quotas.q]\n{keys}\nstorage = "{server.url}"\n'
+        '[endpoints.get]\nquotas = ["q"]\n'
+        '[endpoints.weighted]\nquotas = ["q"]\n'
+    )
+
+
+def _at_once(registry: Registry, name: str = "api.get") -> int:
+    """How many calls are admitted without waiting, right now."""
+    fetch = registry.policy(name)(lambda: None)
+    admitted = 0
+    with call_options(blocking=False):
+        for _ in range(50):
+            try:
+                fetch()
+            except QuotaExceeded:
+                return admitted
+            admitted += 1
+    return admitted
+
+
+@pytest.mark.parametrize(
+    ("keys", "at_once"),
+    [
+        ('limit = "10/1s"\nalgorithm = "leaky-bucket"', 1),
+        ('limit = "10/1s"\nalgorithm = "leaky-bucket"\nburst = 5', 6),
+        ('limit = "10/1s"\nalgorithm = "token-bucket"', 10),
+        ('limit = "10/1s"\nalgorithm = "token-bucket"\nburst = 3', 3),
+        ('limit = "10/1s"\nspread = true', 1),
+    ],
+)
+def test_a_redis_bucket_lets_its_burst_go_at_once_then_paces(
+    keys: str, at_once: int, registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    # No guard: it would keep 1 ms of the room unused (the burst's last call waits 1 ms).
+    registry = _registry(registry_of, redis_server, f'{keys}\nguard = "0s"')
+    assert _at_once(registry) == at_once
+    fetch = registry.policy("api.get")(lambda: None)
+    started = time.monotonic()
+    fetch()  # waits for the next interval
+    assert time.monotonic() - started >= 0.09  # one interval (a lower bound, not a timing)
+
+
+def test_a_call_that_ends_late_moves_the_redis_meter(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    registry = _registry(
+        registry_of, redis_server, 'limit = "10/1s"\nalgorithm = "leaky-bucket"\nguard = "0s"'
+    )
+    slow = registry.policy("api.get")(lambda: time.sleep(0.3))
+    slow()
+    ended = time.monotonic()
+    registry.policy("api.get")(lambda: None)()
+    # Counted as if it reached the server as it ended: the next goes one interval after that.
+    assert time.monotonic() - ended >= 0.09
+
+
+def test_a_refused_weighted_call_in_a_redis_token_bucket_takes_nothing(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    registry = _registry(
+        registry_of,
+        redis_server,
+        'limit = "100/1s"\nalgorithm = "token-bucket"\nburst = 50\nweighted = true\nguard = "0s"',
+    )
+    weighted = registry.policy("api.weighted", cost=lambda n: n)(lambda n: n)
+    with call_options(blocking=False):
+        assert weighted(40) == 40
+        with pytest.raises(QuotaExceeded):
+            weighted(40)  # 10 left: refused, nothing taken
+        assert weighted(10) == 10
+    with pytest.raises(QuotaExceeded) as caught:
+        weighted(60)  # above the bucket's size: never
+    assert caught.value.reason == "cost"
+
+
+def test_actual_cost_gives_back_to_a_redis_bucket(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    registry = _registry(
+        registry_of,
+        redis_server,
+        'limit = "100/1s"\nalgorithm = "token-bucket"\nburst = 50\nweighted = true\nguard = "0s"',
+    )
+    weighted = registry.policy("api.weighted", cost=lambda n: n, actual_cost=lambda r: 1)(
+        lambda n: n
+    )
+    with call_options(blocking=False):
+        weighted(50)  # estimated 50, actually 1: 49 come back
+        assert weighted(45) == 45
