@@ -26,9 +26,21 @@ def _registry(registry_of: RegistryOf, server: RedisServer, keys: str) -> Regist
     )
 
 
+def nothing() -> None:
+    return None
+
+
+def same(cost: int) -> int:
+    return cost
+
+
+def one(result: object) -> int:
+    return 1
+
+
 def _at_once(registry: Registry, name: str = "api.get") -> int:
     """How many calls are admitted without waiting, right now."""
-    fetch = registry.policy(name)(lambda: None)
+    fetch = registry.policy(name)(nothing)
     admitted = 0
     with call_options(blocking=False):
         for _ in range(50):
@@ -56,7 +68,7 @@ def test_a_redis_bucket_lets_its_burst_go_at_once_then_paces(
     # No guard: it would keep 1 ms of the room unused (the burst's last call waits 1 ms).
     registry = _registry(registry_of, redis_server, f'{keys}\nguard = "0s"')
     assert _at_once(registry) == at_once
-    fetch = registry.policy("api.get")(lambda: None)
+    fetch = registry.policy("api.get")(nothing)
     started = time.monotonic()
     fetch()  # waits for the next interval
     assert time.monotonic() - started >= 0.09  # one interval (a lower bound, not a timing)
@@ -68,10 +80,9 @@ def test_a_call_that_ends_late_moves_the_redis_meter(
     registry = _registry(
         registry_of, redis_server, 'limit = "10/1s"\nalgorithm = "leaky-bucket"\nguard = "0s"'
     )
-    slow = registry.policy("api.get")(lambda: time.sleep(0.3))
-    slow()
+    registry.policy("api.get")(time.sleep)(0.3)
     ended = time.monotonic()
-    registry.policy("api.get")(lambda: None)()
+    registry.policy("api.get")(nothing)()
     # Counted as if it reached the server as it ended: the next goes one interval after that.
     assert time.monotonic() - ended >= 0.09
 
@@ -84,7 +95,7 @@ def test_a_refused_weighted_call_in_a_redis_token_bucket_takes_nothing(
         redis_server,
         'limit = "100/1s"\nalgorithm = "token-bucket"\nburst = 50\nweighted = true\nguard = "0s"',
     )
-    weighted = registry.policy("api.weighted", cost=lambda n: n)(lambda n: n)
+    weighted = registry.policy("api.weighted", cost=same)(same)
     with call_options(blocking=False):
         assert weighted(40) == 40
         with pytest.raises(QuotaExceeded):
@@ -103,9 +114,7 @@ def test_actual_cost_gives_back_to_a_redis_bucket(
         redis_server,
         'limit = "100/1s"\nalgorithm = "token-bucket"\nburst = 50\nweighted = true\nguard = "0s"',
     )
-    weighted = registry.policy("api.weighted", cost=lambda n: n, actual_cost=lambda r: 1)(
-        lambda n: n
-    )
+    weighted = registry.policy("api.weighted", cost=same, actual_cost=one)(same)
     with call_options(blocking=False):
         weighted(50)  # estimated 50, actually 1: 49 come back
         assert weighted(45) == 45

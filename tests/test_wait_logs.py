@@ -28,6 +28,10 @@ def events() -> Iterator[list[SleepEvent]]:
     remove()
 
 
+def done() -> str:
+    return "done"
+
+
 def _hold_a_slot_while(registry: Registry, seconds: float, other: Callable[[], object]) -> None:
     """One thread holds the only slot for `seconds`; `other` is called meanwhile."""
     entered = threading.Event()
@@ -66,7 +70,7 @@ def test_a_wait_for_a_slot_is_said_once_when_over_with_its_real_length(
         quotas = ["slots"]
         """
     )
-    waiter = registry.policy("api.get")(lambda: "done")
+    waiter = registry.policy("api.get")(done)
     with caplog.at_level(logging.INFO, logger="callpolicy"):
         _hold_a_slot_while(registry, 0.3, waiter)
     [event] = events  # once, not at every look (Redis is polled every 20 ms)
@@ -90,7 +94,7 @@ def test_a_call_queued_behind_a_waiting_call_says_its_wait_once(
         quotas = ["slots"]
         """
     )
-    fetch = registry.policy("api.get")(lambda: "done")
+    fetch = registry.policy("api.get")(done)
 
     def two_waiters() -> None:
         waiters = [threading.Thread(target=fetch) for _ in range(2)]
@@ -118,7 +122,7 @@ def test_a_timed_quota_wait_is_said_before_it_with_its_length(
         quotas = ["paced"]
         """
     )
-    fetch = registry.policy("api.get")(lambda: "done")
+    fetch = registry.policy("api.get")(done)
     with caplog.at_level(logging.INFO, logger="callpolicy"):
         fetch()
         fetch()
