@@ -96,3 +96,14 @@ def test_batch_calls(tmp_path: Path) -> None:
     elapsed, best = (float(values[k].split()[0]) for k in ("elapsed", "best"))
     assert values["best"].startswith(f"{best:.2f} s for {requests} requests")
     assert best * 0.99 <= elapsed < 15
+
+
+def test_nginx_limiter_the_documented_recipe_is_never_refused_and_a_window_is(
+    tmp_path: Path, nginx_limiter: object
+) -> None:
+    """examples/nginx_limiter.py against a real nginx (the fixture only checks it is there)."""
+    output = run_example("nginx_limiter.py", "--burst", "5", "--threads", "2", cwd=tmp_path)
+    values = summary(output)
+    assert re.match(r"30 x 200\s+0 x 429", values["nginx.paced"])
+    assert not re.match(r"30 x 200", values["nginx.window"])  # 10 at once: some refused
+    assert "waits 0." in output  # every wait logged
