@@ -195,7 +195,10 @@ class RedisGroup:
         modes = {q.on_unavailable for q in quotas}
         self.mode = "fail-closed" if "fail-closed" in modes else min(modes)
         local = [
-            attrs.evolve(q, name=f"{q.name}(local)", rate=q.local_limit, storage=Storage())
+            # this process's share: a bucket's burst is the whole's, so it takes the default
+            attrs.evolve(
+                q, name=f"{q.name}(local)", rate=q.local_limit, storage=Storage(), burst=None
+            )
             for q in quotas
             if q.on_unavailable == "local" and q.local_limit is not None
         ]
