@@ -17,13 +17,17 @@ SleepSource = Literal["backoff", "quota", "pause"]
 # did not meet the policy's condition yet (polling), or a quota was full.
 SleepTrigger = Literal["exception", "status", "result", "quota"]
 SleepHook = Callable[["SleepEvent"], None]
+SHORTEST_INFO = 0.001  # shorter sleeps (retrying at once) are logged at DEBUG
 _hooks: list[SleepHook] = []
 _hook_failures = Throttled(60.0)
 
 
 @attrs.frozen
 class SleepEvent:
-    """A sleep about to happen: which policy, after which attempt, why, how long, for what."""
+    """A sleep about to happen: which policy, after which attempt, why, how long, for what.
+
+    A backoff sleep is `backoff + jitter`, or `hint_seconds + jitter` when the server's
+    hint replaced the backoff."""
 
     policy: str
     attempt: int  # the attempt that failed (backoff) or is waiting to start (quota)
@@ -33,7 +37,10 @@ class SleepEvent:
     cause: str  # "ConnectionError: refused", "HTTP 429", "quota spotify.app (180/30s)"
     trigger: SleepTrigger
     quota: str | None = None
-    hint: str | None = None  # the server hint used, e.g. "Retry-After: 12 instead of ..."
+    hint: str | None = None  # the server's hint and what became of it: "Retry-After: 12"
+    backoff: float | None = None  # the computed wait, before jitter (backoff sleeps only)
+    jitter: float | None = None  # the jitter added; None: the wait has none
+    hint_seconds: float | None = None  # the hint's part, when it replaced the backoff
 
     def message(self) -> str:
         if self.source == "pause":
@@ -47,11 +54,20 @@ class SleepEvent:
                 f"{self.seconds:.3f}s for {self.cause} (quota)"
             )
         outcome = "is not done yet" if self.trigger == "result" else "failed"
-        why = f"backoff; {self.hint}" if self.hint else "backoff"
         return (
             f"{self.policy}: attempt {self.attempt} of {self.max_attempts} {outcome} "
-            f"({self.cause}); sleeping {self.seconds:.3f}s ({why})"
+            f"({self.cause}); sleeping {self.seconds:.3f}s ({self._parts()})"
         )
+
+    def _parts(self) -> str:
+        """What a backoff sleep is made of, each part once."""
+        jitter = "" if self.jitter is None else f" + jitter {self.jitter:.3f}s"
+        backoff = self.seconds if self.backoff is None else self.backoff
+        if self.hint_seconds is not None:
+            return f"{self.hint}{jitter}, instead of the backoff {backoff:.3f}s"
+        if self.hint is not None:  # a hint not used
+            return f"backoff {backoff:.3f}s{jitter}; {self.hint}"
+        return f"backoff {backoff:.3f}s{jitter}" if jitter else "backoff"
 
 
 def add_sleep_hook(hook: SleepHook) -> Callable[[], None]:
@@ -71,8 +87,10 @@ def listening() -> bool:
 
 
 def emit(event: SleepEvent) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
+    level = logging.INFO if event.seconds >= SHORTEST_INFO else logging.DEBUG
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
             event.message(),
             extra={
                 "policy": event.policy,
@@ -84,6 +102,9 @@ def emit(event: SleepEvent) -> None:
                 "trigger": event.trigger,
                 "quota": event.quota,
                 "hint": event.hint,
+                "backoff": event.backoff,
+                "jitter": event.jitter,
+                "hint_seconds": event.hint_seconds,
             },
         )
     for hook in tuple(_hooks):

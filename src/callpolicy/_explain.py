@@ -74,10 +74,11 @@ def describe_wait(wait: Wait) -> str:
     """One line for `callpolicy explain`."""
     if wait.hints:
         headers = ", ".join(header for header, _ in wait.hints)
-        plain = describe_wait(attrs.evolve(wait, hints=()))
+        plain = describe_wait(attrs.evolve(wait, hints=(), jitter=0.0))
         cap = format_seconds(wait.hint_cap)
         above = wait.hint_above_cap
-        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}"
+        jitter = f"; plus up to {wait.jitter:g}s jitter either way" if wait.jitter else ""
+        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}{jitter}"
     jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
     if wait.strategy == "none":
         return "retry at once"

@@ -11,6 +11,7 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.http import status_of
+from callpolicy._engine.waits import SleepParts
 from callpolicy._errors import QuotaExceeded, RetryExhausted, reraise
 from callpolicy._events import SleepEvent, SleepTrigger
 from callpolicy._text import Throttled, format_seconds, shown_value
@@ -43,15 +44,20 @@ def sleep_event(
         result = outcome.result()
         trigger = "status" if status_of(result) in statuses else "result"
         cause = describe_result(result)
+    parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
+    seconds = state.upcoming_sleep
     return SleepEvent(
         policy,
         state.attempt_number,
         max_attempts,
         "backoff",
-        state.upcoming_sleep,
+        seconds,
         cause,
         trigger,
-        hint=getattr(state, "callpolicy_hint", None),
+        hint=None if parts is None else parts.hint,
+        backoff=seconds if parts is None else parts.backoff,
+        jitter=None if parts is None else parts.jitter,
+        hint_seconds=None if parts is None else parts.hint_seconds,
     )
 
 
@@ -66,7 +72,8 @@ def give_up(
         error = outcome.exception()
         assert error is not None
         reraise(error)  # the last original exception, its chain as it was
-    hint = getattr(state, "callpolicy_hint", None)
+    parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
+    hint = None if parts is None else parts.hint
     if math.isinf(state.upcoming_sleep) and hint:
         reason = f"the server said to wait longer than allowed: {hint}"
     elif state.attempt_number >= max_attempts:
