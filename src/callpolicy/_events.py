@@ -27,7 +27,8 @@ class SleepEvent:
     """A sleep about to happen: which policy, after which attempt, why, how long, for what.
 
     A backoff sleep is `backoff + jitter`, or `hint_seconds + jitter` when the server's
-    hint replaced the backoff."""
+    hint replaced the backoff; `rule` names the retry rule that decided (None: the plain
+    `retry` keys), and `rule_attempt` counts the attempts that ended in it so far."""
 
     policy: str
     attempt: int  # the attempt that failed (backoff) or is waiting to start (quota)
@@ -41,6 +42,9 @@ class SleepEvent:
     backoff: float | None = None  # the computed wait, before jitter (backoff sleeps only)
     jitter: float | None = None  # the jitter added; None: the wait has none
     hint_seconds: float | None = None  # the hint's part, when it replaced the backoff
+    rule: str | None = None
+    rule_attempt: int | None = None
+    rule_max_attempts: int | None = None
 
     def message(self) -> str:
         if self.source == "pause":
@@ -54,9 +58,12 @@ class SleepEvent:
                 f"{self.seconds:.3f}s for {self.cause} (quota)"
             )
         outcome = "is not done yet" if self.trigger == "result" else "failed"
+        rule = ""
+        if self.rule is not None:
+            rule = f', rule "{self.rule}" {self.rule_attempt} of {self.rule_max_attempts}'
         return (
             f"{self.policy}: attempt {self.attempt} of {self.max_attempts} {outcome} "
-            f"({self.cause}); sleeping {self.seconds:.3f}s ({self._parts()})"
+            f"({self.cause}){rule}; sleeping {self.seconds:.3f}s ({self._parts()})"
         )
 
     def _parts(self) -> str:
@@ -105,6 +112,9 @@ def emit(event: SleepEvent) -> None:
                 "backoff": event.backoff,
                 "jitter": event.jitter,
                 "hint_seconds": event.hint_seconds,
+                "rule": event.rule,
+                "rule_attempt": event.rule_attempt,
+                "rule_max_attempts": event.rule_max_attempts,
             },
         )
     for hook in tuple(_hooks):
