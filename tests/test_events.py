@@ -134,3 +134,116 @@ def test_an_inline_quota_is_named_once_in_the_log(
 
 def noop() -> None:
     return None
+
+
+# -- a backoff sleep says its real length and its parts, each once ----------------------------
+
+
+def script(*outcomes: object) -> Callable[[], object]:
+    """Returns (or raises) each of `outcomes` in turn, then "ok"."""
+    replies = iter([*outcomes, "ok"])
+
+    def call() -> object:
+        outcome = next(replies)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return call
+
+
+class HintedResponse(Response):
+    def __init__(self, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(status_code)
+        self.headers = headers
+
+
+def test_a_hint_with_jitter_shows_both_and_adds_up(
+    registry_of: RegistryOf, clock: FakeClock, events: list[SleepEvent]
+) -> None:
+    """The issue's defect: `sleeping 1.816s (backoff; Retry-After: 1 ...)` hid its jitter
+    (and drew a second one, for the computed backoff it did not use)."""
+    registry = registry_of(
+        api="""
+        [endpoints.get]
+        retry.on_status = [429]
+        wait = { strategy = "fixed", seconds = "1s", server_hints = ["Retry-After"], \
+jitter = "3s" }
+        """
+    )
+    for _ in range(20):
+        registry.policy("api.get")(script(HintedResponse(429, {"Retry-After": "2"})))()
+    for event, slept in zip(events, clock.sleeps, strict=True):
+        assert event.jitter is not None and 0 <= event.jitter <= 3
+        assert (event.hint, event.hint_seconds, event.backoff) == ("Retry-After: 2", 2.0, 1.0)
+        assert event.seconds == slept == pytest.approx(2.0 + event.jitter)
+        assert event.message() == (
+            f"api.get: attempt 1 of 3 failed (HTTP 429); sleeping {event.seconds:.3f}s "
+            f"(Retry-After: 2 + jitter {event.jitter:.3f}s, instead of the backoff 1.000s)"
+        )
+    assert len({e.jitter for e in events}) > 1
+
+
+def test_a_backoff_with_jitter_shows_both(
+    registry_of: RegistryOf, clock: FakeClock, events: list[SleepEvent]
+) -> None:
+    registry = registry_of(
+        api="""
+        [endpoints.get]
+        retry.on_exceptions = ["ConnectionError"]
+        wait = { strategy = "fixed", seconds = "2s", jitter = "1s" }
+        """
+    )
+    registry.policy("api.get")(script(ConnectionError("down")))()
+    [event] = events
+    assert event.backoff == 2.0 and event.jitter is not None
+    assert event.seconds == pytest.approx(2.0 + event.jitter) == clock.sleeps[0]
+    assert event.message().endswith(
+        f"sleeping {event.seconds:.3f}s (backoff 2.000s + jitter {event.jitter:.3f}s)"
+    )
+
+
+def test_an_ignored_hint_says_so_beside_the_backoff(
+    registry_of: RegistryOf, clock: FakeClock, events: list[SleepEvent]
+) -> None:
+    registry = registry_of(
+        api="""
+        [endpoints.get]
+        retry.on_status = [429]
+        wait = { strategy = "fixed", seconds = "2s", jitter = "1s", \
+server_hints = ["Retry-After"], hint_cap = "10s", hint_above_cap = "ignore" }
+        """
+    )
+    registry.policy("api.get")(script(HintedResponse(429, {"Retry-After": "3600"})))()
+    [event] = events
+    assert event.hint_seconds is None and event.jitter is not None
+    assert event.seconds == pytest.approx(2.0 + event.jitter) == clock.sleeps[0]
+    assert event.message().endswith(
+        f"(backoff 2.000s + jitter {event.jitter:.3f}s; "
+        "Retry-After: 3600 is above hint_cap 10s, ignored)"
+    )
+
+
+def test_sleeps_under_a_millisecond_are_logged_at_debug(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(
+        api="""
+        [endpoints.get]
+        retry.on_exceptions = ["ConnectionError"]
+        wait = { strategy = "chain", steps = [{ strategy = "none" }, \
+{ strategy = "fixed", seconds = "1ms" }] }
+        """
+    )
+    with caplog.at_level(logging.DEBUG, logger="callpolicy"):
+        registry.policy("api.get")(script(ConnectionError("a"), ConnectionError("b")))()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            logging.DEBUG,
+            "api.get: attempt 1 of 3 failed (ConnectionError: a); sleeping 0.000s (backoff)",
+        ),
+        (
+            logging.INFO,
+            "api.get: attempt 2 of 3 failed (ConnectionError: b); sleeping 0.001s (backoff)",
+        ),
+    ]

@@ -57,3 +57,31 @@ def test_clari_export(tmp_path: Path) -> None:
     assert requests == 8 + poll_waits + retries
     assert poll_waits >= 4 * 2  # each job is PENDING, then RUNNING at least once
     assert number(values["elapsed"]) < 15
+
+
+def test_retry_rules(tmp_path: Path) -> None:
+    """Each cause is retried by its own rule: network errors at once (logged at DEBUG, so not
+    shown), 429 on the server's Retry-After plus jitter, 503 by the plain keys' backoff."""
+    output = run_example("retry_rules.py", cwd=tmp_path)
+    values = summary(output)
+    assert values["tracks fetched"] == "30 of 30"
+    dropped, throttled = int(number(values["dropped"])), int(number(values["HTTP 429"]))
+    unavailable = int(number(values["HTTP 503"]))
+    assert dropped >= 1 and throttled >= 1 and unavailable >= 1  # seeded: every cause happens
+    assert int(number(values["retries, network"])) == dropped
+    assert int(number(values["retries, throttled"])) == throttled
+    assert int(number(values["retries, 5xx"])) == unavailable
+    hinted = re.findall(
+        r"^\s*\d+ms  spotify\.tracks: attempt \d of 5 failed \(HTTPError: 429 .*\), "
+        r'rule "throttled" (\d) of 3; sleeping ([\d.]+)s '
+        r"\(Retry-After: (\d+) \+ jitter ([\d.]+)s, instead of the backoff 0\.100s\)$",
+        output,
+        re.MULTILINE,
+    )
+    assert len(hinted) == throttled, output
+    for _, slept, said, jitter in hinted:
+        assert abs(float(slept) - int(said) - float(jitter)) < 0.0015  # its real parts
+        assert float(jitter) <= 0.05
+    assert 'rule "network"' not in output  # retried at once: DEBUG
+    backoffs = re.findall(r"\(HTTPError: 503 .*\); sleeping [\d.]+s \(backoff ", output)
+    assert len(backoffs) == unavailable

@@ -169,7 +169,7 @@ def test_the_servers_retry_after_replaces_the_backoff(
     with caplog.at_level(logging.INFO, logger="callpolicy"):
         assert fn().status_code == 200
     assert clock.sleeps == [12.0]
-    assert "(backoff; Retry-After: 12 instead of the computed 1.000s)" in caplog.text
+    assert "sleeping 12.000s (Retry-After: 12, instead of the backoff 1.000s)" in caplog.text
 
 
 def test_a_hostile_hint_falls_back_to_the_backoff_with_one_warning(

@@ -257,6 +257,12 @@ EVENT_FIELDS = [
     "trigger",
     "quota",
     "hint",
+    "backoff",
+    "jitter",
+    "hint_seconds",
+    "rule",
+    "rule_attempt",
+    "rule_max_attempts",
 ]
 # The record's `extra`: the event's fields, `source` and `seconds` under other names.
 RECORD_FIELDS = {field: field for field in EVENT_FIELDS} | {

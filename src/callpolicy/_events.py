@@ -19,6 +19,7 @@ SleepSource = Literal["backoff", "quota", "pause"]
 # ("slot"), or for calls waiting ahead of it ("turn").
 SleepTrigger = Literal["exception", "status", "result", "quota", "slot", "turn"]
 SleepHook = Callable[["SleepEvent"], None]
+SHORTEST_INFO = 0.001  # shorter sleeps (retrying at once) are logged at DEBUG
 _hooks: list[SleepHook] = []
 _hook_failures = Throttled(60.0)
 
@@ -26,7 +27,11 @@ _hook_failures = Throttled(60.0)
 @attrs.frozen
 class SleepEvent:
     """A sleep about to happen (or, for a quota wait of no known length, one just over):
-    which policy, after which attempt, why, how long, for what."""
+    which policy, after which attempt, why, how long, for what.
+
+    A backoff sleep is `backoff + jitter`, or `hint_seconds + jitter` when the server's
+    hint replaced the backoff; `rule` names the retry rule that decided (None: the plain
+    `retry` keys), and `rule_attempt` counts the attempts that ended in it so far."""
 
     policy: str
     attempt: int  # the attempt that failed (backoff) or is waiting to start (quota)
@@ -36,7 +41,13 @@ class SleepEvent:
     cause: str  # "ConnectionError: refused", "HTTP 429", "quota spotify.app (180/30s)"
     trigger: SleepTrigger
     quota: str | None = None
-    hint: str | None = None  # the server hint used, e.g. "Retry-After: 12 instead of ..."
+    hint: str | None = None  # the server's hint and what became of it: "Retry-After: 12"
+    backoff: float | None = None  # the computed wait, before jitter (backoff sleeps only)
+    jitter: float | None = None  # the jitter added; None: the wait has none
+    hint_seconds: float | None = None  # the hint's part, when it replaced the backoff
+    rule: str | None = None
+    rule_attempt: int | None = None
+    rule_max_attempts: int | None = None
 
     def message(self) -> str:
         if self.source == "pause":
@@ -56,11 +67,23 @@ class SleepEvent:
                 f"{self.seconds:.3f}s for {self.cause} (quota)"
             )
         outcome = "is not done yet" if self.trigger == "result" else "failed"
-        why = f"backoff; {self.hint}" if self.hint else "backoff"
+        rule = ""
+        if self.rule is not None:
+            rule = f', rule "{self.rule}" {self.rule_attempt} of {self.rule_max_attempts}'
         return (
             f"{self.policy}: attempt {self.attempt} of {self.max_attempts} {outcome} "
-            f"({self.cause}); sleeping {self.seconds:.3f}s ({why})"
+            f"({self.cause}){rule}; sleeping {self.seconds:.3f}s ({self._parts()})"
         )
+
+    def _parts(self) -> str:
+        """What a backoff sleep is made of, each part once."""
+        jitter = "" if self.jitter is None else f" + jitter {self.jitter:.3f}s"
+        backoff = self.seconds if self.backoff is None else self.backoff
+        if self.hint_seconds is not None:
+            return f"{self.hint}{jitter}, instead of the backoff {backoff:.3f}s"
+        if self.hint is not None:  # a hint not used
+            return f"backoff {backoff:.3f}s{jitter}; {self.hint}"
+        return f"backoff {backoff:.3f}s{jitter}" if jitter else "backoff"
 
 
 def add_sleep_hook(hook: SleepHook) -> Callable[[], None]:
@@ -80,8 +103,10 @@ def listening() -> bool:
 
 
 def emit(event: SleepEvent) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
+    level = logging.INFO if event.seconds >= SHORTEST_INFO else logging.DEBUG
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
             event.message(),
             extra={
                 "policy": event.policy,
@@ -93,6 +118,12 @@ def emit(event: SleepEvent) -> None:
                 "trigger": event.trigger,
                 "quota": event.quota,
                 "hint": event.hint,
+                "backoff": event.backoff,
+                "jitter": event.jitter,
+                "hint_seconds": event.hint_seconds,
+                "rule": event.rule,
+                "rule_attempt": event.rule_attempt,
+                "rule_max_attempts": event.rule_max_attempts,
             },
         )
     for hook in tuple(_hooks):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from callpolicy._model import GiveUp, Policy, Quota, ResultCondition, Wait
+from callpolicy._model import GiveUp, Match, Policy, Quota, ResultCondition, Wait, rule_names
 from callpolicy._text import format_seconds
 
 
@@ -14,20 +14,20 @@ def explain(policy: Policy) -> str:
     lines = [f"{policy.name}  ({policy.source})"]
     if policy.description:
         lines.append(f"  {policy.description}")
-    triggers = [e.__module__ + "." + e.__qualname__ for e in retry.on_exceptions]
-    if retry.on_status:
-        triggers.append("HTTP " + status_ranges(retry.on_status))
-    if retry.until:
-        triggers.append(f"until {describe_condition(retry.until)}")
-    if retry.while_:
-        triggers.append(f"while {describe_condition(retry.while_)}")
-    for label, predicate in (
-        ("result", retry.result_predicate),
-        ("exception", retry.exception_predicate),
-    ):
-        if predicate is not None:
-            triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
-    lines.append("  retry on: " + (", ".join(triggers) if triggers else "nothing (no retries)"))
+    names = rule_names(retry.rules)
+    for number, (name, rule) in enumerate(zip(names, retry.rules, strict=True), 1):
+        wait = describe_wait(rule.wait) if rule.wait else "the policy's wait"
+        attempts = rule.attempts or policy.stop.attempts
+        lines.append(
+            f'  {f"rule {number}:":<10}"{name}": '
+            f"{', '.join(_triggers(rule)) or 'nothing'}; "
+            f"wait: {wait}; at most {attempts} attempt{'s' if attempts != 1 else ''}"
+        )
+    triggers = _triggers(retry)
+    shown = ", ".join(triggers) if triggers else "nothing (no retries)"
+    if retry.rules:  # the plain keys: the last rule
+        shown = f"{shown} (when no rule matches)" if triggers else "nothing else"
+    lines.append(f"  retry on: {shown}")
     lines.append(f"  wait:     {describe_wait(policy.wait)}")
     attempts = policy.stop.attempts
     stop = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
@@ -48,6 +48,24 @@ def explain(policy: Policy) -> str:
     quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
     lines.append(f"  quotas:   {quotas}")
     return "\n".join(lines)
+
+
+def _triggers(match: Match) -> list[str]:
+    """What a rule (or the plain `retry` keys) matches, in words."""
+    triggers = [e.__module__ + "." + e.__qualname__ for e in match.on_exceptions]
+    if match.on_status:
+        triggers.append("HTTP " + status_ranges(match.on_status))
+    if match.until:
+        triggers.append(f"until {describe_condition(match.until)}")
+    if match.while_:
+        triggers.append(f"while {describe_condition(match.while_)}")
+    for label, predicate in (
+        ("result", match.result_predicate),
+        ("exception", match.exception_predicate),
+    ):
+        if predicate is not None:
+            triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
+    return triggers
 
 
 def describe_quota(quota: Quota) -> str:
@@ -88,10 +106,11 @@ def describe_wait(wait: Wait) -> str:
     """One line for `callpolicy explain`."""
     if wait.hints:
         headers = ", ".join(header for header, _ in wait.hints)
-        plain = describe_wait(attrs.evolve(wait, hints=()))
+        plain = describe_wait(attrs.evolve(wait, hints=(), jitter=0.0))
         cap = format_seconds(wait.hint_cap)
         above = wait.hint_above_cap
-        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}"
+        jitter = f"; plus up to {wait.jitter:g}s jitter either way" if wait.jitter else ""
+        return f"{headers} when the server says (at most {cap}, else {above}); else {plain}{jitter}"
     jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
     if wait.strategy == "none":
         return "retry at once"

@@ -61,6 +61,7 @@ MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline or period beyond a week (a lo
 MAX_ATTEMPTS = 1_000_000
 MAX_SLOTS = 1_000_000
 MAX_MULTIPLIER = 1000.0
+DEFAULT_RULE_NAME = "rule {}"  # a retry rule without a name, by its place (from 1)
 # An exact sliding window keeps one entry per call in the window: past this many, memory
 # and time per admission grow too much; token-bucket keeps two numbers whatever N is.
 MAX_SLIDING_WINDOW = 1_000_000
@@ -220,8 +221,8 @@ class GiveUp:
 
 
 @attrs.frozen
-class Retry:
-    """When an attempt's outcome calls for another attempt. Empty means never retry."""
+class Match:
+    """What calls for another attempt: raised exceptions, statuses, returned values."""
 
     on_exceptions: tuple[type[Exception], ...] = ()
     on_status: frozenset[int] = frozenset()
@@ -229,15 +230,49 @@ class Retry:
     while_: ResultCondition | None = None
     result_predicate: Callable[[Any], bool] | None = None
     exception_predicate: Callable[[BaseException], bool] | None = None
-    # HTTP: None decides by the request's method (and Idempotency-Key); True/False say so.
-    idempotent: bool | None = None
-    refused_any_method: bool = True  # 429/503 with a Retry-After: retried for any method
-    give_up: tuple[GiveUp, ...] = ()
 
     @property
     def checks_results(self) -> bool:
         """Whether returned values (not only exceptions) can trigger a retry."""
         return bool(self.on_status or self.until or self.while_ or self.result_predicate)
+
+
+@attrs.frozen
+class RetryRule(Match):
+    """One cause of retries (`[[retry.rules]]`): what it matches, the wait after it (None:
+    the policy's) and how many attempts may end in it, the first included (None: as many
+    as `stop.attempts`)."""
+
+    name: str = ""  # "": "rule N", by its place
+    wait: Wait | None = None
+    attempts: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+
+
+@attrs.frozen
+class Retry(Match):
+    """When an attempt's outcome calls for another attempt. Empty means never retry. The
+    first of `rules` that matches decides; this table's own matching keys are the last
+    rule (the policy's wait, `stop.attempts`). The other keys are shared by all rules."""
+
+    # HTTP: None decides by the request's method (and Idempotency-Key); True/False say so.
+    idempotent: bool | None = None
+    refused_any_method: bool = True  # 429/503 with a Retry-After: retried for any method
+    give_up: tuple[GiveUp, ...] = ()
+    rules: tuple[RetryRule, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        names = rule_names(self.rules)
+        if len(set(names)) != len(names):
+            raise ValueError(f"retry rules need distinct names (got {names})")
+
+    @property
+    def checks_results(self) -> bool:
+        return super().checks_results or any(r.checks_results for r in self.rules)
+
+
+def rule_names(rules: tuple[RetryRule, ...]) -> list[str]:
+    """Each rule's name: its own, else "rule N" by its place (from 1)."""
+    return [rule.name or DEFAULT_RULE_NAME.format(n) for n, rule in enumerate(rules, 1)]
 
 
 @attrs.frozen

@@ -13,7 +13,16 @@ import attrs
 from callpolicy._config.context import Located
 from callpolicy._config.quotas import resolve_quotas
 from callpolicy._errors import Problem
-from callpolicy._model import STRATEGY_KEYS, Pause, Policy, Quota, Retry, Stop, Wait
+from callpolicy._model import (
+    STRATEGY_KEYS,
+    Pause,
+    Policy,
+    Quota,
+    Retry,
+    RetryRule,
+    Stop,
+    Wait,
+)
 
 HINT_KEYS = ("server_hints", "hint_cap", "hint_above_cap")  # with any strategy
 # Policy-file key -> model field, where the two differ.
@@ -31,7 +40,7 @@ def build_policy(
 ) -> Policy:
     """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit."""
     given = _given(layers, ("description",))
-    given["retry"] = _build_retry(layers.get("retry", {}))
+    given["retry"] = _build_retry(layers.get("retry", {}), layers.get("stop", {}), problems, name)
     given["wait"] = build_wait(layers.get("wait", {}), problems, name)
     given["stop"] = Stop(**_given(layers.get("stop", {})))
     given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
@@ -73,23 +82,66 @@ def _check_bounds(
     high = high_leaf.value
     own = f"{policy}."
     if low_leaf is not None and low_leaf.key.startswith(own) and not high_leaf.key.startswith(own):
-        where = f"{high_leaf.path}:{high_leaf.line}" if high_leaf.line else high_leaf.path
-        message = f"must be <= max ({low:g}s > {high:g}s; max is set at {where})"
+        message = f"must be <= max ({low:g}s > {high:g}s; max is set at {_where(high_leaf)})"
         _report(problems, low_leaf, message)
         return
     origin = f"the default {low_key}" if low_leaf is None else low_key
     _report(problems, high_leaf, f"must be >= {origin} ({high:g}s < {low:g}s)")
 
 
-def _build_retry(keys: Mapping[str, Located]) -> Retry:
-    given = _given(keys, fields=RETRY_FIELDS)
+def _build_retry(
+    keys: Mapping[str, Located], stop: Mapping[str, Located], problems: list[Problem], policy: str
+) -> Retry:
+    given = _matching(_given(keys, fields=RETRY_FIELDS))
+    if "give_up" in given:
+        given["give_up"] = tuple(given["give_up"])
+    if "rules" in given:
+        given["rules"] = tuple(_build_rule(rule, problems, policy) for rule in given["rules"])
+        _check_rule_attempts(keys["rules"].value, stop.get("attempts"), problems, policy)
+    return Retry(**given)
+
+
+def _build_rule(keys: Mapping[str, Located], problems: list[Problem], policy: str) -> RetryRule:
+    given = _matching(_given(keys, fields=RETRY_FIELDS))
+    if "wait" in given:
+        given["wait"] = build_wait(given["wait"], problems, policy)
+    return RetryRule(**given)
+
+
+def _matching(given: dict[str, Any]) -> dict[str, Any]:
+    """The matching keys' values as the model holds them."""
     if "on_exceptions" in given:  # None: an optional ("?pkg.Error") class not installed
         given["on_exceptions"] = tuple(e for e in given["on_exceptions"] if e is not None)
     if "on_status" in given:
         given["on_status"] = frozenset().union(*given["on_status"])
-    if "give_up" in given:
-        given["give_up"] = tuple(given["give_up"])
-    return Retry(**given)
+    return given
+
+
+def _check_rule_attempts(
+    rules: list[Mapping[str, Located]],
+    stop_leaf: Located | None,
+    problems: list[Problem],
+    policy: str,
+) -> None:
+    """A rule's attempts above `stop.attempts` could never be reached: blamed on the rule,
+    unless `stop.attempts` is this policy's own and the rule inherited."""
+    most = _default(Stop, "attempts") if stop_leaf is None else stop_leaf.value
+    own = f"{policy}."
+    for rule in rules:
+        leaf = rule.get("attempts")
+        if leaf is None or leaf.value <= most:
+            continue
+        if stop_leaf is not None and stop_leaf.key.startswith(own) and not leaf.key.startswith(own):
+            message = f"must be >= {leaf.value}, the attempts of retry rule {rule['name'].value!r}"
+            _report(problems, stop_leaf, f"{message} (set at {_where(leaf)})")
+            continue
+        where = "by default" if stop_leaf is None else f"set at {_where(stop_leaf)}"
+        message = f"must be <= stop.attempts ({most}, {where}): no call makes more attempts"
+        _report(problems, leaf, message)
+
+
+def _where(leaf: Located) -> str:
+    return f"{leaf.path}:{leaf.line}" if leaf.line else leaf.path
 
 
 def _given(

@@ -17,6 +17,7 @@ from callpolicy._config.context import (
     read_section,
     report_unknown,
 )
+from callpolicy._config.rules import parse_rule_name, read_rules, table_of
 from callpolicy._config.values import (
     UnitError,
     is_header,
@@ -141,16 +142,13 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return pairs
 
 
-RETRY_KEYS: dict[str, Parser] = {
+MATCH_KEYS: dict[str, Parser] = {
     "on_exceptions": list_of(atom(resolve_exception)),
     "on_status": list_of(atom(parse_statuses)),
     "until": _condition,
     "while": _condition,
     "result_predicate": atom(resolve_predicate),
     "exception_predicate": atom(resolve_predicate),
-    "idempotent": atom(parse_flag),
-    "refused_any_method": atom(parse_flag),
-    "give_up": _give_up,
 }
 
 
@@ -206,6 +204,32 @@ PAUSE_KEYS: dict[str, Parser] = {
 STOP_KEYS: dict[str, Parser] = {
     "attempts": atom(parse_attempts),
     "deadline": atom(parse_positive_duration),
+}
+
+
+def _rules(value: Any, ctx: Context, key: str) -> list[dict[str, Located]]:
+    return read_rules(value, ctx, key, RULE_KEYS, tuple(MATCH_KEYS))
+
+
+def _rule_wait(value: Any, ctx: Context, key: str) -> dict[str, Located]:
+    """A rule's own wait: a whole wait table, read as the policy's `wait` is."""
+    return read_section(
+        table_of(value, '{ strategy = "fixed", seconds = "1s" }'), ctx.child(key), WAIT_KEYS
+    )
+
+
+RULE_KEYS: dict[str, Parser] = {
+    "name": atom(parse_rule_name),
+    **MATCH_KEYS,
+    "wait": _rule_wait,
+    "attempts": atom(parse_attempts),
+}
+RETRY_KEYS: dict[str, Parser] = {
+    **MATCH_KEYS,
+    "idempotent": atom(parse_flag),
+    "refused_any_method": atom(parse_flag),
+    "give_up": _give_up,
+    "rules": _rules,
 }
 SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS, "pause": PAUSE_KEYS}
 POLICY_KEYS: dict[str, Parser] = {

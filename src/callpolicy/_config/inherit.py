@@ -4,8 +4,8 @@ A policy `service.endpoint` is its file's `[defaults]`, then what its `extends` 
 (itself resolved the same way), then its own keys. Merge rule (per key): a later layer's key
 replaces the earlier one's; `retry`, `wait`, `stop` and `pause` merge key by key, except that
 a `wait` with a different `strategy` replaces the whole `wait` table (an inherited `initial`
-means nothing to a `fixed` wait). Lists and inline tables (`quotas`, `on_status`, `until`)
-are replaced whole, never concatenated.
+means nothing to a `fixed` wait). Lists and inline tables (`quotas`, `on_status`, `until`,
+`retry.rules`) are replaced whole, never concatenated.
 """
 
 from __future__ import annotations

@@ -11,24 +11,27 @@ import tenacity
 from callpolicy._engine.hints import read_hint
 from callpolicy._engine.http import json_of, status_of
 from callpolicy._engine.repeat import may_repeat, never_sent
+from callpolicy._engine.rules import Cause
 from callpolicy._errors import AccountLimit
 from callpolicy._explain import describe_give_up
-from callpolicy._model import Retry
+from callpolicy._model import MAX_ATTEMPTS, Retry
 
 
 class RetryCondition(tenacity.retry_base):
-    """A policy's `retry` table as a tenacity retry strategy, plus fast checks for the wrapper."""
+    """A policy's `retry` table as a tenacity retry strategy, plus fast checks for the
+    wrapper: which cause (a rule, or the plain keys) an outcome calls for, if any."""
 
     def __init__(
-        self, rule: Retry, policy: str = "", hints: tuple[tuple[str, str], ...] = ()
+        self,
+        rule: Retry,
+        policy: str = "",
+        hints: tuple[tuple[str, str], ...] = (),
+        causes: tuple[Cause, ...] | None = None,
     ) -> None:
         self.rule = rule
         self.policy = policy
-        # What counts as "the server said when to come back": the policy's hints, else
-        # Retry-After.
-        self.hints = hints or (("Retry-After", "retry-after"),)
-        self.exceptions = rule.on_exceptions
-        self.statuses = rule.on_status
+        self.causes = causes or (Cause(None, 0, rule, MAX_ATTEMPTS, hints),)
+        self.result_causes = tuple(c for c in self.causes if c.match.checks_results)
         self.checks_results = rule.checks_results or bool(rule.give_up)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
@@ -37,26 +40,27 @@ class RetryCondition(tenacity.retry_base):
             return False
         if outcome.failed:
             exc = outcome.exception()
-            return exc is not None and self.retries_exception(exc)
-        return self.retries_result(outcome.result())
+            return exc is not None and self.retries_exception(exc) is not None
+        return self.retries_result(outcome.result()) is not None
 
-    def retries_exception(self, exc: BaseException) -> bool:
-        """Whether `exc` calls for another attempt; raises AccountLimit if it is one."""
+    def retries_exception(self, exc: BaseException) -> Cause | None:
+        """The cause `exc` calls for another attempt by (None: it does not); raises
+        AccountLimit if it is one."""
         if not isinstance(exc, Exception) or isinstance(exc, CancelledError):
-            return False  # KeyboardInterrupt, a cancelled task or future: never retried
+            return None  # KeyboardInterrupt, a cancelled task or future: never retried
         if self.rule.give_up:
             self._give_up_if_gone(exc)
-        if self.exceptions and isinstance(exc, self.exceptions):
-            return self._may_repeat(exc, exc)
-        if self.statuses and status_of(exc) in self.statuses:
-            return self._may_repeat(exc, exc)
-        predicate = self.rule.exception_predicate
-        return predicate is not None and bool(predicate(exc)) and self._may_repeat(exc, exc)
+        for cause in self.causes:  # the first that matches decides
+            if cause.matches_exception(exc):
+                return cause if self._may_repeat(exc, exc, cause.hints) else None
+        return None
 
-    def _may_repeat(self, obj: Any, exc: BaseException | None) -> bool:
+    def _may_repeat(
+        self, obj: Any, exc: BaseException | None, hints: tuple[tuple[str, str], ...]
+    ) -> bool:
         """Whether the request behind `obj` may be sent again: idempotent (by the policy, or
         by its method or Idempotency-Key), never sent at all, or refused by the server with a
-        hint (429/503 with Retry-After)."""
+        hint (429/503 with Retry-After, or what the cause's `hints` name)."""
         idempotent = self.rule.idempotent
         if idempotent or (idempotent is None and may_repeat(obj)):
             return True
@@ -65,7 +69,7 @@ class RetryCondition(tenacity.retry_base):
         return (
             self.rule.refused_any_method
             and status_of(obj) in (429, 503)
-            and read_hint(self.hints, obj, self.policy) is not None
+            and read_hint(hints, obj, self.policy) is not None
         )
 
     def gives_up(self, obj: Any) -> str | None:
@@ -82,15 +86,14 @@ class RetryCondition(tenacity.retry_base):
         if matched is not None:
             raise AccountLimit(self.policy, matched, obj)
 
-    def retries_result(self, result: Any) -> bool:
-        """Whether `result` calls for another attempt; raises AccountLimit if it says so."""
-        rule = self.rule
-        if rule.give_up:
+    def retries_result(self, result: Any) -> Cause | None:
+        """The cause `result` calls for another attempt by (None: it does not); raises
+        AccountLimit if it says so."""
+        if self.rule.give_up:
             self._give_up_if_gone(result)
-        if self.statuses and status_of(result) in self.statuses:
-            return self._may_repeat(result, None)
-        if rule.until is not None and not rule.until.matches(result):
-            return True
-        if rule.while_ is not None and rule.while_.matches(result):
-            return True
-        return rule.result_predicate is not None and bool(rule.result_predicate(result))
+        for cause in self.result_causes:  # the first that matches decides
+            if cause.statuses and status_of(result) in cause.statuses:
+                return cause if self._may_repeat(result, None, cause.hints) else None
+            if cause.matches_value(result):
+                return cause
+        return None

@@ -58,8 +58,8 @@ class Hint:
 
     @property
     def read_as(self) -> str:
-        """How an absolute time was read, to end a note with: "; read as 30s after Date: ..."."""
-        return f"; read as {format_seconds(self.seconds)} {self.basis}" if self.basis else ""
+        """How an absolute time was read: " (read as 30s after Date: ...)"; "" for a delay."""
+        return f" (read as {format_seconds(self.seconds)} {self.basis})" if self.basis else ""
 
 
 class NotAHint(ValueError):

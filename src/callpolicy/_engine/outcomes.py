@@ -11,6 +11,8 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.http import status_of
+from callpolicy._engine.rules import Cause
+from callpolicy._engine.waits import SleepParts
 from callpolicy._errors import QuotaExceeded, RetryExhausted, reraise
 from callpolicy._events import SleepEvent, SleepTrigger
 from callpolicy._text import Throttled, format_seconds, shown_value
@@ -30,44 +32,61 @@ class DeadlineStop(tenacity.stop.stop_base):
 
 
 def sleep_event(
-    policy: str, max_attempts: int, statuses: frozenset[int], state: tenacity.RetryCallState
+    policy: str, max_attempts: int, cause: Cause, count: int, state: tenacity.RetryCallState
 ) -> SleepEvent:
-    """The backoff sleep about to happen after the attempt `state` holds."""
+    """The backoff sleep about to happen after the attempt `state` holds, the `count`th
+    to end in `cause` (named in the event when it is a rule)."""
     outcome = state.outcome
     assert outcome is not None
     exc = outcome.exception() if outcome.failed else None
     trigger: SleepTrigger
     if exc is not None:
-        trigger, cause = "exception", describe_exception(exc)
+        trigger, why = "exception", describe_exception(exc)
     else:
         result = outcome.result()
-        trigger = "status" if status_of(result) in statuses else "result"
-        cause = describe_result(result)
+        trigger = "status" if status_of(result) in cause.statuses else "result"
+        why = describe_result(result)
+    parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
+    seconds = state.upcoming_sleep
+    ruled = cause.name is not None
     return SleepEvent(
         policy,
         state.attempt_number,
         max_attempts,
         "backoff",
-        state.upcoming_sleep,
-        cause,
+        seconds,
+        why,
         trigger,
-        hint=getattr(state, "callpolicy_hint", None),
+        hint=None if parts is None else parts.hint,
+        backoff=seconds if parts is None else parts.backoff,
+        jitter=None if parts is None else parts.jitter,
+        hint_seconds=None if parts is None else parts.hint_seconds,
+        rule=cause.name,
+        rule_attempt=count if ruled else None,
+        rule_max_attempts=cause.attempts if ruled else None,
     )
 
 
 def give_up(
-    policy: str, max_attempts: int, deadline: float | None, state: tenacity.RetryCallState
+    policy: str,
+    max_attempts: int,
+    deadline: float | None,
+    state: tenacity.RetryCallState,
+    cause: Cause | None = None,
 ) -> NoReturn:
     """Retries are over: raise the last original exception, or RetryExhausted with the last
-    result and why."""
+    result and why (`cause`: a rule that has had its attempts)."""
     outcome = state.outcome
     assert outcome is not None
     if outcome.failed:
         error = outcome.exception()
         assert error is not None
         reraise(error)  # the last original exception, its chain as it was
-    hint = getattr(state, "callpolicy_hint", None)
-    if math.isinf(state.upcoming_sleep) and hint:
+    parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
+    hint = None if parts is None else parts.hint
+    if cause is not None:
+        reason = f"retry rule {cause.name!r}: attempts = {cause.attempts} reached"
+    elif math.isinf(state.upcoming_sleep) and hint:
         reason = f"the server said to wait longer than allowed: {hint}"
     elif state.attempt_number >= max_attempts:
         reason = f"stop.attempts = {max_attempts} reached"

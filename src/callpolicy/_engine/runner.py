@@ -29,6 +29,7 @@ from callpolicy._engine.outcomes import (
 )
 from callpolicy._engine.pause import ServerPause
 from callpolicy._engine.repeat import not_replayable
+from callpolicy._engine.rules import Cause, compile_causes
 from callpolicy._engine.waits import compile_wait
 from callpolicy._errors import QuotaExceeded
 from callpolicy._events import emit, listening
@@ -51,8 +52,11 @@ class Runner:
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
-        self.condition = RetryCondition(policy.retry, policy.name, policy.wait.hints)
+        self.wait = compile_wait(policy.wait, policy.name)
+        causes = compile_causes(policy, self.wait)
+        self.condition = RetryCondition(policy.retry, policy.name, policy.wait.hints, causes)
         self.checks_results = self.condition.checks_results
+        self.ruled = bool(policy.retry.rules)  # else one cause: the call's attempts are its
         self.admission = quotas.admission(policy)
         pause = policy.pause
         self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
@@ -60,7 +64,6 @@ class Runner:
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
         self.stop = stop
-        self.wait = compile_wait(policy.wait, policy.name)
 
     def call(
         self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
@@ -81,16 +84,20 @@ class Runner:
             else:
                 result = grant.run(fn, args, kwargs, costing)
         except BaseException as exc:
-            if not self._retries_error(exc):
+            cause = self._retries_error(exc)
+            if cause is None:
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
-            if (pause is None and not self.checks_results) or self._finished(result):
+            if pause is None and not self.checks_results:
+                return result
+            cause = self._retries_result(result)
+            if cause is None:
                 return result
             error = None
         # Outside the except block, so a later failure is not chained to this one.
-        return run(self._retries(start, fn, args, kwargs, costing, error, result))
+        return run(self._retries(start, fn, args, kwargs, costing, cause, error, result))
 
     async def async_call(
         self,
@@ -115,22 +122,27 @@ class Runner:
             else:
                 result = await grant.async_run(fn, args, kwargs, costing)
         except BaseException as exc:
-            if not self._retries_error(exc):
+            cause = self._retries_error(exc)
+            if cause is None:
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
-            if (pause is None and not self.checks_results) or self._finished(result):
+            if pause is None and not self.checks_results:
+                return result
+            cause = self._retries_result(result)
+            if cause is None:
                 return result
             error = None
-        return await async_run(self._retries(start, fn, args, kwargs, costing, error, result))
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _finished(self, result: Any) -> bool:
-        """Whether a returned value ends the call (else it is retried)."""
+    def _retries_result(self, result: Any) -> Cause | None:
+        """The cause a returned value is retried by; None: it ends the call."""
         if self.pause is not None:
             self.pause.note(result)
-        return not (self.checks_results and self.condition.retries_result(result))
+        return self.condition.retries_result(result) if self.checks_results else None
 
     def _retries(
         self,
@@ -139,6 +151,7 @@ class Runner:
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None,
+        cause: Cause,
         error: BaseException | None,
         result: Any = None,
     ) -> Steps[Any]:
@@ -148,6 +161,8 @@ class Runner:
         deadline_at = None if self.deadline is None else start + self.deadline
         state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
         state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
+        if self.ruled:
+            state.callpolicy_counts = [0] * len(self.condition.causes)  # type: ignore[attr-defined]
         try:
             while True:
                 if error is not None:
@@ -155,7 +170,7 @@ class Runner:
                 else:
                     state.set_result(result)
                 last = state.outcome
-                yield Sleep(self._next_sleep(state))
+                yield Sleep(self._next_sleep(state, cause))
                 attempt, grant, token = state.attempt_number, None, None
                 try:
                     left = 0.0 if pause is None else pause.left(attempt, deadline_at)
@@ -175,35 +190,41 @@ class Runner:
                 except BaseException as exc:
                     if grant is not None:
                         yield from grant.leave(token)
-                    if not self._retries_error(exc):
+                    found = self._retries_error(exc)
+                    if found is None:
                         raise
-                    error = exc
+                    cause, error = found, exc
                     continue
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
-                if self._finished(result):
+                found = self._retries_result(result)
+                if found is None:
                     return result
-                error = None
+                cause, error = found, None
         except StopIteration as stop:  # the user's, or the last attempt's: see Raised
             return Raised(stop)
 
-    def _retries_error(self, error: BaseException) -> bool:
-        """Whether an attempt's error calls for another attempt; interrupts never do."""
+    def _retries_error(self, error: BaseException) -> Cause | None:
+        """The cause an attempt's error calls for another attempt by; interrupts never do."""
         pause = self.pause
         if not isinstance(error, Exception):  # KeyboardInterrupt, CancelledError, ...
             if pause is not None:
                 pause.leave()
-            return False
+            return None
         if pause is not None:
             pause.note(error)
         return self.condition.retries_exception(error)
 
-    def _next_sleep(self, state: tenacity.RetryCallState) -> float:
-        """After a retryable outcome: how long to sleep before the next attempt, which it
-        then prepares; raises (the last error, or RetryExhausted) when the stop strategy
-        says to give up."""
-        sleep = float(self.wait(state))
+    def _next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
+        """After an outcome `cause` retries: how long to sleep before the next attempt, which
+        it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
+        or the cause's attempts say to give up."""
+        if self.ruled:
+            count = self._rule_count(state, cause)
+            sleep = self._rule_wait(state, cause, count)
+        else:  # one cause, whose attempts are the call's
+            count, sleep = state.attempt_number, float(self.wait(state))
         state.upcoming_sleep = sleep
         if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
             give_up(self.name, self.max_attempts, self.deadline, state)
@@ -212,6 +233,28 @@ class Runner:
             cannot_repeat(self.name, state, why)
         state.idle_for += sleep
         if listening():  # describing the cause costs more than the rest of a retry
-            emit(sleep_event(self.name, self.max_attempts, self.condition.statuses, state))
+            emit(sleep_event(self.name, self.max_attempts, cause, count, state))
         state.prepare_for_next_attempt()
         return sleep
+
+    def _rule_count(self, state: tenacity.RetryCallState, cause: Cause) -> int:
+        """One more attempt ended in `cause`: its count, the first included; gives up when
+        the cause has had its attempts."""
+        counts: list[int] = state.callpolicy_counts  # type: ignore[attr-defined]
+        count = counts[cause.index] = counts[cause.index] + 1
+        if count >= cause.attempts:  # the plain keys' attempts are stop.attempts: say so
+            rule = cause if cause.name is not None else None
+            give_up(self.name, self.max_attempts, self.deadline, state, rule)
+        return count
+
+    def _rule_wait(self, state: tenacity.RetryCallState, cause: Cause, count: int) -> float:
+        """The cause's wait, counting the cause's own attempts (an exponential wait starts
+        at its initial for the first failure of each cause)."""
+        assert cause.wait is not None
+        attempt = state.attempt_number
+        state.callpolicy_sleep = None  # type: ignore[attr-defined]  # another cause's
+        state.attempt_number = count
+        try:
+            return float(cause.wait(state))
+        finally:
+            state.attempt_number = attempt

@@ -1,7 +1,8 @@
 """Wait strategies of a policy as tenacity wait objects.
 
-Exponential waits are our own (`_Exponential`); jitter is `+ wait_random(0, jitter)`, so it
-only ever adds to the computed wait.
+Exponential waits are our own (`_Exponential`). Jitter is drawn once per sleep and only ever
+adds, to the computed wait or to the server's hint that replaces it. A wait with jitter or
+hints leaves what its sleep is made of (`SleepParts`) on the retry state, for the log.
 """
 
 from __future__ import annotations
@@ -9,35 +10,46 @@ from __future__ import annotations
 import math
 import random
 
+import attrs
 import tenacity
 from tenacity.wait import wait_base
 
-from callpolicy._engine.hints import read_hint
+from callpolicy._engine.hints import Hint, read_hint
 from callpolicy._model import MAX_SECONDS, Wait
+
+
+@attrs.frozen
+class SleepParts:
+    """What a backoff sleep is made of: the computed wait (`backoff`), the jitter added
+    (None: the wait has none) and, when the server's hint replaced the backoff, the hint's
+    seconds. `hint` says what the server said and what became of it."""
+
+    backoff: float
+    jitter: float | None = None
+    hint: str | None = None
+    hint_seconds: float | None = None
 
 
 def compile_wait(wait: Wait, policy: str = "") -> wait_base:
     """The tenacity strategy for `wait`: the seconds to sleep after attempt n (with server
     hints, what the failed attempt's response says, within the policy's cap)."""
-    computed = _computed(wait)
-    return _Hinted(computed, wait, policy) if wait.hints else computed
+    base = _base(wait)
+    jitter = wait.jitter if wait.strategy in ("fixed", "exponential") else 0.0
+    if jitter > 0 or wait.hints:
+        return _Backoff(base, jitter, wait, policy)
+    return base  # nothing to tell apart: the sleep is the computed wait
 
 
-def _computed(wait: Wait) -> wait_base:
-    strategy: wait_base
+def _base(wait: Wait) -> wait_base:
     if wait.strategy == "none":
-        strategy = tenacity.wait_none()
-    elif wait.strategy == "fixed":
-        strategy = tenacity.wait_fixed(wait.seconds)
-    elif wait.strategy == "exponential":
-        strategy = _Exponential(wait.initial, wait.multiplier, wait.max)
-    elif wait.strategy == "random":
-        strategy = tenacity.wait_random(min=wait.min, max=wait.max)
-    else:
-        strategy = _Chain([compile_wait(step) for step in wait.steps])
-    if wait.jitter > 0 and wait.strategy in ("fixed", "exponential"):
-        strategy = strategy + tenacity.wait_random(0, wait.jitter)
-    return strategy
+        return tenacity.wait_none()
+    if wait.strategy == "fixed":
+        return tenacity.wait_fixed(wait.seconds)
+    if wait.strategy == "exponential":
+        return _Exponential(wait.initial, wait.multiplier, wait.max)
+    if wait.strategy == "random":
+        return tenacity.wait_random(min=wait.min, max=wait.max)
+    return _Chain([compile_wait(step) for step in wait.steps])
 
 
 class _Exponential(wait_base):
@@ -75,44 +87,49 @@ class _Chain(wait_base):
         attempt = retry_state.attempt_number
         index = min(attempt, len(self.steps)) - 1
         retry_state.attempt_number = attempt - index
+        retry_state.callpolicy_sleep = None  # type: ignore[attr-defined]  # the step's own
         try:
             return float(self.steps[index](retry_state))
         finally:
             retry_state.attempt_number = attempt
 
 
-class _Hinted(wait_base):
-    """The server's word (a hint the response carries) instead of the computed backoff,
-    capped; jitter only adds. What it did is left on the retry state for the log."""
+class _Backoff(wait_base):
+    """The computed wait plus jitter, or the server's word (a hint the response carries)
+    instead of the computed wait, capped, plus jitter. Leaves its parts on the retry state."""
 
-    def __init__(self, computed: wait_base, wait: Wait, policy: str) -> None:
-        self.computed = computed
+    def __init__(self, base: wait_base, jitter: float, wait: Wait, policy: str) -> None:
+        self.base = base
+        self.jitter = jitter
         self.wait = wait
         self.policy = policy
+        self.chained = isinstance(base, _Chain)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        computed = float(self.computed(retry_state))
-        retry_state.callpolicy_hint = None  # type: ignore[attr-defined]
+        computed = float(self.base(retry_state))
+        jitter = random.uniform(0, self.jitter) if self.jitter else None
+        parts = getattr(retry_state, "callpolicy_sleep", None) if self.chained else None
+        if parts is None:
+            parts = SleepParts(computed, jitter)
+        seconds = computed + (jitter or 0.0)
         outcome = retry_state.outcome
-        if outcome is None:
-            return computed
-        answer = outcome.exception() if outcome.failed else outcome.result()
-        hint = read_hint(self.wait.hints, answer, self.policy)
-        if hint is None:
-            return computed
-        cap, action = self.wait.hint_cap, self.wait.hint_above_cap
-        said, seconds = hint.describe(), hint.seconds
-        if seconds > cap and action == "ignore":
-            note = f"{said} is above hint_cap {cap:g}s: ignored, computed backoff used"
-            seconds = computed
-        elif seconds > cap and action == "fail":
-            note = f"{said} is above hint_cap {cap:g}s"
-            seconds = math.inf  # the runner gives up at once
-        else:
-            if seconds > cap:
-                said, seconds = f"{said}, capped at {cap:g}s", cap
-            if self.wait.jitter:
-                seconds += random.uniform(0, self.wait.jitter)
-            note = f"{said} instead of the computed {computed:.3f}s"
-        retry_state.callpolicy_hint = note + hint.read_as  # type: ignore[attr-defined]
+        if self.wait.hints and outcome is not None:
+            answer = outcome.exception() if outcome.failed else outcome.result()
+            hint = read_hint(self.wait.hints, answer, self.policy)
+            if hint is not None:
+                seconds, parts = self._hinted(hint, computed, jitter, seconds, parts)
+        retry_state.callpolicy_sleep = parts  # type: ignore[attr-defined]
         return seconds
+
+    def _hinted(
+        self, hint: Hint, computed: float, jitter: float | None, seconds: float, parts: SleepParts
+    ) -> tuple[float, SleepParts]:
+        cap, action = self.wait.hint_cap, self.wait.hint_above_cap
+        said, hinted = hint.describe() + hint.read_as, hint.seconds
+        if hinted > cap and action == "ignore":
+            return seconds, attrs.evolve(parts, hint=f"{said} is above hint_cap {cap:g}s, ignored")
+        if hinted > cap and action == "fail":  # the runner gives up at once
+            return math.inf, SleepParts(computed, None, f"{said} is above hint_cap {cap:g}s")
+        if hinted > cap:
+            said, hinted = f"{said}, capped at {cap:g}s", cap
+        return hinted + (jitter or 0.0), SleepParts(computed, jitter, said, hinted)
