@@ -1,10 +1,5 @@
-"""The policy model: frozen attrs classes a loaded policy file turns into.
-
-This module is the only home of every default and every vocabulary (strategies, algorithms,
-hint formats). The config layer validates files with line numbers and all problems at once,
-passing only the keys a file sets; the validators here guard objects built by hand, with
-attrs' message grammar.
-"""
+"""The policy model's calls side: retry conditions and rules, waits, stops, pause, and the
+Policy holding them with its quotas (quotas.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +9,7 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
-from callpolicy._text import format_seconds, redacted
+from callpolicy._model.quotas import Quota
 
 WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
@@ -26,9 +21,6 @@ STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
     "random": ("min", "max"),
     "chain": ("steps",),
 }
-ALGORITHMS: tuple[str, ...] = ("sliding-window", "fixed-window", "leaky-bucket", "token-bucket")
-BUCKETS = ("leaky-bucket", "token-bucket")  # take `burst`; the windows take `spread`
-UNAVAILABLE_MODES: tuple[str, ...] = ("fail-closed", "fail-open", "local")
 HINT_ACTIONS: tuple[str, ...] = ("clamp", "ignore", "fail")
 HINT_FORMATS: tuple[str, ...] = (
     "retry-after",
@@ -59,23 +51,8 @@ MAX_SECONDS = 7 * 24 * 3600.0  # no wait, deadline or period beyond a week (a lo
 # Numbers past these are typos, not plans (a million attempts of a 1 s poll outlast any
 # deadline, which is at most a week).
 MAX_ATTEMPTS = 1_000_000
-MAX_SLOTS = 1_000_000
 MAX_MULTIPLIER = 1000.0
 DEFAULT_RULE_NAME = "rule {}"  # a retry rule without a name, by its place (from 1)
-# An exact sliding window keeps one entry per call in the window: past this many, memory
-# and time per admission grow too much; token-bucket keeps two numbers whatever N is.
-MAX_SLIDING_WINDOW = 1_000_000
-MAX_BURST = 1_000_000_000
-# Timing slack of every rate quota: the time between a call's admission and its reaching the
-# server (a thread switch, a network hop) varies, and servers count in whole milliseconds.
-# A window counts each call this much longer than its period (costing guard/period of the
-# throughput); it covers the jitter of sending. A bucket keeps this much of its room unused,
-# or with no room spaces calls this much further apart; as it is also told when each call
-# ends (see buckets.py), its guard covers only the server's millisecond clock.
-DEFAULT_GUARD = 0.002
-DEFAULT_BUCKET_GUARD = 0.001
-MEMORY = "memory://"
-REDIS_SCHEMES = ("redis", "rediss")
 ConditionOp = Literal["in", "not_in", "equals"]
 _MISSING = object()
 
@@ -83,99 +60,6 @@ _MISSING = object()
 def hint_format(header: str) -> str:
     """The format a header is read in when a policy does not say."""
     return KNOWN_HINT_HEADERS.get(header.lower(), "delta-seconds")
-
-
-@attrs.frozen
-class Rate:
-    """`calls` calls per `period` seconds."""
-
-    calls: int
-    period: float
-
-    def __str__(self) -> str:
-        return f"{self.calls}/{format_seconds(self.period)}"
-
-
-@attrs.frozen
-class Storage:
-    """Where a quota's state lives: `url` "memory://" (this process) or a Redis server (every
-    process using it), with the options of the URL's query read at load time. The URL may
-    hold a password: str() and repr() never show it."""
-
-    url: str = attrs.field(default=MEMORY, repr=redacted)
-    prefix: str = "callpolicy"  # ?prefix=: namespaces the keys
-    timeout: float = attrs.field(default=0.25, validator=v.gt(0))  # ?timeout=
-
-    @property
-    def is_memory(self) -> bool:
-        return self.url.startswith(MEMORY)
-
-    def __str__(self) -> str:
-        return redacted(self.url)
-
-
-def _storage(value: Storage | str) -> Storage:
-    """A plain "memory://" may be given as a string when a Quota is built by hand."""
-    if isinstance(value, Storage):
-        return value
-    if value == MEMORY:
-        return Storage()
-    raise TypeError("a Quota's storage is a Storage (callpolicy reads URLs from policy files)")
-
-
-@attrs.frozen
-class Quota:
-    """A limit every call of the policies naming it must pass, shared by all of them.
-
-    Exactly one of: `rate` (at most `rate.calls` calls, or cost units when `weighted`, per
-    `rate.period` seconds), `concurrency` (calls in flight), `pool` (member quotas, of which
-    a call takes the first that admits it). `storage` is "memory://" (this process) or a
-    Redis URL (every process using it); `on_unavailable` says what to do when Redis is not.
-    """
-
-    name: str
-    rate: Rate | None = None
-    concurrency: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
-    pool: tuple[Quota, ...] = ()
-    algorithm: str = attrs.field(default="sliding-window", validator=v.in_(ALGORITHMS))
-    max_wait: float = attrs.field(default=60.0, validator=v.ge(0))
-    weighted: bool = False
-    storage: Storage = attrs.field(default=Storage(), converter=_storage)
-    on_unavailable: str = attrs.field(default="fail-closed", validator=v.in_(UNAVAILABLE_MODES))
-    local_limit: Rate | None = None
-    guard: float = attrs.field(
-        default=attrs.Factory(
-            lambda self: DEFAULT_BUCKET_GUARD if self.algorithm in BUCKETS else DEFAULT_GUARD,
-            takes_self=True,
-        ),
-        validator=v.ge(0),
-    )
-    # Buckets: calls (cost units) beyond the steady pace (leaky), or the size (token); None:
-    # 0 for a leaky bucket, the limit's N for a token bucket.
-    burst: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
-    spread: bool = False  # windows: calls at least period / N apart, not back to back
-
-    def __attrs_post_init__(self) -> None:
-        kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
-        if kinds != 1:
-            raise ValueError(f"quota {self.name!r} needs exactly one of rate, concurrency, pool")
-        if self.burst is not None and self.algorithm not in BUCKETS:
-            raise ValueError(f"quota {self.name!r}: burst applies to {' and '.join(BUCKETS)}")
-        if self.spread and self.algorithm in BUCKETS:
-            raise ValueError(f"quota {self.name!r}: spread applies to the windows, not buckets")
-        if self.burst == 0 and self.algorithm == "token-bucket":
-            raise ValueError(f"quota {self.name!r}: a token bucket's burst (its size) is >= 1")
-
-    @staticmethod
-    def algorithm_default() -> str:
-        return str(attrs.fields(Quota).algorithm.default)
-
-    @property
-    def bucket_room(self) -> int:
-        """A bucket's burst as declared, or its default."""
-        if self.burst is not None:
-            return self.burst
-        return self.rate.calls if self.algorithm == "token-bucket" and self.rate else 0
 
 
 @attrs.frozen
