@@ -1,6 +1,6 @@
 """Merged, located policy tables -> model objects, with the checks that span several keys.
 
-Only the keys a file sets are passed to the model: every default lives in `_model.py`.
+Only the keys a file sets are passed to the model: every default lives in `_model/`.
 """
 
 from __future__ import annotations
