@@ -72,9 +72,9 @@ def test_sleeps_are_logged_at_info_with_structured_fields(
     records = [r for r in caplog.records if r.name == "callpolicy"]
     assert [r.getMessage() for r in records] == [
         "api.get: attempt 1 of 3 failed (ConnectionError: refused); sleeping 0.500s (backoff)",
-        "api.get: attempt 2 of 3 waits 1.502s for quota api.app (1/2s) (quota)",
+        "api.get: attempt 2 of 3 waited 1.502s for quota api.app (1/2s) (quota)",
         "api.get: attempt 2 of 3 failed (HTTP 503); sleeping 0.500s (backoff)",
-        "api.get: attempt 3 of 3 waits 1.502s for quota api.app (1/2s) (quota)",
+        "api.get: attempt 3 of 3 waited 1.502s for quota api.app (1/2s) (quota)",
     ]
     first = records[0]
     assert first.levelno == logging.INFO

@@ -44,7 +44,7 @@ def test_vastai_client(tmp_path: Path) -> None:
         re.MULTILINE,
     )
     assert bare[:2] == ["0.100", "0.200"], output
-    paced = r"vastai\.search: attempt 1 of 5 waits 0\.\d+s for quota vastai\.search \(1/200ms\)"
+    paced = r"vastai\.search: attempt 1 of 5 waited 0\.\d+s for quota vastai\.search \(1/200ms\)"
     assert len(re.findall(paced, output)) >= 2, output  # the batch search took its turns
 
     # Cached offers were served while throttled: by the client's own quota (non-blocking)

@@ -106,4 +106,4 @@ def test_nginx_limiter_the_documented_recipe_is_never_refused_and_a_window_is(
     values = summary(output)
     assert re.match(r"30 x 200\s+0 x 429", values["nginx.paced"])
     assert not re.match(r"30 x 200", values["nginx.window"])  # 10 at once: some refused
-    assert "waits 0." in output  # every wait logged
+    assert "waited 0." in output  # every wait logged

@@ -109,7 +109,7 @@ def test_a_call_queued_behind_a_waiting_call_says_its_wait_once(
     assert all(e.trigger in ("slot", "turn") and e.seconds > 0.1 for e in events)
 
 
-def test_a_timed_quota_wait_is_said_before_it_with_its_length(
+def test_a_timed_quota_wait_is_said_once_when_over_with_its_length(
     registry_of: RegistryOf, events: list[SleepEvent], caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = registry_of(
@@ -128,7 +128,7 @@ def test_a_timed_quota_wait_is_said_before_it_with_its_length(
         fetch()
     [event] = events
     assert (event.trigger, event.quota) == ("quota", "api.paced")
-    assert 0.03 < event.seconds <= 0.05
+    assert 0.03 < event.seconds < 5  # the real length: about 50 ms, however long it took
     [line] = [r.getMessage() for r in caplog.records]
-    assert line.startswith("api.get: attempt 1 of 3 waits 0.0")
+    assert line.startswith("api.get: attempt 1 of 3 waited 0.0")
     assert line.endswith("s for quota api.paced (20/1s) (quota)")

@@ -15,8 +15,8 @@ logger = logging.getLogger("callpolicy")
 SleepSource = Literal["backoff", "quota", "pause"]
 # Why: an exception was raised, a response came back with a retried status, a returned value
 # did not meet the policy's condition yet (polling), or a quota was full.
-# A quota wait of no known length is said once, when over: for a call in flight to end
-# ("slot"), or for calls waiting ahead of it ("turn").
+# A quota wait is said once, when over, by what it waited for most: the quota's time
+# ("quota"), a call in flight to end ("slot"), or calls waiting ahead of it ("turn").
 SleepTrigger = Literal["exception", "status", "result", "quota", "slot", "turn"]
 SleepHook = Callable[["SleepEvent"], None]
 SHORTEST_INFO = 0.001  # shorter sleeps (retrying at once) are logged at DEBUG
@@ -26,7 +26,7 @@ _hook_failures = Throttled(60.0)
 
 @attrs.frozen
 class SleepEvent:
-    """A sleep about to happen (or, for a quota wait of no known length, one just over):
+    """A sleep about to happen (a quota wait: one just over, all of its sleeps together):
     which policy, after which attempt, why, how long, for what.
 
     A backoff sleep is `backoff + jitter`, or `hint_seconds + jitter` when the server's
@@ -55,16 +55,14 @@ class SleepEvent:
                 f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
                 f"{self.seconds:.3f}s: the server said {self.cause} (pause)"
             )
-        if self.source == "quota" and self.trigger in ("slot", "turn"):
-            until = "a call in flight ended" if self.trigger == "slot" else "its turn came"
+        if self.source == "quota":
+            until = ""
+            if self.trigger in ("slot", "turn"):
+                ended = "a call in flight ended" if self.trigger == "slot" else "its turn came"
+                until = f" until {ended}"
             return (
                 f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waited "
-                f"{self.seconds:.3f}s for {self.cause} until {until} (quota)"
-            )
-        if self.source == "quota":
-            return (
-                f"{self.policy}: attempt {self.attempt} of {self.max_attempts} waits "
-                f"{self.seconds:.3f}s for {self.cause} (quota)"
+                f"{self.seconds:.3f}s for {self.cause}{until} (quota)"
             )
         outcome = "is not done yet" if self.trigger == "result" else "failed"
         rule = ""

@@ -134,7 +134,7 @@ class Admission:
             self._check(first, 0.0, deadline_at, options.blocking)
         ticket = self.queue.join(self.names, options.priority, is_async)
         started = CLOCK.now()
-        held = _Untimed()  # waits of no known length: logged once each, when over
+        held = _Waiting()  # said once, when over: its real length and what it waited for
         try:
             while True:
                 if self.queue.is_head(ticket):
@@ -151,8 +151,7 @@ class Admission:
                     waited = CLOCK.now() - started
                     budget = self._check(outcome, waited, deadline_at, options.blocking)
                     if outcome.wait is not None:
-                        self._said(held, attempt)
-                        emit(self._event(outcome.quota, outcome.wait, attempt, "quota"))
+                        held.begin(outcome.quota, "quota")
                         yield Sleep(outcome.wait)
                         continue
                     held.begin(outcome.quota, "slot")
@@ -231,30 +230,34 @@ class Admission:
             self.policy, attempt, self.max_attempts, "quota", seconds, cause, trigger, name
         )
 
-    def _said(self, held: _Untimed, attempt: int) -> None:
-        """An untimed wait is over: say once how long it lasted, and for what."""
+    def _said(self, held: _Waiting, attempt: int) -> None:
+        """The wait is over (admitted, or giving up): say once how long it lasted, and for
+        what. (A bucket told of a call's end may add a few ms to a wait: one line still.)"""
         if held.since is not None:
             seconds = CLOCK.now() - held.since
             emit(self._event(held.quota, seconds, attempt, held.trigger))
             held.since = None
 
 
-class _Untimed:
-    """A wait of no known length going on: for a call in flight to end ("slot"), or for the
-    calls ahead in the queue ("turn")."""
+_RANK = {"turn": 0, "slot": 1, "quota": 2}
+
+
+class _Waiting:
+    """A call's wait for admission: since when, and for what: a quota's time ("quota"), a
+    call in flight to end ("slot"), or the calls queued ahead ("turn"), in that rank."""
 
     __slots__ = ("quota", "since", "trigger")
 
     def __init__(self) -> None:
         self.since: float | None = None
         self.quota: Quota | None = None
-        self.trigger: SleepTrigger = "slot"
+        self.trigger: SleepTrigger = "turn"
 
     def begin(self, quota: Quota | None, trigger: SleepTrigger) -> None:
         if self.since is None:
-            self.since, self.trigger = CLOCK.now(), trigger
-        if quota is not None:  # a slot wait outranks a wait for its turn
-            self.quota, self.trigger = quota, trigger
+            self.since = CLOCK.now()
+        if self.quota is None or _RANK[trigger] >= _RANK[self.trigger]:
+            self.quota, self.trigger = quota or self.quota, trigger
 
 
 def _sooner(best: Refusal | None, new: Refusal) -> Refusal:
