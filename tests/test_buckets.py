@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callpolicy._model import Quota, Rate
+from callpolicy._quotas.algorithms import Entry
 from callpolicy._quotas.buckets import Bucket
 from callpolicy._quotas.memory import make_counter
 
@@ -20,8 +21,9 @@ class NginxLimitReq:
     """ngx_http_limit_req_module's lookup: `excess` in 1/1000 requests, time in whole ms,
     refused requests not counted (`rate` in r/s, `burst` in requests)."""
 
-    def __init__(self, rate: int, burst: int) -> None:
-        self.rate, self.burst = rate * 1000, burst * 1000
+    def __init__(self, rate: int, burst: int, per_minute: bool = False) -> None:
+        # ngx_http_limit_req_zone: rate * 1000 / 60 for r/m, rounded down
+        self.rate, self.burst = rate * 1000 // (60 if per_minute else 1), burst * 1000
         self.last: int | None = None
         self.excess = 0
 
@@ -111,10 +113,10 @@ def test_with_burst_room_the_steady_pace_is_the_full_rate() -> None:
 
 
 def test_a_leaky_bucket_takes_a_costly_call_when_its_room_allows_then_drains_it() -> None:
-    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    bucket = Bucket(0.1, 4, 0.0, sized=False)
     assert bucket.wait(0.0, 5) == 0.0
     bucket.take(0.0, 5)
-    assert bucket.wait(0.0, 1) == pytest.approx(0.5)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.1)
 
 
 def test_a_token_bucket_never_admits_a_cost_above_its_size() -> None:
@@ -163,18 +165,50 @@ def test_a_call_that_ends_late_moves_the_meter_as_if_counted_at_its_end() -> Non
     entry = bucket.take(0.0, 1)
     bucket.end(entry, 0.03)
     assert bucket.wait(0.0, 1) == pytest.approx(0.13)
-    bucket.end(entry, 0.5)  # told once
-    assert bucket.wait(0.0, 1) == pytest.approx(0.13)
 
 
-def test_while_calls_queue_their_ends_cost_nothing() -> None:
+def test_calls_ending_as_soon_as_admitted_cost_nothing() -> None:
+    bucket = Bucket(0.1, 5, 0.0, sized=False)
+    for _ in range(6):
+        bucket.end(bucket.take(0.0, 1), 0.0)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.1)
+
+
+def test_a_late_call_carries_the_calls_admitted_behind_it() -> None:
+    """The burst's first call reached the server only as it ended (a new connection): the
+    five admitted behind it may have followed it there, so the room comes back 50 ms later."""
     bucket = Bucket(0.1, 5, 0.0, sized=False)
     entries = [bucket.take(0.0, 1) for _ in range(6)]
-    for entry in entries[1:]:
-        bucket.end(entry, 0.05)  # each ended before the backlog ahead of it drained
-    assert bucket.wait(0.0, 1) == pytest.approx(0.1)
-    bucket.end(entries[0], 0.05)  # the first had nothing ahead of it: counted up to 50 ms late
+    bucket.end(entries[0], 0.05)
     assert bucket.wait(0.0, 1) == pytest.approx(0.15)
+
+
+def test_a_long_call_is_taken_as_counted_50ms_after_its_admission_at_the_latest() -> None:
+    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    bucket.end(bucket.take(0.0, 1), 5.0)
+    assert bucket.wait(0.0, 1) == pytest.approx(0.15)
+
+
+def test_overlapping_long_calls_keep_the_rate() -> None:
+    """Calls of 1 s admitted 100 ms apart: each end moves the meter to one interval after
+    it, not by the call's length (the rate stays 10 per second, not 1)."""
+    bucket = Bucket(0.1, 0, 0.0, sized=False)
+    now, ends = 0.0, list[tuple[float, Entry]]()
+    for _ in range(30):
+        while ends and ends[0][0] <= now:
+            at, entry = ends.pop(0)
+            bucket.end(entry, at)
+        now += bucket.wait(now, 1)
+        ends.append((now + 1.0, bucket.take(now, 1)))
+    assert now == pytest.approx(3.0, abs=0.15)  # 30 calls in about 3 s
+
+
+def test_a_cost_above_what_the_bucket_can_ever_hold_never_fits() -> None:
+    assert Bucket(0.1, 5, 0.0, sized=False).wait(0.0, 6) == 0.0  # the burst and the call
+    assert Bucket(0.1, 5, 0.0, sized=False).wait(0.0, 7) == math.inf
+    spread = make_counter(Quota("q", Rate(10, 1.0), spread=True, weighted=True))
+    assert spread.wait(0.0, 10) == 0.0
+    assert spread.wait(0.0, 11) == math.inf  # a window of 10 never holds 11
 
 
 def test_a_spread_window_is_not_moved_by_ends() -> None:
@@ -189,3 +223,19 @@ def test_buckets_default_to_a_1ms_guard_and_windows_to_2ms() -> None:
     assert Quota("q", Rate(1, 1.0), algorithm="token-bucket").guard == 0.001
     assert Quota("q", Rate(1, 1.0)).guard == 0.002
     assert Quota("q", Rate(1, 1.0), spread=True).guard == 0.002
+
+
+@pytest.mark.parametrize("per_minute", [7, 10, 20])
+def test_the_nginx_recipe_for_a_per_minute_rate_is_its_rounded_rate(per_minute: int) -> None:
+    """nginx keeps `rate=10r/m` as 166 thousandths of a request per second: one call every
+    6.024 s, not 6 s. The recipe writes that rate: limit = "166/1000s"."""
+    milli = per_minute * 1000 // 60
+    exact = Bucket(60 / per_minute, 0, 0.001, sized=False)
+    rounded = Bucket(1000 / milli, 0, 0.001, sized=False)
+    for bucket, refusals in ((rounded, 0), (exact, None)):
+        nginx = NginxLimitReq(per_minute, 0, per_minute=True)
+        refused = sum(not nginx.accepts(math.floor(at * 1000)) for at in _admit(bucket, [0.0] * 20))
+        if refusals is None:
+            assert refused > 0 or (60_000 % per_minute == 0 and (per_minute * 1000) % 60 == 0)
+        else:
+            assert refused == refusals

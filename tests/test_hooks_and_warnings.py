@@ -263,6 +263,7 @@ EVENT_FIELDS = [
     "rule",
     "rule_attempt",
     "rule_max_attempts",
+    "gave_up",
 ]
 # The record's `extra`: the event's fields, `source` and `seconds` under other names.
 RECORD_FIELDS = {field: field for field in EVENT_FIELDS} | {

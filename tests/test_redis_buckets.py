@@ -4,6 +4,7 @@ meter."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from callpolicy import QuotaExceeded, Registry, call_options
+from callpolicy._quotas.buckets import LATE
+from callpolicy._quotas.redis.script import SCRIPT
 
 if TYPE_CHECKING:
     from local_redis import RedisServer
@@ -80,7 +83,7 @@ def test_a_call_that_ends_late_moves_the_redis_meter(
     registry = _registry(
         registry_of, redis_server, 'limit = "10/1s"\nalgorithm = "leaky-bucket"\nguard = "0s"'
     )
-    registry.policy("api.get")(time.sleep)(0.3)
+    registry.policy("api.get")(time.sleep)(0.04)  # under LATE: counted as late as its end
     ended = time.monotonic()
     registry.policy("api.get")(nothing)()
     # Counted as if it reached the server as it ended: the next goes one interval after that.
@@ -118,3 +121,22 @@ def test_actual_cost_gives_back_to_a_redis_bucket(
     with call_options(blocking=False):
         weighted(50)  # estimated 50, actually 1: 49 come back
         assert weighted(45) == 45
+
+
+def test_redis_takes_a_late_call_as_memory_does() -> None:
+    """redis.lua's LATE is buckets.py's, in microseconds."""
+    found = re.search(r"local LATE = (\d+)", SCRIPT)
+    assert found is not None and int(found[1]) == round(LATE * 1e6)
+
+
+def test_a_redis_bucket_is_moved_by_a_call_that_ended_after_its_key_would_have_expired(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    registry = _registry(
+        registry_of, redis_server, 'limit = "10/1s"\nalgorithm = "leaky-bucket"\nguard = "0s"'
+    )
+    registry.policy("api.get")(time.sleep)(1.3)  # longer than the key's 1 s past its tat
+    ended = time.monotonic()
+    registry.policy("api.get")(nothing)()
+    # Counted as late as 50 ms after its admission: the next call did not wait for its end.
+    assert time.monotonic() - ended < 0.5

@@ -5,6 +5,7 @@ for the calls queued ahead."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from callpolicy import Registry, SleepEvent, add_sleep_hook
+from callpolicy import QuotaExceeded, Registry, SleepEvent, add_sleep_hook, call_options
 
 if TYPE_CHECKING:
     from local_redis import RedisServer
@@ -132,3 +133,39 @@ def test_a_timed_quota_wait_is_said_once_when_over_with_its_length(
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith("api.get: attempt 1 of 3 waited 0.0")
     assert line.endswith("s for quota api.paced (20/1s) (quota)")
+
+
+def test_a_wait_that_gives_up_says_so(
+    registry_of: RegistryOf, events: list[SleepEvent], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(
+        api="""
+        [quotas.slots]
+        concurrency = 1
+        max_wait = "200ms"
+        [endpoints.get]
+        quotas = ["slots"]
+        """
+    )
+    waiter = registry.policy("api.get")(done)
+    outcomes: list[str] = []
+
+    def wait_and_give_up() -> None:
+        try:
+            waiter()
+        except QuotaExceeded as refused:
+            outcomes.append(refused.reason)
+
+    with caplog.at_level(logging.INFO, logger="callpolicy"):
+        _hold_a_slot_while(registry, 0.6, wait_and_give_up)
+    assert outcomes == ["max_wait"]
+    [event] = events
+    assert event.gave_up
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.endswith("for quota api.slots (1 in flight), then gave up (quota)")
+
+
+def test_a_cost_that_is_not_a_finite_number_is_refused_at_once() -> None:
+    for cost in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            call_options(cost=cost).__enter__()

@@ -48,6 +48,7 @@ class SleepEvent:
     rule: str | None = None
     rule_attempt: int | None = None
     rule_max_attempts: int | None = None
+    gave_up: bool = False  # a quota wait that ended without admission (max_wait, cancelled)
 
     def message(self) -> str:
         if self.source == "pause":
@@ -57,7 +58,9 @@ class SleepEvent:
             )
         if self.source == "quota":
             until = ""
-            if self.trigger in ("slot", "turn"):
+            if self.gave_up:
+                until = ", then gave up"
+            elif self.trigger in ("slot", "turn"):
                 ended = "a call in flight ended" if self.trigger == "slot" else "its turn came"
                 until = f" until {ended}"
             return (
@@ -122,6 +125,7 @@ def emit(event: SleepEvent) -> None:
                 "rule": event.rule,
                 "rule_attempt": event.rule_attempt,
                 "rule_max_attempts": event.rule_max_attempts,
+                "gave_up": event.gave_up,
             },
         )
     for hook in tuple(_hooks):

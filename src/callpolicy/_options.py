@@ -9,6 +9,7 @@ Context variables, so they follow threads' and tasks' own contexts.
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,8 +54,10 @@ def call_options(
 ) -> Iterator[CallOptions]:
     """Set options for the @policy calls made inside the block (nested blocks add up)."""
     current = _options.get()
-    if cost is not None and (isinstance(cost, bool) or cost < 0):
-        raise ValueError(f"cost must be a number >= 0 (got {cost!r})")
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf
+    ):
+        raise ValueError(f"cost must be a finite number >= 0 (got {cost!r})")
     chosen = CallOptions(
         cost=current.cost if cost is None else cost,
         priority=current.priority if priority is None else priority,

@@ -183,8 +183,12 @@ def resolve_quotas(
             quota = named.get(full)
             if quota is None and full not in broken:
                 _report_unknown_quota(full, [*named, *broken], leaf, index, problems)
-        if quota is not None:
-            found.setdefault(quota.name, quota)
+        if quota is not None and found.setdefault(quota.name, quota) != quota:
+            message = (
+                f"another inline quota of {quota.rate} counts differently; declare one of them "
+                "as [quotas.<name>]"
+            )
+            problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
     if sum(bool(q.pool) for q in found.values()) > 1:
         message = "may draw from one pool at most (a call takes one key)"
         problems.append(Problem(leaf.path, leaf.line, leaf.key, message))

@@ -147,6 +147,7 @@ class Admission:
                         outcome = yield from self.try_once(cost)
                     first = None
                     if isinstance(outcome, Grant):
+                        held.admitted = True
                         return outcome
                     waited = CLOCK.now() - started
                     budget = self._check(outcome, waited, deadline_at, options.blocking)
@@ -221,13 +222,22 @@ class Admission:
         names = ", ".join(sorted(self.names))
         raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
 
-    def _event(self, quota: Quota | None, seconds: float, attempt: int, trigger: Any) -> SleepEvent:
-        cause = (
-            quota_cause(quota) if quota is not None else f"quota {', '.join(sorted(self.names))}"
-        )
-        name = quota.name if quota is not None else None
+    def _event(self, held: _Waiting, seconds: float, attempt: int) -> SleepEvent:
+        quota = held.quota
+        if quota is None:  # waited for its turn on all of them
+            cause, name = f"quota {', '.join(sorted(self.names))}", None
+        else:
+            cause, name = quota_cause(quota), quota.name
         return SleepEvent(
-            self.policy, attempt, self.max_attempts, "quota", seconds, cause, trigger, name
+            self.policy,
+            attempt,
+            self.max_attempts,
+            "quota",
+            seconds,
+            cause,
+            held.trigger,
+            name,
+            gave_up=not held.admitted,
         )
 
     def _said(self, held: _Waiting, attempt: int) -> None:
@@ -235,7 +245,7 @@ class Admission:
         what. (A bucket told of a call's end may add a few ms to a wait: one line still.)"""
         if held.since is not None:
             seconds = CLOCK.now() - held.since
-            emit(self._event(held.quota, seconds, attempt, held.trigger))
+            emit(self._event(held, seconds, attempt))
             held.since = None
 
 
@@ -246,9 +256,10 @@ class _Waiting:
     """A call's wait for admission: since when, and for what: a quota's time ("quota"), a
     call in flight to end ("slot"), or the calls queued ahead ("turn"), in that rank."""
 
-    __slots__ = ("quota", "since", "trigger")
+    __slots__ = ("admitted", "quota", "since", "trigger")
 
     def __init__(self) -> None:
+        self.admitted = False
         self.since: float | None = None
         self.quota: Quota | None = None
         self.trigger: SleepTrigger = "turn"
@@ -277,8 +288,8 @@ def _cost(chosen: float | None, costing: Costing | None, args: Any, kwargs: Any)
     if costing is None or costing.cost is None:
         return 1.0
     cost = costing.cost(*args, **kwargs) if callable(costing.cost) else costing.cost
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
-        raise ValueError(f"a call's cost must be a number >= 0 (got {cost!r})")
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf:
+        raise ValueError(f"a call's cost must be a finite number >= 0 (got {cost!r})")
     return float(cost)
 
 

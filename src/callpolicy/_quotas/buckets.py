@@ -19,12 +19,16 @@ it keeps `guard` of the room unused, and the steady pace is the full rate.
 
 An `anchored` bucket is also told when each call ends (`end`). The server counted the call
 at some instant between its admission and its end, not necessarily at its admission: a call
-whose sending was delayed (a busy CPU, a descheduled thread or server) and the next one sent
-on time would reach the server closer together than one interval. So when a call ends, the
-meter moves as if the call had been counted at its end: `tat` grows by
-`max(0, end + cost x interval - tat_after)`, `tat_after` being the `tat` its admission left.
-While calls queue (a backlog longer than the call took) that is 0 and costs nothing; with
-no burst room, it spaces calls from the previous call's end.
+whose sending was delayed (a busy CPU, a descheduled thread, a new connection) and the next
+ones sent on time would reach the server closer together than their intervals. So when a
+call ends, the meter is moved to at least where the calls admitted since it would have
+left it, had it been counted at its end (or LATE after its admission, if it lasted longer):
+
+    tat = max(tat, min(end, admitted + LATE) + cost admitted since it x interval)
+
+While calls queue that changes nothing; with no burst room, the next call goes one
+interval after the previous one ended. A call still in flight is taken as counted by its
+admission and the guard; LATE bounds what a long call costs the calls overlapping it.
 """
 
 from __future__ import annotations
@@ -33,49 +37,65 @@ import math
 
 from callpolicy._quotas.algorithms import EPS, Entry, admit_by_wait
 
+# A call that ended is taken as counted at its end, or this long after its admission if it
+# lasted longer: a send is late by a stall or a new connection, not by a long call's length.
+LATE = 0.05
+
 
 class Metered(Entry):
-    """An admission to a bucket, with the `tat` it left."""
+    """An admission to a bucket, with the cost the bucket had admitted before it."""
 
-    __slots__ = ("tat_after",)
+    __slots__ = ("before",)
 
-    def __init__(self, at: float, cost: float, tat_after: float) -> None:
+    def __init__(self, at: float, cost: float, before: float) -> None:
         super().__init__(at, cost)
-        self.tat_after = tat_after
+        self.before = before
 
 
 class Bucket:
     """A GCRA meter: `interval` seconds per cost unit, `burst` cost units of room, either
-    beyond the call (leaky) or including it (`size`d, a token bucket)."""
+    beyond the call (leaky) or including it (`size`d, a token bucket); a cost above
+    `most` never fits."""
 
     def __init__(
-        self, interval: float, burst: float, guard: float, sized: bool, anchored: bool = True
+        self,
+        interval: float,
+        burst: float,
+        guard: float,
+        sized: bool,
+        anchored: bool = True,
+        most: float | None = None,
     ) -> None:
         self.interval = interval
         self.burst = burst
         self.guard = guard
         self.sized = sized  # a token bucket: `burst` is its size, the call's cost included
         self.anchored = anchored  # told when calls end (see the module's docstring)
+        # The largest cost: a token bucket's size; a leaky bucket's burst and the call.
+        self.most = most if most is not None else (burst if sized else burst + 1)
         self.tat = -math.inf
+        self.admitted = 0.0  # the cost admitted so far
 
     def _slack(self, cost: float) -> float:
         room = self.burst - cost if self.sized else self.burst
         return room * self.interval - self.guard
 
     def wait(self, now: float, cost: float) -> float:
-        if self.sized and cost > self.burst:
+        if cost > self.most:
             return math.inf
         wait = self.tat - self._slack(cost) - now
         return 0.0 if wait <= EPS else wait
 
     def take(self, now: float, cost: float) -> Metered:
         self.tat = max(self.tat, now) + cost * self.interval
-        return Metered(now, cost, self.tat)
+        entry = Metered(now, cost, self.admitted)
+        self.admitted += cost
+        return entry
 
     def end(self, entry: Entry, now: float) -> None:
         if self.anchored and isinstance(entry, Metered) and entry.live:
-            self.tat += max(0.0, now + entry.cost * self.interval - entry.tat_after)
-            entry.tat_after = math.inf  # ended once
+            since = self.admitted - entry.before
+            self.tat = max(self.tat, min(now, entry.at + LATE) + since * self.interval)
 
     def admit(self, now: float, cost: float) -> Entry | float | None:
         return admit_by_wait(self, now, cost)
@@ -85,8 +105,6 @@ class Bucket:
 
     def adjust(self, entry: Entry, cost: float) -> None:
         if entry.live:
-            shift = (cost - entry.cost) * self.interval
-            self.tat += shift
+            self.tat += (cost - entry.cost) * self.interval
+            self.admitted += cost - entry.cost
             entry.cost = cost
-            if isinstance(entry, Metered):
-                entry.tat_after += shift

@@ -100,7 +100,7 @@ def make_counter(quota: Quota) -> Counter:
         sized = quota.algorithm == "token-bucket"
         return Bucket(period / calls, quota.bucket_room, guard, sized)
     if quota.spread:  # the window's calls evenly apart: its guard spread over them
-        return Bucket((period + guard) / calls, 0, 0.0, sized=False, anchored=False)
+        return Bucket((period + guard) / calls, 0, 0.0, sized=False, anchored=False, most=calls)
     if quota.algorithm == "fixed-window":
         return FixedWindow(calls, period + guard)
     return SlidingWindow(calls, period + guard)

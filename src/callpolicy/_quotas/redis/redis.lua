@@ -4,16 +4,17 @@
 -- ARGV[1] = operation: "admit" or "change"; ARGV[2] = n quotas; ARGV[3] = the admission id;
 -- ARGV[4] = when the admission was made (us; "change" only); then 6 per quota:
 --   algorithm ("sc" sliding window of calls, "sw" of weighted costs, "fw" fixed window,
---   "lb" leaky bucket, "tb" token bucket, "cc" in flight),
---   limit (a bucket's burst), period (us; a bucket's interval per cost unit; the lease for
---   "cc"), cost, new cost ("change" only), guard (us; buckets only).
--- "admit" returns {1, now, tat...} when every quota admits the cost (and takes it), with
--- each bucket's theoretical arrival time after it (0 for the others); else nothing is
--- taken and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends,
--- -2 = never (the cost is above the limit). "change" sets an admission's cost in each quota
--- to its new cost (0 gives it back) and returns {1, now}. "end" tells that the call ended:
--- slots are given back, and a bucket whose "new cost" is the tat its admission left moves
--- as if the call had been counted now (see buckets.py).
+--   "lb" leaky bucket, "tb" token bucket, "sp" spread window, "cc" in flight),
+--   limit (a leaky or token bucket's burst), period (us; a bucket's interval per cost unit;
+--   the lease for "cc"), cost, new cost ("change" only), guard (us; buckets only).
+-- "admit" returns {1, now, before...} when every quota admits the cost (and takes it), with
+-- the cost each bucket had admitted before it (0 for the others); else nothing is taken
+-- and it returns {0, wait_us, index}: wait_us -1 = until a call in flight ends, -2 = never
+-- (the cost is above the limit). "change" sets an admission's cost in each quota to its new
+-- cost (0 gives it back) and returns {1, now}. "end" (its "new cost": the bucket's `before`)
+-- tells that the call ended: slots are given back, and leaky and token buckets are moved to
+-- at least where the calls admitted since it would have left them, had it been counted at
+-- its end (see buckets.py); said twice, it is said once.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -35,6 +36,8 @@ local function expire_window(k1, k2, period)
   end
 end
 
+local LATE = 50000  -- us: buckets.py LATE
+
 local function keep(key, us)
   redis.call('PEXPIRE', key, math.ceil(us / 1000) + 1000)
 end
@@ -54,12 +57,14 @@ if op == 'end' then
     local s = specs[i]
     if s.algo == 'cc' then
       redis.call('ZREM', s.k1, id)
-    elseif (s.algo == 'lb' or s.algo == 'tb') and s.new > 0 then
-      local tat = tonumber(redis.call('GET', s.k1))
-      local late = now + s.cost * s.period - s.new
-      if tat and late > 0 then
-        tat = tat + late
-        redis.call('SET', s.k1, tat, 'PX', math.ceil((tat - now) / 1000) + 1000)
+    elseif s.algo == 'lb' or s.algo == 'tb' then
+      local h = redis.call('HMGET', s.k1, 'tat', 'cum')
+      local tat, cum = tonumber(h[1]), tonumber(h[2]) or 0
+      local since = math.max(cum - s.new, s.cost)
+      local bound = math.min(now, taken_at + LATE) + since * s.period
+      if not tat or tat < bound then
+        redis.call('HSET', s.k1, 'tat', bound, 'cum', cum)
+        redis.call('PEXPIRE', s.k1, math.ceil((bound - now) / 1000) + 1000)
       end
     end
   end
@@ -80,11 +85,13 @@ if op == 'change' then
         if s.new > 0 then redis.call('ZADD', s.k1, score, id .. ':' .. s.new) end
         redis.call('INCRBYFLOAT', s.k2, delta)
       end
-    elseif s.algo == 'lb' or s.algo == 'tb' then
-      local tat = tonumber(redis.call('GET', s.k1))
+    elseif s.algo == 'lb' or s.algo == 'tb' or s.algo == 'sp' then
+      local h = redis.call('HMGET', s.k1, 'tat', 'cum')
+      local tat = tonumber(h[1])
       if tat then
         tat = tat + delta * s.period
-        redis.call('SET', s.k1, tat, 'PX', math.max(math.ceil((tat - now) / 1000), 0) + 1000)
+        redis.call('HSET', s.k1, 'tat', tat, 'cum', (tonumber(h[2]) or 0) + delta)
+        redis.call('PEXPIRE', s.k1, math.max(math.ceil((tat - now) / 1000), 0) + 1000)
       end
     elseif s.algo == 'fw' then
       local start = tonumber(redis.call('HGET', s.k1, 'start'))
@@ -102,7 +109,9 @@ local worst, worst_i = 0, 0
 for i = 1, n do
   local s = specs[i]
   local wait = 0
-  if s.cost > s.limit and s.algo ~= 'cc' and s.algo ~= 'lb' then
+  local most = s.limit  -- the largest cost: a leaky bucket's burst and the call itself
+  if s.algo == 'lb' then most = s.limit + 1 end
+  if s.cost > most and s.algo ~= 'cc' then
     return {0, -2, i}
   end
   if s.algo == 'sc' then  -- one entry per call: the count is the set's size
@@ -128,10 +137,12 @@ for i = 1, n do
       end
       if wait < 1 then wait = 1 end
     end
-  elseif s.algo == 'lb' or s.algo == 'tb' then  -- GCRA: see buckets.py
-    local tat = tonumber(redis.call('GET', s.k1) or '0')
+  elseif s.algo == 'lb' or s.algo == 'tb' or s.algo == 'sp' then  -- GCRA: see buckets.py
+    local h = redis.call('HMGET', s.k1, 'tat', 'cum')
+    local tat = tonumber(h[1]) or 0
+    s.cum = tonumber(h[2]) or 0
     local room = s.limit
-    if s.algo == 'tb' then room = s.limit - s.cost end
+    if s.algo == 'tb' then room = s.limit - s.cost elseif s.algo == 'sp' then room = 0 end
     local early = tat - room * s.period + s.guard - now
     if early > 0.001 then wait = math.max(1, math.ceil(early)) end
     s.tat = math.max(tat, now) + s.cost * s.period
@@ -167,9 +178,10 @@ for i = 1, n do
     redis.call('INCRBYFLOAT', s.k2, s.cost)
     keep(s.k1, s.period)
     keep(s.k2, s.period)
-  elseif s.algo == 'lb' or s.algo == 'tb' then
-    redis.call('SET', s.k1, s.tat, 'PX', math.ceil((s.tat - now) / 1000) + 1000)  -- then drained
-    reply[2 + i] = math.floor(s.tat)
+  elseif s.algo == 'lb' or s.algo == 'tb' or s.algo == 'sp' then
+    redis.call('HSET', s.k1, 'tat', s.tat, 'cum', s.cum + s.cost)
+    redis.call('PEXPIRE', s.k1, math.ceil((s.tat - now) / 1000) + 1000)  -- then drained
+    reply[2 + i] = math.floor(s.cum)
   elseif s.algo == 'fw' then
     if s.start then
       redis.call('HINCRBYFLOAT', s.k1, 'count', s.cost)

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from callpolicy._model import BUCKETS, Quota
-from callpolicy._quotas.memory import Refusal, anchored
+from callpolicy._quotas.memory import Refusal
 
 _HERE = resources.files("callpolicy._quotas.redis")
 SCRIPT = _HERE.joinpath("redis.lua").read_text(encoding="utf-8")
@@ -30,6 +30,11 @@ ALGORITHM_CODES = {
     "leaky-bucket": "lb",
     "token-bucket": "tb",
 }
+# The key parts of each code: a sorted set and a total ("a", "b"), a fixed window's hash
+# ("f"), a bucket's number ("g"): a quota whose algorithm changes never meets its old keys
+# (their types differ), while a sliding window of calls and of costs share theirs.
+KEY_PARTS = {"sc": ("a", "b"), "sw": ("a", "b"), "cc": ("a", "b"), "fw": ("f", "f")}
+BUCKET_PARTS = ("g", "g")
 SLIDING_CALLS = "sc"  # an unweighted sliding window: one entry per call, a leaner path
 SLOTS = "cc"
 # Codes whose admissions are members of a sorted set, so a change by id is harmless if the
@@ -49,7 +54,7 @@ class RedisTaken:
     at: int
     cost: float
     fallback: Any = None
-    tats: tuple[int, ...] = ()  # each bucket's theoretical arrival time after it (0: none)
+    befores: tuple[int, ...] = ()  # the cost each bucket had admitted before it
 
 
 def new_id() -> str:
@@ -76,6 +81,14 @@ class Arguments:
             return ["admit", len(self.quotas), admission, 0, *self.tail]
         return self.build("admit", None, cost, [None] * len(self.quotas))
 
+    def key_parts(self) -> list[tuple[Quota, str]]:
+        """The quota and key part of each of the script's keys, two per quota."""
+        return [
+            (quota, part)
+            for quota, code in zip(self.quotas, self.codes, strict=True)
+            for part in KEY_PARTS.get(code, BUCKET_PARTS)
+        ]
+
     def admission_id(self, args: list[Any]) -> str:
         return str(args[0] if self.lone else args[2])
 
@@ -99,13 +112,9 @@ class Arguments:
         return args
 
     def end(self, taken: RedisTaken) -> list[Any]:
-        """The call of `taken` ended: slots back, anchored buckets moved (see redis.lua)."""
-        tats = taken.tats or (0,) * len(self.quotas)
-        ends = [t if anchored(q) else 0 for q, t in zip(self.quotas, tats, strict=True)]
-        args = self.build("end", taken, taken.cost, [None] * len(self.quotas))
-        for index, tat in enumerate(ends):
-            args[4 + index * PER_QUOTA + 4] = tat
-        return args
+        """The call of `taken` ended: slots back, leaky and token buckets moved (redis.lua)."""
+        befores = taken.befores or (0,) * len(self.quotas)
+        return self.build("end", taken, taken.cost, befores)
 
     def refunds(self, only_slots: bool) -> list[float | None]:
         """New costs giving back every quota (or only the in-flight slots)."""
@@ -131,7 +140,7 @@ def _rate_arguments(quota: Quota) -> tuple[str, float, float]:
     if quota.algorithm in BUCKETS:
         return ALGORITHM_CODES[quota.algorithm], quota.bucket_room, period / calls * 1e6
     if quota.spread:  # the window's calls evenly apart: its guard spread over them
-        return "lb", 0, (period + quota.guard) / calls * 1e6
+        return "sp", calls, (period + quota.guard) / calls * 1e6
     code = ALGORITHM_CODES[quota.algorithm]
     if code == "sw" and not quota.weighted:
         code = SLIDING_CALLS

@@ -189,7 +189,7 @@ class RedisGroup:
         self.max_wait = max(q.max_wait for q in quotas)
         self.arguments = Arguments(quotas)
         self.lone = self.arguments.lone
-        self.keys = [storage.key(q, part) for q in quotas for part in ("a", "b")]
+        self.keys = [storage.key(q, part) for q, part in self.arguments.key_parts()]
         if self.lone:
             self.keys = self.keys[:1]  # redis_lone.lua reads only the set
         modes = {q.on_unavailable for q in quotas}
@@ -249,8 +249,8 @@ class RedisGroup:
             self._maybe_taken(args, cost)
             raise
         if reply[0] == ADMITTED:
-            tats = tuple(int(t) for t in reply[2:])
-            return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost, None, tats)
+            befores = tuple(int(before) for before in reply[2:])
+            return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost, None, befores)
         return self.arguments.refusal(reply)
 
     def give_back(self, taken: RedisTaken) -> Steps[None]:
@@ -265,14 +265,14 @@ class RedisGroup:
     def ended(self, taken: RedisTaken) -> Steps[None]:
         if taken.fallback is not None and self.fallback is not None:
             self.fallback.release(taken.fallback)
-        if taken.id:
-            yield from self._send(self.arguments.end(taken))
+        if taken.id:  # a lost end of a call without slots is not worth sending again
+            yield from self._send(self.arguments.end(taken), again=self.has_slots)
 
-    def _send(self, args: list[Any]) -> Steps[None]:
+    def _send(self, args: list[Any], again: bool = True) -> Steps[None]:
         try:
             yield from self.storage.script(self.keys, args)
         except FAILED as error:  # never changes the call's outcome
-            if passing(error):
+            if passing(error) and again:
                 self.storage.pending.append((self, args))  # sent again on the next round trip
             self.storage.unreachable(error)
 
