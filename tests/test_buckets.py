@@ -218,11 +218,11 @@ def test_a_spread_window_is_not_moved_by_ends() -> None:
     assert counter.wait(0.0, 1) == pytest.approx(0.1)
 
 
-def test_buckets_default_to_a_1ms_guard_and_windows_to_2ms() -> None:
+def test_buckets_default_to_a_1ms_guard_and_windows_to_20ms() -> None:
     assert Quota("q", Rate(1, 1.0), algorithm="leaky-bucket").guard == 0.001
     assert Quota("q", Rate(1, 1.0), algorithm="token-bucket").guard == 0.001
-    assert Quota("q", Rate(1, 1.0)).guard == 0.002
-    assert Quota("q", Rate(1, 1.0), spread=True).guard == 0.002
+    assert Quota("q", Rate(1, 1.0)).guard == 0.02
+    assert Quota("q", Rate(1, 1.0), spread=True).guard == 0.02
 
 
 @pytest.mark.parametrize("per_minute", [7, 10, 20])

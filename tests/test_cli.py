@@ -51,5 +51,5 @@ def test_explain_says_what_a_policy_does(
         "  retry on: builtins.ConnectionError, HTTP 404, 429, 5xx",
         "  wait:     2s",
         "  stop:     after 4 attempts, or before a wait that would end past 1m",
-        "  quotas:   api.get[10/1s] (10/1s, sliding-window, guard 2ms, max_wait 1m)",
+        "  quotas:   api.get[10/1s] (10/1s, sliding-window, guard 20ms, max_wait 1m)",
     ]

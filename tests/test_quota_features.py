@@ -109,9 +109,9 @@ def test_non_blocking_calls_never_wait(registry_of: RegistryOf, clock: FakeClock
     with call_options(blocking=False), pytest.raises(QuotaExceeded) as refused:
         fn()
     assert refused.value.reason == "non-blocking"
-    assert refused.value.wait == pytest.approx(1.002)
+    assert refused.value.wait == pytest.approx(1.02)
     fn()  # blocking again outside the block: waits the second
-    assert clock.sleeps == [pytest.approx(1.002)]
+    assert clock.sleeps == [pytest.approx(1.02)]
 
 
 def test_concurrency_limits_calls_in_flight_across_threads(registry_of: RegistryOf) -> None:
@@ -270,7 +270,7 @@ def test_a_pool_gives_each_call_the_first_key_that_admits_it(
 
     (first, at), (second, _), (third, later) = send(), send(), send()
     assert (first, second, third) == ("anthropic.key_a", "anthropic.key_b", "anthropic.key_a")
-    assert later - at == pytest.approx(10.002)  # the soonest key to free up
+    assert later - at == pytest.approx(10.02)  # the soonest key to free up
 
 
 def test_pool_key_outside_a_pool_call_says_so() -> None:

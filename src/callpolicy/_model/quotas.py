@@ -17,12 +17,14 @@ MAX_BURST = 1_000_000_000
 # and time per admission grow too much; a bucket keeps one number whatever N is.
 MAX_SLIDING_WINDOW = 1_000_000
 # Timing slack of every rate quota: the time between a call's admission and its reaching the
-# server (a thread switch, a network hop) varies, and servers count in whole milliseconds.
-# A window counts each call this much longer than its period (costing guard/period of the
-# throughput); it covers the jitter of sending. A bucket keeps this much of its room unused,
-# or with no room spaces calls this much further apart; as it is also told when each call
-# ends (see buckets.py), its guard covers only the server's millisecond clock.
-DEFAULT_GUARD = 0.002
+# server varies (a thread switch, a network hop, a new connection's handshake), and servers
+# count in whole milliseconds. A window counts each call this much longer than its period
+# (costing guard/period of the throughput): measured on loopback, a new connection's first
+# call arrived up to ~10 ms after admission, the next ones within 1 ms; 2 ms was refused by a
+# rolling-window server in 2 of 12 runs of 3 threads, 20 ms never. A bucket keeps its guard
+# of room unused, or with no room spaces calls that much further apart; as it is also told
+# when each call ends (see buckets.py), its guard covers only the server's millisecond clock.
+DEFAULT_GUARD = 0.02
 DEFAULT_BUCKET_GUARD = 0.001
 MEMORY = "memory://"
 REDIS_SCHEMES = ("redis", "rediss")
