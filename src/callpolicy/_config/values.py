@@ -115,20 +115,20 @@ def parse_attempts(value: object) -> int:
     return value
 
 
-def parse_slots(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UnitError(f"must be an integer >= 1 (got {shown_value(value)})")
-    if value > MAX_SLOTS:
-        raise UnitError(f"must be at most {MAX_SLOTS:,} (got {shown_value(value)})")
+def _count(value: object, least: int, most: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise UnitError(f"must be an integer >= {least} (got {shown_value(value)})")
+    if value > most:
+        raise UnitError(f"must be at most {most:,} (got {shown_value(value)})")
     return value
+
+
+def parse_slots(value: object) -> int:
+    return _count(value, 1, MAX_SLOTS)
 
 
 def parse_burst(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise UnitError(f"must be an integer >= 0 (got {shown_value(value)})")
-    if value > MAX_BURST:
-        raise UnitError(f"must be at most {MAX_BURST:,} (got {shown_value(value)})")
-    return value
+    return _count(value, 0, MAX_BURST)
 
 
 def parse_multiplier(value: object) -> float:
