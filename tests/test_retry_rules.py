@@ -182,6 +182,114 @@ def test_a_rule_that_matches_but_may_not_repeat_is_final(
     assert clock.sleeps == []
 
 
+POLL_AND_STATUS = """
+[endpoints.plain]                          # one table: on_status before until, as ever
+stop.attempts = 3
+wait.strategy = "none"
+retry.on_status = [503]
+retry.until = { field = "state", equals = "done" }
+
+[endpoints.rules]                          # the poll rule written first
+stop.attempts = 3
+wait.strategy = "none"
+[[endpoints.rules.retry.rules]]
+name = "poll"
+until = { field = "state", equals = "done" }
+[[endpoints.rules.retry.rules]]
+name = "unavailable"
+on_status = [503]
+
+[endpoints.rule_and_plain]                 # the status in the plain keys
+stop.attempts = 3
+wait.strategy = "none"
+retry.on_status = [503]
+[[endpoints.rule_and_plain.retry.rules]]
+name = "poll"
+until = { field = "state", equals = "done" }
+"""
+
+
+@FLAVOURS
+@pytest.mark.parametrize("endpoint", ["plain", "rules", "rule_and_plain"])
+def test_a_posts_status_is_never_polled_by_an_earlier_value_rule(
+    registry_of: RegistryOf, clock: FakeClock, flavour: str, endpoint: str
+) -> None:
+    """A status some cause names is judged by the status causes alone: the POST's 503 is
+    final (its rule may not send it again), not "not done yet" to the poll rule."""
+    registry = registry_of(api=POLL_AND_STATUS)
+    answer = PostResponse(503)
+    calls: list[Any] = []
+    fn = script(answer, {"state": "done"})
+
+    def counted() -> Any:
+        calls.append(1)
+        return fn()
+
+    assert run(registry, f"api.{endpoint}", counted, flavour) is answer
+    assert (len(calls), clock.sleeps) == (1, [])
+
+
+@FLAVOURS
+def test_a_status_the_plain_keys_name_waits_their_wait_not_the_poll_rules(
+    registry_of: RegistryOf, clock: FakeClock, flavour: str, events: list[SleepEvent]
+) -> None:
+    registry = registry_of(
+        clari="""
+        [defaults]
+        retry.on_status = [429, "5xx"]
+        wait = { strategy = "exponential", initial = "1s", server_hints = ["Retry-After"] }
+        stop.attempts = 6
+
+        [endpoints.export_status]
+        [[endpoints.export_status.retry.rules]]
+        name = "poll"
+        until = { field = "status", in = ["COMPLETED", "FAILED"] }
+        wait = { strategy = "fixed", seconds = "50ms" }
+        """
+    )
+    done = {"status": "COMPLETED"}
+    fn = script(Response(429, {"Retry-After": "30"}), Response(503), {"status": "RUNNING"}, done)
+    assert run(registry, "clari.export_status", fn, flavour) is done
+    assert clock.sleeps == [30.0, 2.0, 0.05]  # the hint, the backoff, then the poll's wait
+    assert [(e.rule, e.trigger) for e in events] == [
+        (None, "status"),
+        (None, "status"),
+        ("poll", "result"),
+    ]
+
+
+class PostJob(PostResponse):
+    """A POST's response whose status no cause names, read by a value rule."""
+
+    def __init__(self, status_code: int, state: str) -> None:
+        super().__init__(status_code)
+        self.state = state
+
+
+@FLAVOURS
+def test_a_value_rule_never_sends_a_post_again_unless_the_policy_says_it_may(
+    registry_of: RegistryOf, clock: FakeClock, flavour: str
+) -> None:
+    poll = """
+    [endpoints.{name}]
+    wait.strategy = "none"
+    {extra}
+    [[endpoints.{name}.retry.rules]]
+    name = "poll"
+    while = {{ field = "state", equals = "running" }}
+    """
+    registry = registry_of(
+        api=poll.format(name="post", extra="")
+        + poll.format(name="idempotent", extra="retry.idempotent = true")
+    )
+    running = PostJob(202, "running")
+    assert run(registry, "api.post", script(running), flavour) is running
+    assert clock.sleeps == []
+    assert run(registry, "api.idempotent", script(running), flavour) == "ok"
+    assert run(registry, "api.post", script({"state": "running"}), flavour) == "ok"  # no HTTP
+    assert clock.sleeps == [0.0, 0.0]
+
+
 @FLAVOURS
 def test_a_refused_post_is_retried_on_the_hint_its_rule_names(
     registry_of: RegistryOf, clock: FakeClock, flavour: str

@@ -31,7 +31,12 @@ class RetryCondition(tenacity.retry_base):
         self.rule = rule
         self.policy = policy
         self.causes = causes or (Cause(None, 0, rule, MAX_ATTEMPTS, hints),)
-        self.result_causes = tuple(c for c in self.causes if c.match.checks_results)
+        # A returned value is judged by its status when some cause names that status (a
+        # 429 meant for the throttling rule is never "not done yet" to a poll rule written
+        # first), else by the causes that read values.
+        self.status_causes = tuple(c for c in self.causes if c.statuses)
+        self.statuses = frozenset().union(*(c.statuses for c in self.status_causes))
+        self.value_causes = tuple(c for c in self.causes if c.reads_values)
         self.checks_results = rule.checks_results or bool(rule.give_up)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
@@ -88,12 +93,18 @@ class RetryCondition(tenacity.retry_base):
 
     def retries_result(self, result: Any) -> Cause | None:
         """The cause `result` calls for another attempt by (None: it does not); raises
-        AccountLimit if it says so."""
+        AccountLimit if it says so. A status that some cause names is judged by the causes
+        naming statuses alone, in their order; any other value by the causes reading values
+        (`until`, `while`, `result_predicate`). Either way the request behind it must be
+        safe to send again, or the value is final (later causes are not asked)."""
         if self.rule.give_up:
             self._give_up_if_gone(result)
-        for cause in self.result_causes:  # the first that matches decides
-            if cause.statuses and status_of(result) in cause.statuses:
-                return cause if self._may_repeat(result, None, cause.hints) else None
+        status = status_of(result) if self.statuses else None
+        if status is not None and status in self.statuses:
+            for cause in self.status_causes:  # the first that names it decides
+                if status in cause.statuses:
+                    return cause if self._may_repeat(result, None, cause.hints) else None
+        for cause in self.value_causes:  # the first that matches decides
             if cause.matches_value(result):
-                return cause
+                return cause if self._may_repeat(result, None, cause.hints) else None
         return None

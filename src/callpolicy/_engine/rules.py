@@ -1,8 +1,10 @@
 """Retry rules compiled for calls: each cause of retries (a `[[retry.rules]]` entry, or the
 plain `retry` keys as the last) with what it matches, its wait and its attempts.
 
-The first cause that matches an outcome decides; each counts the attempts that ended in it
-(on the call's `RetryCallState`), and its wait sees that count as the attempt number.
+The first cause that matches an outcome decides (a returned value whose status some cause
+names: the first cause naming it; see `RetryCondition.retries_result`); each counts the
+attempts that ended in it (on the call's `RetryCallState`), and its wait sees that count as
+the attempt number.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Cause:
         "index",
         "match",
         "name",
+        "reads_values",
         "statuses",
         "wait",
     )
@@ -49,6 +52,8 @@ class Cause:
         self.exceptions = match.on_exceptions
         self.statuses = match.on_status
         self.exception_predicate = match.exception_predicate
+        readers = (match.until, match.while_, match.result_predicate)
+        self.reads_values = any(reader is not None for reader in readers)  # polling
         self.attempts = attempts
         # What counts as "the server said when to come back": this cause's hints, else
         # Retry-After.
