@@ -580,6 +580,132 @@ def test_an_inherited_rule_above_the_endpoints_stop_blames_the_stop(
     assert problem.message.startswith("must be >= 8, the attempts of retry rule 'throttled'")
 
 
+def _problems(registry_of: RegistryOf, **files: str) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(PolicyError) as raised:
+        registry_of(**files)
+    return [(p.line, p.key, p.message) for p in raised.value.problems]
+
+
+def test_a_conflict_inherited_through_two_layers_is_reported_once_where_set_last(
+    registry_of: RegistryOf,
+) -> None:
+    """The rule is the defaults', the stop the parent's: the parent set its value last, so
+    the parent's stop is blamed, once (for the parent and for the child extending it)."""
+    found = _problems(
+        registry_of,
+        api="""
+        [defaults]
+        [[defaults.retry.rules]]
+        name = "throttled"
+        on_status = [429]
+        attempts = 3
+        [endpoints.parent]
+        stop.attempts = 2
+        [endpoints.child]
+        extends = "parent"
+        """,
+    )
+    assert [(line, key) for line, key, _ in found] == [(8, "api.parent.stop.attempts")]
+    assert found[0][2].startswith("must be >= 3, the attempts of retry rule 'throttled' (set at")
+
+
+def test_a_rule_set_after_the_stop_is_blamed_across_files(registry_of: RegistryOf) -> None:
+    found = _problems(
+        registry_of,
+        base="""
+        [endpoints.x]
+        stop.attempts = 4
+        """,
+        app="""
+        [endpoints.y]
+        extends = "base.x"
+        [[endpoints.y.retry.rules]]
+        on_status = [429]
+        attempts = 5
+        """,
+    )
+    [(line, key, message)] = found
+    assert (line, key) == (6, "app.y.retry.rules[0].attempts")
+    assert message.startswith("must be <= stop.attempts (4, set at ")
+
+
+def test_a_refused_stop_attempts_is_not_compared_with_the_rules(registry_of: RegistryOf) -> None:
+    rule = "[[endpoints.get.retry.rules]]\non_status = [429]\nattempts = 5\n"
+    for text in (
+        f"[endpoints.get]\nstop.attempts = 0\n{rule}",
+        f"[defaults]\nstop.attempts = 0\n[endpoints.get]\n{rule}",
+    ):
+        found = _problems(registry_of, api=text)
+        assert [message for _, _, message in found] == ["must be >= 1 (got 0)"]
+
+
+def test_a_rule_of_empty_lists_matches_nothing(registry_of: RegistryOf) -> None:
+    found = _problems(
+        registry_of,
+        api="""
+        [endpoints.get]
+        [[endpoints.get.retry.rules]]
+        on_status = []
+        on_exceptions = []
+        [[endpoints.get.retry.rules]]
+        on_exceptions = []
+        until = { field = "state", equals = "done" }
+        [[endpoints.get.retry.rules]]
+        on_exceptions = ["?not_installed.Error"]   # an optional class: not a mistake
+        """,
+    )
+    assert found == [
+        (
+            3,
+            "api.get.retry.rules[0]",
+            "matches nothing (on_exceptions = [] and on_status = [] are empty): a rule needs "
+            "one of on_exceptions, on_status, until, while, result_predicate, "
+            "exception_predicate",
+        )
+    ]
+
+
+def test_a_default_name_taken_by_an_explicit_one_is_said_so(registry_of: RegistryOf) -> None:
+    found = _problems(
+        registry_of,
+        api="""
+        [endpoints.get]
+        [[endpoints.get.retry.rules]]
+        name = "rule 2"
+        on_status = [429]
+        [[endpoints.get.retry.rules]]
+        on_status = [503]
+        """,
+    )
+    assert found == [
+        (
+            6,
+            "api.get.retry.rules[1]",  # not .name: this rule has none
+            "has no name, and its default name 'rule 2' (by its place) is the name "
+            'retry.rules[0] was given; give this rule a name of its own: name = "..."',
+        )
+    ]
+
+
+@pytest.mark.parametrize("name", ["a ", " a", "a\t", "-a"])
+def test_a_rule_name_may_not_start_or_end_with_a_space(registry_of: RegistryOf, name: str) -> None:
+    found = _problems(
+        registry_of,
+        api=f"""
+        [endpoints.get]
+        [[endpoints.get.retry.rules]]
+        name = "{name}"
+        on_status = [429]
+        [[endpoints.get.retry.rules]]
+        name = "a"
+        on_status = [503]
+        """,
+    )
+    [(line, key, message)] = found
+    assert (line, key) == (4, "api.get.retry.rules[0].name")
+    assert "nor ending with a space" in message
+
+
 def test_hand_built_rules_need_distinct_names() -> None:
     with pytest.raises(ValueError, match="distinct names"):
         Retry(rules=(RetryRule(name="rule 2"), RetryRule()))

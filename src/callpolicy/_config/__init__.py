@@ -67,7 +67,10 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             name = f"{service}.{endpoint}"
             layers = inheritance.resolve((service, endpoint))
             source = f"{parsed.path}:{parsed.endpoint_lines[endpoint] or 1}"
-            policies[name] = build_policy(name, layers, quotas, problems, source, broken_quotas)
+            order = inheritance.order((service, endpoint))
+            policies[name] = build_policy(
+                name, layers, quotas, problems, source, broken_quotas, order
+            )
     problems += inheritance.problems
     if problems:
         raise PolicyError(problems)

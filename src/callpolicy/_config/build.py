@@ -37,10 +37,13 @@ def build_policy(
     problems: list[Problem],
     source: str,
     broken_quotas: frozenset[str] = frozenset(),
+    order: tuple[str, ...] = (),
 ) -> Policy:
-    """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit."""
+    """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit.
+    `order`: the layers merged, first to last ("svc.defaults", ..., `name`)."""
     given = _given(layers, ("description",))
-    given["retry"] = _build_retry(layers.get("retry", {}), layers.get("stop", {}), problems, name)
+    stop = layers.get("stop", {})
+    given["retry"] = _build_retry(layers.get("retry", {}), stop, problems, order or (name,))
     given["wait"] = build_wait(layers.get("wait", {}), problems, name)
     given["stop"] = Stop(**_given(layers.get("stop", {})))
     given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
@@ -90,14 +93,18 @@ def _check_bounds(
 
 
 def _build_retry(
-    keys: Mapping[str, Located], stop: Mapping[str, Located], problems: list[Problem], policy: str
+    keys: Mapping[str, Located],
+    stop: Mapping[str, Located],
+    problems: list[Problem],
+    order: tuple[str, ...],
 ) -> Retry:
+    policy = order[-1]
     given = _matching(_given(keys, fields=RETRY_FIELDS))
     if "give_up" in given:
         given["give_up"] = tuple(given["give_up"])
     if "rules" in given:
         given["rules"] = tuple(_build_rule(rule, problems, policy) for rule in given["rules"])
-        _check_rule_attempts(keys["rules"].value, stop.get("attempts"), problems, policy)
+        _check_rule_attempts(keys["rules"].value, stop.get("attempts"), problems, order)
     return Retry(**given)
 
 
@@ -121,23 +128,38 @@ def _check_rule_attempts(
     rules: list[Mapping[str, Located]],
     stop_leaf: Located | None,
     problems: list[Problem],
-    policy: str,
+    order: tuple[str, ...],
 ) -> None:
-    """A rule's attempts above `stop.attempts` could never be reached: blamed on the rule,
-    unless `stop.attempts` is this policy's own and the rule inherited."""
+    """A rule's attempts above `stop.attempts` could never be reached: reported once, at
+    whichever of the two the later layer set (the rule, when one layer set both)."""
+    if stop_leaf is None:
+        refused = {p.key for p in problems}
+        if any(f"{layer}.stop.attempts" in refused for layer in order):
+            return  # written but refused, reported: the attempts meant are not known
     most = _default(Stop, "attempts") if stop_leaf is None else stop_leaf.value
-    own = f"{policy}."
+    highest: tuple[Located, str] | None = None  # the rule the stop must reach, when blamed
     for rule in rules:
         leaf = rule.get("attempts")
         if leaf is None or leaf.value <= most:
             continue
-        if stop_leaf is not None and stop_leaf.key.startswith(own) and not leaf.key.startswith(own):
-            message = f"must be >= {leaf.value}, the attempts of retry rule {rule['name'].value!r}"
-            _report(problems, stop_leaf, f"{message} (set at {_where(leaf)})")
+        if stop_leaf is not None and _layer(stop_leaf, order) > _layer(leaf, order):
+            if highest is None or leaf.value > highest[0].value:
+                highest = (leaf, rule["name"].value)
             continue
         where = "by default" if stop_leaf is None else f"set at {_where(stop_leaf)}"
         message = f"must be <= stop.attempts ({most}, {where}): no call makes more attempts"
         _report(problems, leaf, message)
+    if highest is not None:
+        leaf, name = highest
+        message = f"must be >= {leaf.value}, the attempts of retry rule {name!r}"
+        _report(problems, stop_leaf, f"{message} (set at {_where(leaf)})")
+
+
+def _layer(leaf: Located, order: tuple[str, ...]) -> int:
+    """Where in `order` the layer that wrote `leaf` was merged (-1: not known)."""
+    service, _, rest = leaf.key.partition(".")
+    layer = f"{service}.{rest.partition('.')[0]}"
+    return order.index(layer) if layer in order else -1
 
 
 def _where(leaf: Located) -> str:

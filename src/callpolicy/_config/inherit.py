@@ -57,6 +57,13 @@ class Inheritance:
         self.tables = tables
         self.problems: list[Problem] = []
         self.done: dict[Node, dict[str, Any]] = {}
+        self.orders: dict[Node, tuple[str, ...]] = {}
+
+    def order(self, node: Node) -> tuple[str, ...]:
+        """The layers `node`'s merged table was made of ("spotify.defaults", ...), each once
+        where it was merged last: a later layer's keys replace an earlier one's."""
+        self.resolve(node)
+        return self.orders[node]
 
     def resolve(self, node: Node) -> dict[str, Any]:
         """Merged layers of `node`: its file's defaults, what it extends, its own keys.
@@ -92,8 +99,10 @@ class Inheritance:
         service, endpoint = node
         own = self._own(node)
         layers: dict[str, Any] = {}
+        order: tuple[str, ...] = ()
         if endpoint is not None:
             layers = self.done.get((service, None), {})
+            order = self.orders.get((service, None), ())
         extends = own.get("extends")
         if extends is not None:
             target = self._target(extends)
@@ -101,6 +110,9 @@ class Inheritance:
                 self._unknown_target(extends)
             else:
                 layers = merge(layers, self.done.get(target, {}))
+                order += self.orders.get(target, ())
+        order += (_name(node),)
+        self.orders[node] = tuple(reversed(dict.fromkeys(reversed(order))))  # each at its last
         return merge(layers, own)
 
     def _cycle(self, cycle: list[Node]) -> None:

@@ -15,14 +15,16 @@ from callpolicy._text import shown_value
 
 # Keys of the retry table that every rule shares: written in a rule, they are a mistake.
 SHARED_RETRY_KEYS = ("idempotent", "refused_any_method", "give_up", "rules")
-_RULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.-]{0,39}", re.ASCII)
+# Not starting with a space, '.' or '-', nor ending with a space: "a " and "a" are one name
+# to a reader, so only one of them may be written.
+_RULE_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9 _.-]{0,38}[A-Za-z0-9_.-])?", re.ASCII)
 
 
 def parse_rule_name(value: object) -> str:
     if not isinstance(value, str) or not _RULE_NAME.fullmatch(value):
         raise UnitError(
             "must be 1 to 40 letters, digits, spaces, '_', '.' or '-', not starting with a space,"
-            f" '.' or '-' (got {shown_value(value)})"
+            f" '.' or '-', nor ending with a space (got {shown_value(value)})"
         )
     return value
 
@@ -43,7 +45,7 @@ def read_rules(
             f"must be a list of rule tables, [[...retry.rules]] (got {shown_value(value)})"
         )
     rules: list[dict[str, Located]] = []
-    names: set[str] = set()
+    names: dict[str, tuple[int, bool]] = {}  # the names so far: index, and whether written
     for index, entry in enumerate(value):
         sub = ctx.child(f"{key}[{index}]")
         if not isinstance(entry, dict):
@@ -57,14 +59,56 @@ def read_rules(
                 sub.report(shared, f"is shared by every rule: set retry.{shared} beside the rules")
         own = {k: v for k, v in entry.items() if k not in SHARED_RETRY_KEYS}
         rule = read_section(own, sub, keys)
-        if not any(k in entry for k in matching) and set(own) <= set(keys):
-            sub.report(None, f"matches nothing: a rule needs one of {', '.join(matching)}")
-        if "name" not in rule:  # unnamed (or misnamed, reported): named by its place
+        if set(own) <= set(keys):  # a misspelt key may be the matcher: reported already
+            _check_matches_something(entry, sub, matching)
+        named = "name" in rule
+        if not named:  # unnamed (or misnamed, reported): named by its place
             rule["name"] = sub.located("name", DEFAULT_RULE_NAME.format(index + 1))
         name = rule["name"].value
-        if name in names:
-            sub.report("name", f"{name!r} is the name of an earlier rule; rule names must differ")
+        if name in names:  # a name written but refused is reported already
+            if named or "name" not in entry:
+                _report_same_name(
+                    sub, name, named, f"retry.{key}[{names[name][0]}]", names[name][1]
+                )
             continue
-        names.add(name)
+        names[name] = (index, named)
         rules.append(rule)
     return rules
+
+
+def _check_matches_something(
+    entry: Mapping[str, Any], ctx: Context, matching: tuple[str, ...]
+) -> None:
+    """A rule needs a matching key that can match something: an empty list (`on_status =
+    []`) matches nothing, like no key at all."""
+    written = [k for k in matching if k in entry]
+    if any(entry[k] != [] for k in written):
+        return
+    needs = f"a rule needs one of {', '.join(matching)}"
+    if not written:
+        ctx.report(None, f"matches nothing: {needs}")
+        return
+    empty = " and ".join(f"{k} = []" for k in written)
+    ctx.report(
+        None, f"matches nothing ({empty} {'is' if len(written) == 1 else 'are'} empty): {needs}"
+    )
+
+
+def _report_same_name(
+    ctx: Context, name: str, named: bool, earlier: str, earlier_named: bool
+) -> None:
+    """Two rules of one name: blamed on the later rule, saying which name is a default."""
+    if not named:  # the user wrote no name here: say where this one comes from
+        ctx.report(
+            None,
+            f"has no name, and its default name {name!r} (by its place) is the name {earlier}"
+            ' was given; give this rule a name of its own: name = "..."',
+        )
+    elif earlier_named:
+        ctx.report("name", f"{name!r} is the name of an earlier rule; rule names must differ")
+    else:
+        ctx.report(
+            "name",
+            f"{name!r} is the default name of {earlier}, which has no name of its own;"
+            " rule names must differ",
+        )
