@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import Callable
 from typing import Any
@@ -772,3 +773,39 @@ def test_retrying_at_once_is_logged_at_debug_with_its_rule(
             "spotify.tracks: attempt 2 of 12 failed (HTTP 503); sleeping 10.000s (backoff)",
         ),
     ]
+
+
+def _backoff_event(seconds: float, backoff: float, jitter: float, hint: float | None) -> SleepEvent:
+    return SleepEvent(
+        "api.get",
+        1,
+        5,
+        "backoff",
+        seconds,
+        "HTTP 500",
+        "status",
+        hint=None if hint is None else "Retry-After: 1",
+        backoff=backoff,
+        jitter=jitter,
+        hint_seconds=hint,
+    )
+
+
+def test_the_parts_shown_add_up_to_the_total_shown() -> None:
+    event = _backoff_event(0.0014 + 0.0014, 0.0014, 0.0014, None)
+    assert event.message().endswith("sleeping 0.003s (backoff 0.001s + jitter 0.002s)")
+    hinted = _backoff_event(1.0005, 1.0, 0.0005, 1.0)
+    assert hinted.message().endswith(
+        "sleeping 1.000s (Retry-After: 1 + jitter 0.000s, instead of the backoff 1.000s)"
+    )
+    rng = random.Random(7)
+    for _ in range(2000):
+        backoff, jitter = rng.uniform(0, 0.01), rng.uniform(0, 0.01)
+        shown = re.search(
+            r"sleeping (\d+\.\d{3})s \(backoff (\d+\.\d{3})s \+ jitter (\d+\.\d{3})s\)",
+            _backoff_event(backoff + jitter, backoff, jitter, None).message(),
+        )
+        assert shown is not None
+        total, part, added = (round(float(n) * 1000) for n in shown.groups())
+        assert total == part + added
+        assert abs(added / 1000 - jitter) <= 0.001  # within the rounding of what was added

@@ -77,9 +77,15 @@ class SleepEvent:
         )
 
     def _parts(self) -> str:
-        """What a backoff sleep is made of, each part once."""
-        jitter = "" if self.jitter is None else f" + jitter {self.jitter:.3f}s"
+        """What a backoff sleep is made of, each part once. The jitter is shown as what the
+        total has over the part it was added to, each rounded to the millisecond as shown,
+        so that the parts shown add up to the total shown."""
         backoff = self.seconds if self.backoff is None else self.backoff
+        jitter = ""
+        if self.jitter is not None:
+            added_to = backoff if self.hint_seconds is None else self.hint_seconds
+            shown = float(f"{self.seconds:.3f}") - float(f"{added_to:.3f}")
+            jitter = f" + jitter {shown:.3f}s"
         if self.hint_seconds is not None:
             return f"{self.hint}{jitter}, instead of the backoff {backoff:.3f}s"
         if self.hint is not None:  # a hint not used
