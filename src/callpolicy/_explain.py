@@ -24,11 +24,19 @@ def explain(policy: Policy) -> str:
             f"wait: {wait}; at most {attempts} attempt{'s' if attempts != 1 else ''}"
         )
     triggers = _triggers(retry)
-    shown = ", ".join(triggers) if triggers else "nothing (no retries)"
-    if retry.rules:  # the plain keys: the last rule
-        shown = f"{shown} (when no rule matches)" if triggers else "nothing else"
+    shared_wait: str | None = describe_wait(policy.wait)
+    if not retry.rules:
+        shown = ", ".join(triggers) if triggers else "nothing (no retries)"
+    elif triggers:  # the plain keys: the last rule
+        shown = f"{', '.join(triggers)} (when no rule matches)"
+    else:  # rules only: the policy's wait is only theirs that have none of their own
+        shown = "no other outcome (an outcome no rule matches is final)"
+        users = [str(n) for n, rule in enumerate(retry.rules, 1) if rule.wait is None]
+        plural = "s" if len(users) > 1 else ""
+        shared_wait = f"{shared_wait} (used by rule{plural} {', '.join(users)})" if users else None
     lines.append(f"  retry on: {shown}")
-    lines.append(f"  wait:     {describe_wait(policy.wait)}")
+    if shared_wait is not None:
+        lines.append(f"  wait:     {shared_wait}")
     attempts = policy.stop.attempts
     stop = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
     if policy.stop.deadline is not None:
@@ -109,7 +117,9 @@ def describe_wait(wait: Wait) -> str:
         plain = describe_wait(attrs.evolve(wait, hints=(), jitter=0.0))
         cap = format_seconds(wait.hint_cap)
         above = wait.hint_above_cap
-        jitter = f"; plus up to {wait.jitter:g}s jitter either way" if wait.jitter else ""
+        jitter = ""
+        if wait.jitter:
+            jitter = f"; plus up to {wait.jitter:g}s jitter (added to the hint or the backoff)"
         return f"{headers} when the server says (at most {cap}, else {above}); else {plain}{jitter}"
     jitter = f" + up to {wait.jitter:g}s jitter" if wait.jitter else ""
     if wait.strategy == "none":
