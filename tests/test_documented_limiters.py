@@ -258,6 +258,16 @@ RECIPES: dict[str, tuple[Callable[[], Limiter], int, str]] = {
         'limit = "10/1s"\nalgorithm = "token-bucket"\nburst = 5',
     ),
     "10 per rolling 1 s window": (lambda: RollingWindow(10, 1.0), 30, 'limit = "10/1s"'),
+    "not documented (a rolling window)": (
+        lambda: RollingWindow(10, 1.0),
+        30,
+        'limit = "10/1s"\nalgorithm = "leaky-bucket"',
+    ),
+    "not documented (Envoy up to 1.30, timer fills)": (
+        lambda: EnvoyTimerBucket(5, 5, 1.0),
+        20,
+        'limit = "5/1s"\nalgorithm = "leaky-bucket"',
+    ),
     "10 per 1 s window of the clock": (
         lambda: ClockWindows(10, 1.0),
         30,

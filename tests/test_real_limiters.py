@@ -38,6 +38,14 @@ RECIPES = {
         'limit = "10/1s"\nalgorithm = "leaky-bucket"\nburst = 5',
     ),
     "HAProxy http_req_rate(1s) gt 10": ("haproxy", {}, 'limit = "10/1s"\nspread = true'),
+    # nginx delays the burst instead of refusing it: every call is answered, none refused
+    "nginx rate=10r/s burst=5 (delay)": (
+        "nginx",
+        {"burst": 5},
+        'limit = "10/1s"\nalgorithm = "leaky-bucket"\nburst = 5',
+    ),
+    # the recipe for a server that does not say: evenly spaced, against the smoothest one
+    "not documented (HAProxy)": ("haproxy", {}, 'limit = "10/1s"\nalgorithm = "leaky-bucket"'),
 }
 Start = Callable[[str, Mapping[str, object]], "LimitingServer"]
 
