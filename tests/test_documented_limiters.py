@@ -33,7 +33,6 @@ reaches it later than the next ones (see RECIPES)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -41,13 +40,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import pytest
 import requests
 from local_http import running
+from recipe_calls import recipe_policies, statuses_from_tasks, statuses_from_threads
 
 from callpolicy import Registry
 
@@ -276,75 +274,20 @@ RECIPES: dict[str, tuple[Callable[[], Limiter], int, str]] = {
 }
 
 
-def _policies(write_policies: WritePolicies, keys: str) -> Path:
-    return write_policies(
-        api=f'[quotas.server]\n{keys}\nmax_wait = "1m"\n\n[endpoints.get]\nquotas = ["server"]\n'
-    )
-
-
-def _shares(calls: int, workers: int) -> list[int]:
-    return [calls // workers + (n < calls % workers) for n in range(workers)]
-
-
-def _threads(registry: Registry, url: str, calls: int, threads: int) -> Counter[int]:
-    statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    def work(share: int) -> None:
-        with requests.Session() as session:
-            session.trust_env = False  # no proxy from the environment: 127.0.0.1 only
-
-            @registry.policy("api.get")
-            def fetch() -> int:
-                return session.get(url, timeout=30).status_code
-
-            for _ in range(share):
-                status = fetch()
-                with lock:
-                    statuses[status] += 1
-
-    workers = [threading.Thread(target=work, args=(n,)) for n in _shares(calls, threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return statuses
-
-
-def _tasks(registry: Registry, url: str, calls: int, tasks: int) -> Counter[int]:
-    statuses: Counter[int] = Counter()
-
-    async def main() -> None:
-        async with aiohttp.ClientSession() as session:
-
-            @registry.policy("api.get")
-            async def fetch() -> int:
-                async with session.get(url) as response:
-                    await response.read()
-                    return response.status
-
-            async def work(share: int) -> None:
-                for _ in range(share):
-                    statuses[await fetch()] += 1
-
-            await asyncio.gather(*(work(n) for n in _shares(calls, tasks)))
-
-    asyncio.run(main())
-    return statuses
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("mode", ["sequential", "3 threads", "3 tasks"])
 def test_the_recipe_is_never_refused_by_the_documented_limiter(
     recipe: str, mode: str, write_policies: WritePolicies
 ) -> None:
     make, calls, keys = RECIPES[recipe]
-    registry = Registry(_policies(write_policies, keys))
+    registry = Registry(recipe_policies(write_policies, keys))
     with limited(make()) as server:
         if mode == "3 tasks":
-            statuses = _tasks(registry, server.url, calls, 3)
+            statuses = statuses_from_tasks(registry, server.url, calls, 3)
         else:
-            statuses = _threads(registry, server.url, calls, 1 if mode == "sequential" else 3)
+            statuses = statuses_from_threads(
+                registry, server.url, calls, 1 if mode == "sequential" else 3
+            )
         assert statuses == {200: calls}, server.log
         assert server.statuses() == {200: calls}  # what the server answered
 
@@ -354,9 +297,9 @@ def test_a_token_bucket_is_refused_by_envoys_timer_fills(write_policies: WritePo
     """Envoy up to 1.30 refills all at once, a whole fill_interval after its timer's last
     fill: the continuous token bucket that matches Envoy 1.31+ sends the 6th call when one
     token has trickled back (0.2 s), which the timer has not yet added."""
-    registry = Registry(_policies(write_policies, TOKEN_BUCKET_5))
+    registry = Registry(recipe_policies(write_policies, TOKEN_BUCKET_5))
     with limited(EnvoyTimerBucket(5, 5, 1.0)) as server:
-        statuses = _threads(registry, server.url, 8, 1)
+        statuses = statuses_from_threads(registry, server.url, 8, 1)
         assert statuses[429] >= 1, server.log
         assert server.log[5][1] == 429, server.log  # the 6th, at about 0.2 s
 
@@ -390,7 +333,7 @@ def test_only_a_sliding_window_is_safe_against_windows_of_the_clock(
     the next window it opens are all in the server's window k + 1, which takes 10. A sliding
     window admits no more than 10 in any 1.02 s, so in no second of the clock either."""
     keys = f'limit = "10/1s"\nalgorithm = "{algorithm}"'
-    registry = Registry(_policies(write_policies, keys))
+    registry = Registry(recipe_policies(write_policies, keys))
     with limited(ClockWindows(10, 1.0)) as server:
         statuses, second = _straddling_load(registry, server.url)
     if algorithm == "sliding-window":
@@ -409,9 +352,9 @@ def test_a_window_guard_must_cover_a_new_connection(
     admission, the next ones at once. The 11th is admitted one period and the guard after the
     first: with 2 ms (the default), the server still holds the first in its window, and
     refuses; a guard above 30 ms waits it out."""
-    registry = Registry(_policies(write_policies, f'limit = "10/1s"\nguard = "{guard}"'))
+    registry = Registry(recipe_policies(write_policies, f'limit = "10/1s"\nguard = "{guard}"'))
     with limited(RollingWindow(10, 1.0), handshake=0.03) as server:
-        statuses = _threads(registry, server.url, 20, 1)
+        statuses = statuses_from_threads(registry, server.url, 20, 1)
     if guard == "2ms":
         assert statuses[429] >= 1, server.log
         assert server.log[10][1] == 429, server.log  # the 11th

@@ -5,19 +5,16 @@ Redis. The servers count; the tests only read their answers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
 import pytest
-import requests
+from recipe_calls import recipe_policies, statuses_from_tasks, statuses_from_threads
 
 from callpolicy import Registry
 
@@ -60,60 +57,6 @@ def start(nginx_limiter: StartNginx, haproxy_limiter: StartHAProxy) -> Start:
     return start
 
 
-def _policies(write_policies: WritePolicies, keys: str, storage: str = "") -> Path:
-    where = f'\nstorage = "{storage}"' if storage else ""
-    return write_policies(
-        api=f'[quotas.server]\n{keys}{where}\nmax_wait = "1m"\n\n'
-        '[endpoints.get]\nquotas = ["server"]\n'
-    )
-
-
-def _threads(registry: Registry, url: str, threads: int) -> Counter[int]:
-    statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-
-    def work(calls: int) -> None:
-        session = requests.Session()
-
-        @registry.policy("api.get")
-        def fetch() -> int:
-            return session.get(url, timeout=30).status_code
-
-        for _ in range(calls):
-            status = fetch()
-            with lock:
-                statuses[status] += 1
-
-    workers = [threading.Thread(target=work, args=(CALLS // threads,)) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return statuses
-
-
-def _tasks(registry: Registry, url: str, tasks: int) -> Counter[int]:
-    statuses: Counter[int] = Counter()
-
-    async def main() -> None:
-        async with aiohttp.ClientSession() as session:
-
-            @registry.policy("api.get")
-            async def fetch() -> int:
-                async with session.get(url) as response:
-                    await response.read()
-                    return response.status
-
-            async def work(calls: int) -> None:
-                for _ in range(calls):
-                    statuses[await fetch()] += 1
-
-            await asyncio.gather(*(work(CALLS // tasks) for _ in range(tasks)))
-
-    asyncio.run(main())
-    return statuses
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("mode", ["sequential", "3 threads", "3 tasks"])
 def test_the_recipe_is_never_refused_by_its_server(
@@ -121,11 +64,13 @@ def test_the_recipe_is_never_refused_by_its_server(
 ) -> None:
     kind, parameters, keys = RECIPES[recipe]
     server = start(kind, parameters)
-    registry = Registry(_policies(write_policies, keys))
+    registry = Registry(recipe_policies(write_policies, keys))
     if mode == "3 tasks":
-        statuses = _tasks(registry, server.url, 3)
+        statuses = statuses_from_tasks(registry, server.url, CALLS, 3)
     else:
-        statuses = _threads(registry, server.url, 1 if mode == "sequential" else 3)
+        statuses = statuses_from_threads(
+            registry, server.url, CALLS, 1 if mode == "sequential" else 3
+        )
     assert statuses == {200: CALLS}
     counted = server.counts(at_least=CALLS)
     assert (counted.ok, counted.refused) == (CALLS, 0)  # what the server says it answered
@@ -137,7 +82,7 @@ def test_the_recipe_shared_through_redis_by_three_processes_is_never_refused(
 ) -> None:
     kind, parameters, keys = RECIPES[recipe]
     server = start(kind, parameters)
-    folder = _policies(write_policies, keys, storage=redis_server.url)
+    folder = recipe_policies(write_policies, keys, storage=redis_server.url)
     workers = [
         subprocess.Popen(
             [
