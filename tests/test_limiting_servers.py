@@ -152,6 +152,8 @@ def test_servers_stop_by_pid_free_their_port_and_keep_their_log(
 ) -> None:
     for server in (nginx_limiter(), haproxy_limiter()):
         assert session.get(server.url, timeout=5).status_code == 200
+        # HAProxy writes its log line after answering: wait for it, or SIGTERM may come first
+        assert server.counts(at_least=1).ok == 1
         pid = server.pid
         assert pid is not None
         server.close()
