@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from callpolicy._model import Quota, Rate
 from callpolicy._quotas.algorithms import Entry
-from callpolicy._quotas.buckets import Bucket
+from callpolicy._quotas.buckets import LATE, Bucket
 from callpolicy._quotas.memory import make_counter
 
 
@@ -239,3 +239,55 @@ def test_the_nginx_recipe_for_a_per_minute_rate_is_its_rounded_rate(per_minute: 
             assert refused > 0 or (60_000 % per_minute == 0 and (per_minute * 1000) % 60 == 0)
         else:
             assert refused == refusals
+
+
+def _stalled_arrivals(
+    bucket: Bucket, callers: int, calls: int, stalls: list[float], gaps: list[float]
+) -> list[float]:
+    """`callers` each make calls in turn, `gap` apart: admitted when the bucket allows,
+    reaching the server `stall` later, ending (and telling the bucket) as they arrive.
+    Returns the arrival times; events happen in time order, as they would in a process."""
+    events = [(gap, n, None) for n, gap in enumerate(gaps[:callers])]
+    arrivals: list[float] = []
+    entries: dict[int, Entry] = {}
+    made = 0
+    while events:
+        events.sort(key=lambda event: (event[0], event[1]))
+        now, caller, ending = events.pop(0)
+        if ending is not None:
+            bucket.end(entries.pop(caller), now)
+            if made < calls:
+                events.append((now + gaps[made % len(gaps)], caller, None))
+            continue
+        wait = bucket.wait(now, 1)
+        if wait > 0:
+            events.append((now + wait, caller, None))
+            continue
+        entries[caller] = bucket.take(now, 1)
+        stall = stalls[made % len(stalls)]
+        made += 1
+        arrivals.append(now + stall)
+        events.append((now + stall, caller, True))
+    return sorted(arrivals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    burst=st.integers(1, 6),
+    callers=st.integers(1, 4),
+    stalls=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40),
+    gaps=st.lists(st.floats(0.0, 0.5), min_size=4, max_size=40),
+)
+def test_with_burst_room_a_send_stalled_up_to_late_and_the_room_is_never_refused(
+    burst: int, callers: int, stalls: list[float], gaps: list[float]
+) -> None:
+    """Concurrent callers whose calls reach nginx late by a stall each (a busy CPU, a new
+    connection): up to LATE plus the room, and under an interval when calls overlap (a call
+    stalled longer may reach the server behind calls admitted after it), the ends told
+    keep nginx from refusing any."""
+    interval, guard = 0.1, 0.002
+    bucket = Bucket(interval, burst, guard, sized=False)
+    most = LATE + burst * interval if callers == 1 else interval - guard
+    arrivals = _stalled_arrivals(bucket, callers, 40, [s * most for s in stalls], gaps)
+    nginx = NginxLimitReq(10, burst)
+    assert all(nginx.accepts(math.floor(arrival * 1000)) for arrival in arrivals)

@@ -90,6 +90,27 @@ def test_a_call_that_ends_late_moves_the_redis_meter(
     assert time.monotonic() - ended >= 0.09
 
 
+def test_a_redis_bucket_with_room_takes_a_call_stalled_past_late_as_counted_at_its_end(
+    registry_of: RegistryOf, redis_server: RedisServer
+) -> None:
+    """With a burst of 2 a call may be late by LATE plus two intervals: 150 ms is taken as
+    its whole length, so the burst's third call waits till one interval before its end."""
+    registry = _registry(
+        registry_of,
+        redis_server,
+        'limit = "10/1s"\nalgorithm = "leaky-bucket"\nburst = 2\nguard = "0s"',
+    )
+    registry.policy("api.get")(time.sleep)(0.15)
+    ended = time.monotonic()
+    registry.policy("api.get")(nothing)()
+    registry.policy("api.get")(nothing)()
+    start = time.monotonic()
+    registry.policy("api.get")(nothing)()
+    # tat = end + 3 intervals; a call goes 2 intervals (the burst) before it: end + 0.1 s
+    assert time.monotonic() - ended >= 0.09
+    assert time.monotonic() - start >= 0.05
+
+
 def test_a_refused_weighted_call_in_a_redis_token_bucket_takes_nothing(
     registry_of: RegistryOf, redis_server: RedisServer
 ) -> None:

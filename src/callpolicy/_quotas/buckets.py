@@ -22,13 +22,17 @@ at some instant between its admission and its end, not necessarily at its admiss
 whose sending was delayed (a busy CPU, a descheduled thread, a new connection) and the next
 ones sent on time would reach the server closer together than their intervals. So when a
 call ends, the meter is moved to at least where the calls admitted since it would have
-left it, had it been counted at its end (or LATE after its admission, if it lasted longer):
+left it, had it been counted at its end (or `late` after its admission, if it lasted longer):
 
-    tat = max(tat, min(end, admitted + LATE) + cost admitted since it x interval)
+    tat = max(tat, min(end, admitted + late) + cost admitted since it x interval)
+    late = LATE + room x interval      (room: burst, or size - cost)
 
 While calls queue that changes nothing; with no burst room, the next call goes one
 interval after the previous one ended. A call still in flight is taken as counted by its
-admission and the guard; LATE bounds what a long call costs the calls overlapping it.
+admission and the guard; `late` bounds what a long call costs the calls overlapping it.
+With burst room, a full bucket is not moved by a call late by less than its room (the
+server's count is linear there: a late call only changes the order), so `late` grows by
+the room: after an idle spell, a first call stalled that long is still covered.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ import math
 
 from callpolicy._quotas.algorithms import EPS, Entry, admit_by_wait
 
-# A call that ended is taken as counted at its end, or this long after its admission if it
-# lasted longer: a send is late by a stall or a new connection, not by a long call's length.
+# A call that ended is taken as counted at its end, or this long (plus the bucket's room)
+# after its admission if it lasted longer: a send is late by a stall or a new connection,
+# not by a long call's length.
 LATE = 0.05
 
 
@@ -76,9 +81,12 @@ class Bucket:
         self.tat = -math.inf
         self.admitted = 0.0  # the cost admitted so far
 
+    def _room(self, cost: float) -> float:
+        """The cost units that may go beyond the steady pace with a call of `cost`."""
+        return self.burst - cost if self.sized else self.burst
+
     def _slack(self, cost: float) -> float:
-        room = self.burst - cost if self.sized else self.burst
-        return room * self.interval - self.guard
+        return self._room(cost) * self.interval - self.guard
 
     def wait(self, now: float, cost: float) -> float:
         if cost > self.most:
@@ -95,7 +103,8 @@ class Bucket:
     def end(self, entry: Entry, now: float) -> None:
         if self.anchored and isinstance(entry, Metered) and entry.live:
             since = self.admitted - entry.before
-            self.tat = max(self.tat, min(now, entry.at + LATE) + since * self.interval)
+            late = LATE + max(self._room(entry.cost), 0.0) * self.interval
+            self.tat = max(self.tat, min(now, entry.at + late) + since * self.interval)
 
     def admit(self, now: float, cost: float) -> Entry | float | None:
         return admit_by_wait(self, now, cost)

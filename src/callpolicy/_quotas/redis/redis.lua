@@ -61,7 +61,9 @@ if op == 'end' then
       local h = redis.call('HMGET', s.k1, 'tat', 'cum')
       local tat, cum = tonumber(h[1]), tonumber(h[2]) or 0
       local since = math.max(cum - s.new, s.cost)
-      local bound = math.min(now, taken_at + LATE) + since * s.period
+      local room = s.limit  -- the burst beyond the call (buckets.py `late`)
+      if s.algo == 'tb' then room = math.max(s.limit - s.cost, 0) end
+      local bound = math.min(now, taken_at + LATE + room * s.period) + since * s.period
       if not tat or tat < bound then
         redis.call('HSET', s.k1, 'tat', bound, 'cum', cum)
         redis.call('PEXPIRE', s.k1, math.ceil((bound - now) / 1000) + 1000)
