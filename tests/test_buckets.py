@@ -247,7 +247,9 @@ def _stalled_arrivals(
     """`callers` each make calls in turn, `gap` apart: admitted when the bucket allows,
     reaching the server `stall` later, ending (and telling the bucket) as they arrive.
     Returns the arrival times; events happen in time order, as they would in a process."""
-    events = [(gap, n, None) for n, gap in enumerate(gaps[:callers])]
+    events: list[tuple[float, int, bool | None]] = [
+        (gap, n, None) for n, gap in enumerate(gaps[:callers])
+    ]
     arrivals: list[float] = []
     entries: dict[int, Entry] = {}
     made = 0
