@@ -47,6 +47,11 @@ def explain(policy: Policy) -> str:
         lines.append(f"  give up:  {rules} (AccountLimit, no retry)")
     if retry.idempotent is not None or not retry.refused_any_method:
         lines.append(f"  repeat:   {_describe_repeat(retry.idempotent, retry.refused_any_method)}")
+    if retry.should_retry_header:
+        lines.append(
+            f"  server:   {retry.should_retry_header}: true retries an error response "
+            "(any method), false ends the call, before the statuses"
+        )
     if policy.pause is not None:
         pause = policy.pause
         lines.append(

@@ -228,6 +228,7 @@ RETRY_KEYS: dict[str, Parser] = {
     **MATCH_KEYS,
     "idempotent": atom(parse_flag),
     "refused_any_method": atom(parse_flag),
+    "should_retry_header": atom(parse_header),
     "give_up": _give_up,
     "rules": _rules,
 }

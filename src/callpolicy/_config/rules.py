@@ -14,7 +14,13 @@ from callpolicy._model import DEFAULT_RULE_NAME
 from callpolicy._text import shown_value
 
 # Keys of the retry table that every rule shares: written in a rule, they are a mistake.
-SHARED_RETRY_KEYS = ("idempotent", "refused_any_method", "give_up", "rules")
+SHARED_RETRY_KEYS = (
+    "idempotent",
+    "refused_any_method",
+    "should_retry_header",
+    "give_up",
+    "rules",
+)
 # Not starting with a space, '.' or '-', nor ending with a space: "a " and "a" are one name
 # to a reader, so only one of them may be written.
 _RULE_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9 _.-]{0,38}[A-Za-z0-9_.-])?", re.ASCII)

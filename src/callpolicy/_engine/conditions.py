@@ -9,12 +9,15 @@ from typing import Any
 import tenacity
 
 from callpolicy._engine.hints import read_hint
-from callpolicy._engine.http import json_of, status_of
+from callpolicy._engine.http import header_values, json_of, status_of
 from callpolicy._engine.repeat import may_repeat, never_sent
 from callpolicy._engine.rules import Cause
 from callpolicy._errors import AccountLimit
 from callpolicy._explain import describe_give_up
 from callpolicy._model import MAX_ATTEMPTS, Retry
+from callpolicy._text import Throttled
+
+_unread_word = Throttled(60.0)
 
 
 class RetryCondition(tenacity.retry_base):
@@ -37,7 +40,9 @@ class RetryCondition(tenacity.retry_base):
         self.status_causes = tuple(c for c in self.causes if c.statuses)
         self.statuses = frozenset().union(*(c.statuses for c in self.status_causes))
         self.value_causes = tuple(c for c in self.causes if c.reads_values)
-        self.checks_results = rule.checks_results or bool(rule.give_up)
+        self.checks_results = (
+            rule.checks_results or bool(rule.give_up) or bool(rule.should_retry_header)
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         outcome = retry_state.outcome
@@ -55,6 +60,9 @@ class RetryCondition(tenacity.retry_base):
             return None  # KeyboardInterrupt, a cancelled task or future: never retried
         if self.rule.give_up:
             self._give_up_if_gone(exc)
+        says = self.server_says(exc)
+        if says is not None:
+            return self._as_server_says(exc, exc, says)
         for cause in self.causes:  # the first that matches decides
             if cause.matches_exception(exc):
                 return cause if self._may_repeat(exc, exc, cause.hints) else None
@@ -76,6 +84,60 @@ class RetryCondition(tenacity.retry_base):
             and status_of(obj) in (429, 503)
             and read_hint(hints, obj, self.policy) is not None
         )
+
+    def server_says(self, obj: Any) -> bool | None:
+        """Whether the server says to retry the error response `obj` (or an error carrying
+        one) by the policy's `should_retry_header`: True, False, or None when it says nothing
+        usable (no header, a status below 400, a value other than one true or false)."""
+        header = self.rule.should_retry_header
+        if not header:
+            return None
+        values = header_values(obj, header)
+        if not values:
+            return None
+        status = status_of(obj)
+        if status is None or status < 400:
+            return None
+        word = values[0].strip().lower() if len(values) == 1 else ""
+        if word in ("true", "false"):
+            return word == "true"
+        shown = ", ".join(repr(value[:40]) for value in values[:3])
+        _unread_word.warn(
+            (self.policy, header.lower()),
+            "%s: ignoring %s %s (not one true or false); the retry rules decide "
+            "(said at most once a minute)",
+            self.policy,
+            header,
+            shown,
+            policy=self.policy,
+            header=header,
+        )
+        return None
+
+    def said(self, obj: Any) -> str | None:
+        """ "x-should-retry: true" when the server's word retried `obj`, for the log."""
+        if self.server_says(obj):
+            return f"{self.rule.should_retry_header}: true"
+        return None
+
+    def _as_server_says(self, obj: Any, exc: BaseException | None, says: bool) -> Cause | None:
+        """The server said whether to retry: "false" ends the call; "true" retries it by the
+        first cause naming its status or matching the error, else the last cause, for any
+        method (the server refused the work) unless `refused_any_method = false`."""
+        if not says:
+            return None
+        status = status_of(obj)
+        cause = next(
+            (
+                c
+                for c in self.causes
+                if status in c.statuses or (exc is not None and c.matches_exception(exc))
+            ),
+            self.causes[-1],
+        )
+        if self.rule.refused_any_method or self._may_repeat(obj, exc, cause.hints):
+            return cause
+        return None
 
     def gives_up(self, obj: Any) -> str | None:
         """The give_up rule a response (or an error's) matches, described; else None."""
@@ -99,6 +161,9 @@ class RetryCondition(tenacity.retry_base):
         safe to send again, or the value is final (later causes are not asked)."""
         if self.rule.give_up:
             self._give_up_if_gone(result)
+        says = self.server_says(result)
+        if says is not None:
+            return self._as_server_says(result, None, says)
         status = status_of(result) if self.statuses else None
         if status is not None and status in self.statuses:
             for cause in self.status_causes:  # the first that names it decides

@@ -70,10 +70,12 @@ def parse(fmt: str, raw: str, now: float) -> float:
     """Seconds to wait from `now` (epoch seconds) by `raw` in format `fmt`, 0 for a time
     already past; NotAHint if `raw` is not exactly that format."""
     text = raw.strip()
-    if fmt in ("retry-after", "delta-seconds", *_EPOCHS):
+    if fmt in ("retry-after", "delta-seconds", "delta-millis", *_EPOCHS):
         if _NUMBER.fullmatch(text):
             number = float(text)  # at most 15 digits: exact enough, never inf
-            return max(number / _EPOCHS[fmt] - now, 0.0) if fmt in _EPOCHS else number
+            if fmt in _EPOCHS:
+                return max(number / _EPOCHS[fmt] - now, 0.0)
+            return number / 1000 if fmt == "delta-millis" else number
         if fmt == "retry-after" and _HTTP_DATE.fullmatch(text):
             return max(http_date(text) - now, 0.0)
         expected = "seconds or an HTTP date" if fmt == "retry-after" else "a number"

@@ -32,10 +32,16 @@ class DeadlineStop(tenacity.stop.stop_base):
 
 
 def sleep_event(
-    policy: str, max_attempts: int, cause: Cause, count: int, state: tenacity.RetryCallState
+    policy: str,
+    max_attempts: int,
+    cause: Cause,
+    count: int,
+    state: tenacity.RetryCallState,
+    said: str | None = None,
 ) -> SleepEvent:
     """The backoff sleep about to happen after the attempt `state` holds, the `count`th
-    to end in `cause` (named in the event when it is a rule)."""
+    to end in `cause` (named in the event when it is a rule); `said`: the server's word
+    that retried it ("x-should-retry: true")."""
     outcome = state.outcome
     assert outcome is not None
     exc = outcome.exception() if outcome.failed else None
@@ -46,6 +52,8 @@ def sleep_event(
         result = outcome.result()
         trigger = "status" if status_of(result) in cause.statuses else "result"
         why = describe_result(result)
+    if said:
+        why = f"{why}, {said}"
     parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
     seconds = state.upcoming_sleep
     ruled = cause.name is not None

@@ -56,6 +56,7 @@ class Runner:
         causes = compile_causes(policy, self.wait)
         self.condition = RetryCondition(policy.retry, policy.name, policy.wait.hints, causes)
         self.checks_results = self.condition.checks_results
+        self.said_by_server = bool(policy.retry.should_retry_header)
         self.ruled = bool(policy.retry.rules)  # else one cause: the call's attempts are its
         self.admission = quotas.admission(policy)
         pause = policy.pause
@@ -233,9 +234,15 @@ class Runner:
             cannot_repeat(self.name, state, why)
         state.idle_for += sleep
         if listening():  # describing the cause costs more than the rest of a retry
-            emit(sleep_event(self.name, self.max_attempts, cause, count, state))
+            said = self._said(state) if self.said_by_server else None
+            emit(sleep_event(self.name, self.max_attempts, cause, count, state, said))
         state.prepare_for_next_attempt()
         return sleep
+
+    def _said(self, state: tenacity.RetryCallState) -> str | None:
+        outcome = state.outcome
+        assert outcome is not None
+        return self.condition.said(outcome.exception() if outcome.failed else outcome.result())
 
     def _rule_count(self, state: tenacity.RetryCallState, cause: Cause) -> int:
         """One more attempt ended in `cause`: its count, the first included; gives up when

@@ -25,6 +25,7 @@ HINT_ACTIONS: tuple[str, ...] = ("clamp", "ignore", "fail")
 HINT_FORMATS: tuple[str, ...] = (
     "retry-after",
     "delta-seconds",
+    "delta-millis",
     "epoch-seconds",
     "epoch-millis",
     "rfc3339",
@@ -33,6 +34,7 @@ HINT_FORMATS: tuple[str, ...] = (
 # The format a header is read in when the policy names only the header.
 KNOWN_HINT_HEADERS = {
     "retry-after": "retry-after",
+    "retry-after-ms": "delta-millis",  # OpenAI's and Anthropic's APIs
     "x-ratelimit-reset": "delta-seconds",
     "ratelimit-reset": "delta-seconds",
     "anthropic-ratelimit-requests-reset": "rfc3339",
@@ -141,6 +143,8 @@ class Retry(Match):
     # HTTP: None decides by the request's method (and Idempotency-Key); True/False say so.
     idempotent: bool | None = None
     refused_any_method: bool = True  # 429/503 with a Retry-After: retried for any method
+    # A header by which the server says whether to retry ("true"/"false"), before statuses.
+    should_retry_header: str = ""
     give_up: tuple[GiveUp, ...] = ()
     rules: tuple[RetryRule, ...] = ()
 
