@@ -11,7 +11,8 @@ examples/policies/anthropic.toml (a minute scaled down to 2 s) and the client sh
   `callpolicy.pool_key("anthropic.keys")`;
 * an urgent question asked with `call_options(priority=10)` goes before the batch's waiting
   calls;
-* 429s wait what the server says (its RFC 3339 reset time, else retry-after);
+* 429s wait what the server says (its RFC 3339 reset time, else retry-after), and errors
+  are retried or not as its x-should-retry says (`retry.should_retry_header`);
 * a user's own key whose credit is gone: `retry.give_up` raises `callpolicy.AccountLimit`
   at once, and the app says so in words instead of retrying.
 
@@ -195,6 +196,9 @@ class MockAnthropic:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.arrivals.append(Arrival(now, key, user, status, kind))
         headers = {} if retry_after is None else {"retry-after": str(math.ceil(retry_after))}
+        # The server's own word on retrying, as Anthropic's API sends it: a rate limit passes,
+        # a spent account, a bad key or a bad body does not.
+        headers["x-should-retry"] = "true" if kind == "rate_limit_error" else "false"
         return status, {"type": "error", "error": {"type": kind, "message": message}}, headers
 
 

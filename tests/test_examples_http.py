@@ -110,7 +110,7 @@ def test_anthropic_client(tmp_path: Path) -> None:
     assert retries == hinted == requests_429  # each rate-limit 429 retried once, on the hint
     assert re.search(
         r"anthropic\.messages: attempt 1 of 5 failed \(APIStatusError: 429 rate_limit_error: "
-        r"requests per minute exceeded\); sleeping [\d.]+s \("
+        r"requests per minute exceeded, x-should-retry: true\); sleeping [\d.]+s \("
         r"anthropic-ratelimit-requests-reset: \d{4}-\d\d-\d\dT[\d:.]+\+00:00 \(read as ",
         output,
     ), output
