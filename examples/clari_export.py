@@ -3,8 +3,10 @@
 The Clari seed hand-wrote `poll_with_backoff` (5 s growing x1.5 to 60 s, 60 attempts) and
 slept 10 s between exports. Here the polling is `retry.until` in a policy and the pause
 between exports is a quota; both live in examples/policies/clari.toml, with the waits cut to
-milliseconds so the demo takes seconds. The mock Clari API (examples/mock_api.py) allows
-10 requests per second and answers 503 to 10% of the status polls.
+milliseconds so the demo takes seconds. A running job reports its progress, and each poll
+waits the time its pace so far says is left (else the declared backoff), so a job is
+polled a few times, not every half second. The mock Clari API (examples/mock_api.py)
+allows 10 requests per second and answers 503 to 10% of the status polls.
 
     python examples/clari_export.py [--quiet]
 """
@@ -38,13 +40,15 @@ class Job:
     id: str
     forecast: str
     period: str
-    polls_needed: int  # the poll that finds it COMPLETED
+    seconds: float  # how long it runs
     rows: int
+    started: float
     polls: int = 0
 
 
 class MockClari:
-    """Export jobs that are PENDING on the first poll, then RUNNING, then COMPLETED."""
+    """Export jobs that are PENDING on the first poll, then RUNNING (with their progress, a
+    fraction), then COMPLETED once their time has run."""
 
     def __init__(self, seed: int) -> None:
         self.jobs: dict[str, Job] = {}
@@ -57,9 +61,9 @@ class MockClari:
             return Reply(400, {"error": 'the body needs {"timePeriod": "..."}'})
         with self._lock:
             job_id = f"job-{len(self.jobs) + 1:03d}"
-            polls_needed, rows = self._random.randint(3, 7), self._random.randint(1000, 9999)
+            seconds, rows = self._random.uniform(0.6, 1.5), self._random.randint(1000, 9999)
             job = self.jobs[job_id] = Job(
-                job_id, request.params["name"], period, polls_needed, rows
+                job_id, request.params["name"], period, seconds, rows, time.monotonic()
             )
         return Reply(202, {"jobId": job.id, "status": "PENDING"})
 
@@ -70,8 +74,10 @@ class MockClari:
                 return Reply(404, {"error": f"no job {request.params['id']}"})
             job.polls += 1
             polls = job.polls
-        if polls < job.polls_needed:
-            return {"jobId": job.id, "status": "PENDING" if polls == 1 else "RUNNING"}
+        done = (time.monotonic() - job.started) / job.seconds
+        if done < 1:
+            status = "PENDING" if polls == 1 else "RUNNING"
+            return {"jobId": job.id, "status": status, "progress": round(done, 3)}
         return {
             "jobId": job.id,
             "status": "COMPLETED",

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import attrs
 
-from callpolicy._model import GiveUp, Match, Policy, Quota, ResultCondition, Wait, rule_names
+from callpolicy._model import (
+    HINT_FIELD,
+    PROGRESS_FORMATS,
+    GiveUp,
+    Match,
+    Policy,
+    Quota,
+    ResultCondition,
+    Wait,
+    rule_names,
+)
 from callpolicy._text import format_seconds
 
 
@@ -115,10 +125,19 @@ def quota_cause(quota: Quota) -> str:
     return f"quota {quota.name} ({limit})"
 
 
+def _hint_source(name: str, fmt: str) -> str:
+    if not name.startswith(HINT_FIELD):
+        return name
+    field = name[len(HINT_FIELD) :]
+    if fmt in PROGRESS_FORMATS:
+        return f"the time left by the {fmt} in field {field}"
+    return f"field {field} ({fmt})"
+
+
 def describe_wait(wait: Wait) -> str:
     """One line for `callpolicy explain`."""
     if wait.hints:
-        headers = ", ".join(header for header, _ in wait.hints)
+        headers = ", ".join(_hint_source(name, fmt) for name, fmt in wait.hints)
         plain = describe_wait(attrs.evolve(wait, hints=(), jitter=0.0))
         cap = format_seconds(wait.hint_cap)
         above = wait.hint_above_cap

@@ -3,6 +3,7 @@ pause, quotas) and the parser of each; quota tables' keys are in `quotas.py`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +34,9 @@ from callpolicy._config.values import (
     resolve_predicate,
 )
 from callpolicy._model import (
+    HEADER_FORMATS,
     HINT_ACTIONS,
+    HINT_FIELD,
     HINT_FORMATS,
     WAIT_STRATEGIES,
     GiveUp,
@@ -41,6 +44,8 @@ from callpolicy._model import (
     hint_format,
 )
 from callpolicy._text import shown_value
+
+_FIELD_PATH = re.compile(r"[^\s.]{1,64}(?:\.[^\s.]{1,64}){0,7}")
 
 
 def _condition(value: Any, ctx: Context, key: str) -> ResultCondition | None:
@@ -159,26 +164,50 @@ def _hint_sources(value: Any, ctx: Context, key: str) -> list[tuple[str, str]]:
     for index, entry in enumerate(value):
         if isinstance(entry, str) and is_header(entry):
             sources.append((entry, hint_format(entry)))
+        elif isinstance(entry, dict) and "field" in entry and set(entry) <= {"field", "format"}:
+            source = _field_source(entry, ctx, f"{key}[{index}]")
+            if source is not None:
+                sources.append(source)
         elif isinstance(entry, dict) and set(entry) <= {"header", "format"}:
             header, fmt = entry.get("header"), entry.get("format")
+            formats = HEADER_FORMATS
             if not isinstance(header, str) or not is_header(header):
                 ctx.report(
                     f"{key}[{index}].header", f"must be a header name (got {shown_value(header)})"
                 )
-            elif fmt is not None and fmt not in HINT_FORMATS:
-                options = ", ".join(map(repr, HINT_FORMATS))
+            elif fmt is not None and fmt not in formats:
+                options = ", ".join(map(repr, formats))
                 ctx.report(
-                    f"{key}[{index}].format", f"must be one of {options} (got {shown_value(fmt)})"
+                    f"{key}[{index}].format",
+                    f"must be one of {options} for a header (got {shown_value(fmt)})",
                 )
             else:
                 sources.append((header, fmt or hint_format(header)))
         else:
             ctx.report(
                 f"{key}[{index}]",
-                'must be a header name or { header = "X-RateLimit-Reset", format = '
-                f'"epoch-seconds" }} (got {shown_value(entry)})',
+                'must be a header name, { header = "X-RateLimit-Reset", format = '
+                '"epoch-seconds" } or { field = "eta_seconds" } '
+                f"(got {shown_value(entry)})",
             )
     return sources
+
+
+def _field_source(entry: dict[str, Any], ctx: Context, key: str) -> tuple[str, str] | None:
+    """A hint read from a field of the returned value (a polled job's estimate)."""
+    field, fmt = entry.get("field"), entry.get("format", "delta-seconds")
+    if not isinstance(field, str) or not _FIELD_PATH.fullmatch(field):
+        ctx.report(
+            f"{key}.field",
+            'must be a field name, dotted for nesting, like "eta_seconds" or '
+            f'"job.progress" (got {shown_value(field)})',
+        )
+        return None
+    if fmt not in HINT_FORMATS or fmt == "retry-after":
+        options = ", ".join(repr(f) for f in HINT_FORMATS if f != "retry-after")
+        ctx.report(f"{key}.format", f"must be one of {options} (got {shown_value(fmt)})")
+        return None
+    return (f"{HINT_FIELD}{field}", fmt)
 
 
 duration = atom(parse_duration)
@@ -198,7 +227,7 @@ WAIT_KEYS: dict[str, Parser] = {
 PAUSE_KEYS: dict[str, Parser] = {
     "remaining": atom(parse_header),
     "reset": atom(parse_header),
-    "format": choice(HINT_FORMATS),
+    "format": choice(HEADER_FORMATS),
     "max": duration,
 }
 STOP_KEYS: dict[str, Parser] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import attrs
 
 from callpolicy._engine.http import header_values
+from callpolicy._model import HINT_FIELD
 from callpolicy._text import Throttled, format_seconds
 
 _DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
@@ -41,6 +43,7 @@ _DURATION = re.compile(r"(?:\d{1,9}(?:\.\d{1,9})?(?:h|ms|m|s))+", re.ASCII)
 _DURATION_PART = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)(h|ms|m|s)", re.ASCII)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _EPOCHS = {"epoch-seconds": 1.0, "epoch-millis": 1000.0}
+FieldReader = Callable[[str, str], "Hint | None"]
 
 
 @attrs.frozen
@@ -59,7 +62,8 @@ class Hint:
     @property
     def read_as(self) -> str:
         """How an absolute time was read: " (read as 30s after Date: ...)"; "" for a delay."""
-        return f" (read as {format_seconds(self.seconds)} {self.basis})" if self.basis else ""
+        shown = format_seconds(round(self.seconds, 3))  # to the ms: "824ms", not "824.455454ms"
+        return f" (read as {shown} {self.basis})" if self.basis else ""
 
 
 class NotAHint(ValueError):
@@ -130,12 +134,23 @@ def server_clock(obj: Any) -> tuple[float, str]:
 _ignored = Throttled(60.0)
 
 
-def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hint | None:
+def read_hint(
+    sources: tuple[tuple[str, str], ...],
+    obj: Any,
+    policy: str,
+    read_field: FieldReader | None = None,
+) -> Hint | None:
     """The first usable hint `obj` (a response, or an error carrying one) holds, reading
     (header, format) `sources` in order; None if there is none. A hint of zero (or a time
-    already past) is no reason to hurry: it counts as none."""
+    already past) is no reason to hurry: it counts as none. A field source ("field:<path>")
+    is read by `read_field` (path, format), else skipped."""
     clock: tuple[float, str] | None = None
     for header, fmt in sources:
+        if header.startswith(HINT_FIELD):
+            found = read_field(header[len(HINT_FIELD) :], fmt) if read_field else None
+            if found is not None:
+                return found
+            continue
         values = header_values(obj, header)
         if not values:
             continue
@@ -157,16 +172,21 @@ def read_hint(sources: tuple[tuple[str, str], ...], obj: Any, policy: str) -> Hi
 
 
 def _warn(policy: str, header: str, values: list[str], why: str) -> None:
-    shown = ", ".join(repr(v[:60]) for v in values[:3])
+    warn_unread(policy, header, [repr(v[:60]) for v in values[:3]], why, "header")
+
+
+def warn_unread(policy: str, name: str, shown: list[str], why: str, kind: str) -> None:
+    """A header's (or a field's) value is no hint: said once a minute per policy and name."""
     _ignored.warn(
-        (policy, header.lower()),
-        "%s: ignoring %s %s (%s); using the computed backoff (said at most once a minute)",
+        (policy, kind, name.lower()),
+        "%s: ignoring %s%s %s (%s); using the computed backoff (said at most once a minute)",
         policy,
-        header,
-        shown,
+        "field " if kind == "field" else "",
+        name,
+        ", ".join(shown),
         why,
         policy=policy,
-        header=header,
+        header=name,
     )
 
 

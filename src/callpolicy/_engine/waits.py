@@ -14,6 +14,7 @@ import attrs
 import tenacity
 from tenacity.wait import wait_base
 
+from callpolicy._engine.estimates import Polls, read_field
 from callpolicy._engine.hints import Hint, read_hint
 from callpolicy._model import MAX_SECONDS, Wait
 
@@ -115,7 +116,14 @@ class _Backoff(wait_base):
         outcome = retry_state.outcome
         if self.wait.hints and outcome is not None:
             answer = outcome.exception() if outcome.failed else outcome.result()
-            hint = read_hint(self.wait.hints, answer, self.policy)
+            polls: Polls | None = getattr(retry_state, "callpolicy_polls", None)
+            if polls is None:
+                polls = retry_state.callpolicy_polls = Polls()  # type: ignore[attr-defined]
+
+            def field(path: str, fmt: str) -> Hint | None:
+                return read_field(path, fmt, answer, self.policy, polls)
+
+            hint = read_hint(self.wait.hints, answer, self.policy, field)
             if hint is not None:
                 seconds, parts = self._hinted(hint, computed, jitter, seconds, parts)
         retry_state.callpolicy_sleep = parts  # type: ignore[attr-defined]

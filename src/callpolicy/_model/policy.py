@@ -30,7 +30,12 @@ HINT_FORMATS: tuple[str, ...] = (
     "epoch-millis",
     "rfc3339",
     "duration",
+    "progress",  # a field only: a fraction done, 0 to 1 (see _engine/estimates.py)
+    "percent",  # a field only: 0 to 100
 )
+PROGRESS_FORMATS = ("progress", "percent")
+HEADER_FORMATS = tuple(f for f in HINT_FORMATS if f not in PROGRESS_FORMATS)
+HINT_FIELD = "field:"  # a hint source read from the returned value: ("field:<path>", format)
 # The format a header is read in when the policy names only the header.
 KNOWN_HINT_HEADERS = {
     "retry-after": "retry-after",
@@ -199,7 +204,7 @@ class Pause:
     # By default, the format the reset header is known to use.
     format: str = attrs.field(
         default=attrs.Factory(lambda self: hint_format(self.reset), takes_self=True),
-        validator=v.in_(HINT_FORMATS),
+        validator=v.in_(HEADER_FORMATS),
     )
     max: float = attrs.field(default=60.0, validator=v.ge(0))
 
