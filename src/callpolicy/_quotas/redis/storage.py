@@ -24,6 +24,7 @@ import attrs
 from callpolicy._errors import QuotaUnavailable
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Storage
+from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
 from callpolicy._quotas.redis.leases import Leases
@@ -75,7 +76,7 @@ class RunScript(Step):
 class RedisStorage:
     """One Redis server (URL) and the quotas kept in it."""
 
-    def __init__(self, storage: Storage, memory: MemoryStorage) -> None:
+    def __init__(self, storage: Storage, memory: MemoryStorage, counters: Counters) -> None:
         if redis is None:
             raise ImportError(
                 f"quota storage {storage} needs the redis client: pip install 'callpolicy[redis]'"
@@ -108,6 +109,7 @@ class RedisStorage:
         self.memory = memory
         self._unreachable = Throttled(WARN_EVERY)
         self.leases = Leases(self)  # in-flight slots of this process's calls, renewed
+        self.counters = counters  # admissions without Redis are counted here
 
     def after_fork(self) -> None:
         """In a forked child: the parent's event loops and their connections are not ours
@@ -258,8 +260,11 @@ class RedisGroup(Shells):
             names = ", ".join(sorted(self.names))
             raise QuotaUnavailable(names, str(self.storage.storage), str(error)) from error
         if self.fallback is None:  # fail-open
+            self.storage.counters.without_redis(self.quotas)
             return RedisTaken("", 0, cost)
         taken = self.fallback.try_take(cost)
+        if not isinstance(taken, Refusal):
+            self.storage.counters.without_redis(self.quotas)
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
 
     def _maybe_taken(self, args: list[Any], cost: float) -> None:
