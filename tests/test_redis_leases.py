@@ -180,3 +180,14 @@ def test_a_forked_child_renews_none_of_its_parents_slots(
 
     assert call() == 1
     assert leases.held() == 0
+
+
+def test_explain_says_where_a_slot_lives_and_its_lease(registry_of: RegistryOf) -> None:
+    from callpolicy._explain import describe_quota  # noqa: PLC0415
+
+    registry = registry_of(svc=slot_toml("redis://127.0.0.1:6379/0", lease="10s"))
+    [quota] = registry.get("svc.e").quotas
+    assert describe_quota(quota) == (
+        "svc.slot (1 in flight, redis://127.0.0.1:6379/0, fail-closed when unreachable, "
+        "lease 10s, max_wait 0s)"
+    )
