@@ -191,3 +191,22 @@ def test_explain_says_where_a_slot_lives_and_its_lease(registry_of: RegistryOf) 
         "svc.slot (1 in flight, redis://127.0.0.1:6379/0, fail-closed when unreachable, "
         "lease 10s, max_wait 0s)"
     )
+
+
+def test_a_slot_that_lapsed_before_its_renewal_is_not_taken_back_and_a_warning_says_so(
+    registry_of: RegistryOf,
+    redis_server: RedisServer,
+    client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = registry_of(svc=slot_toml(redis_server.url))
+
+    @registry.policy("svc.e")
+    def call() -> int:
+        client.delete(KEY)  # as if Redis had been away past the lease, and another call came
+        until(lambda: leases_of(registry).held() == 0, 10, "the lapsed slot is still renewed")
+        return int(client.zcard(KEY))
+
+    with caplog.at_level(logging.WARNING, logger="callpolicy"):
+        assert call() == 0  # not taken back: another call may hold it now
+    assert "1 in-flight slot(s) of svc.slot lapsed before renewal" in caplog.text
