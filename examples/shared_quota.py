@@ -19,7 +19,8 @@ This example starts everything it needs on 127.0.0.1:
     python examples/shared_quota.py --memory             # each worker counts on its own
 
 It then checks the server's side of the promise: no 429, and no 1 s window with more than
-20 arrivals. Exit status 0 when both hold.
+20 arrivals. Exit status 0 when both hold. Each worker also reports its quota counters
+(`registry.quota_counters()`: admitted, refused, waited...), summed in the summary.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import attrs
 import requests
 from local_redis import RedisMissing, RedisServer
 from mock_api import MockAPI, Request, Stats
@@ -46,6 +48,7 @@ import callpolicy
 SERVER_QUOTA = (20, 1.0)  # what the mock API allows: 20 requests in any 1 s
 ERROR_RATE = 0.02  # the share of requests answered 503 (retried by the policy)
 POLICY = "shared.get"  # [endpoints.get] of the file shared.toml written below
+Counters = dict[str, dict[str, Any]]  # a worker's quota counters, by quota name
 
 # The policy every worker loads. The quota "shared.api" is one counter in Redis for every
 # process (and host) that lists it, and allows what the server allows: 20 calls in any 1 s.
@@ -56,6 +59,9 @@ POLICY = "shared.get"  # [endpoints.get] of the file shared.toml written below
 # 2-core machine running 4 workers it reached 14 ms, and a 10 ms guard let a 429 through
 # in 1 run out of 30; busy with other work (load 4), a process sometimes stalled 50 ms. The
 # 50 ms here cost 5% of the throughput; `--guard 0` shows the server refusing calls.
+# In Redis an in-flight slot is a lease, renewed while its call runs: a worker that crashes
+# mid-call gives its slot back within the lease (a memory quota has none: a load error).
+LEASE = 'lease = "5s"                    # renewed every ~1.7 s while a call runs'
 POLICY_FILE = """\
     [quotas.api]
     limit = "{calls}/{period}s"
@@ -63,9 +69,14 @@ POLICY_FILE = """\
     storage = "{storage}"
     max_wait = "10s"                # a worker may queue this long for a slot, then gives up
 
+    [quotas.in_flight]
+    concurrency = {slots}              # calls in flight at once, across every worker
+    storage = "{storage}"
+    {lease}
+
     [endpoints.get]
     description = "GET /items/{{id}} of the mock API"
-    quotas = ["api"]                # every attempt, retries too, takes one call from it
+    quotas = ["api", "in_flight"]   # every attempt, retries too, takes from both, all or none
     retry.on_exceptions = ["requests.ConnectionError"]
     retry.on_status = [503]
     wait = {{ strategy = "exponential", initial = "50ms", max = "500ms", jitter = "20ms" }}
@@ -111,7 +122,8 @@ def worker(
         else:
             ok += 1
     session.close()
-    results.put(("done", number, ok, refused, failed))
+    counters = {name: attrs.asdict(c) for name, c in registry.quota_counters().items()}
+    results.put(("done", number, ok, refused, failed, counters))
 
 
 # -- the server's account ------------------------------------------------------------------------
@@ -150,21 +162,26 @@ def run(workers: int, seconds: float, guard_ms: int, memory: bool) -> int:
             period=f"{period:g}",
             guard_ms=guard_ms,
             storage="memory://" if memory else redis_server.url,
+            slots=workers,
+            lease="" if memory else LEASE,
         )
         (policy_dir / "shared.toml").write_text(text, encoding="utf-8")
         print(f"redis-server on 127.0.0.1:{redis_server.port}, mock API on {api.url}")
         shown = textwrap.indent(text, "  | ", lambda line: True)
         print(f"policy {policy_dir / 'shared.toml'}:\n{shown}")
 
-        done, elapsed = run_workers(workers, seconds, policy_dir, api.url)
+        done, counters, elapsed = run_workers(workers, seconds, policy_dir, api.url)
         stats = api.stats
-    return report(done, elapsed, stats, f"{limit} {where}")
+    kept = report(done, elapsed, stats, f"{limit} {where}")
+    report_counters(counters)
+    return kept
 
 
 def run_workers(
     workers: int, seconds: float, policy_dir: Path, base_url: str
-) -> tuple[dict[int, tuple[int, int, int]], float]:
-    """Start the workers, start them calling together; their counts, and the time taken."""
+) -> tuple[dict[int, tuple[int, int, int]], list[Counters], float]:
+    """Start the workers, start them calling together; their counts, their quota counters,
+    and the time taken."""
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
     results: multiprocessing.Queue[tuple[Any, ...]] = ctx.Queue()
@@ -186,10 +203,12 @@ def run_workers(
         started = time.monotonic()
         start.set()
         done: dict[int, tuple[int, int, int]] = {}
+        counters: list[Counters] = []
         while len(done) < workers:
             message = _next(results, processes)
             if message[0] == "done":
-                done[message[1]] = message[2:]
+                done[message[1]] = message[2:5]
+                counters.append(message[5])
         elapsed = time.monotonic() - started
         for process in processes:
             process.join(timeout=10)
@@ -198,7 +217,7 @@ def run_workers(
             if process.is_alive():
                 process.terminate()
                 process.join()
-    return done, elapsed
+    return done, counters, elapsed
 
 
 def report(done: dict[int, tuple[int, int, int]], elapsed: float, stats: Stats, limit: str) -> int:
@@ -232,6 +251,22 @@ def report(done: dict[int, tuple[int, int, int]], elapsed: float, stats: Stats, 
     kept = stats.throttled == 0 and busiest <= calls
     print("quota kept: no 429, no window over the limit" if kept else "QUOTA BROKEN")
     return 0 if kept else 1
+
+
+def report_counters(counters: list[Counters]) -> None:
+    """Each quota's counters, summed over the workers (each read its own in its process)."""
+    print("quota counters (registry.quota_counters(), summed over the workers)")
+    for name in sorted({name for worker in counters for name in worker}):
+        total = {
+            field: sum(worker[name][field] for worker in counters if name in worker)
+            for field in attrs.fields_dict(callpolicy.QuotaCounters)
+        }
+        print(
+            f"  {name:<20}admitted {total['admitted']}, refused {total['refused']}, "
+            f"waited {total['waited']} ({total['waited_seconds']:.1f} s), "
+            f"failed open {total['failed_open']}, failed closed {total['failed_closed']}, "
+            f"local {total['local']}"
+        )
 
 
 def _next(results: multiprocessing.Queue[tuple[Any, ...]], processes: list[Any]) -> tuple[Any, ...]:

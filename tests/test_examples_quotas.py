@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from examples_helper import number, run_example, summary
+from examples_helper import number, numbers, run_example, summary
 
 
 def test_shared_quota_in_redis_keeps_the_servers_limit(tmp_path: Path) -> None:
@@ -37,6 +37,12 @@ def test_shared_quota_in_redis_keeps_the_servers_limit(tmp_path: Path) -> None:
     assert "quota kept: no 429, no window over the limit" in output
     assert 'limit = "20/1s"' in output and 'guard = "200ms"' in output
     assert 'storage = "redis://127.0.0.1:' in output
+    assert 'lease = "5s"' in output
+    # The workers' quota counters: every attempt admitted reached the server; none refused,
+    # none without Redis. (admitted, refused, waited, seconds, open, closed, local)
+    for quota in ("shared.api", "shared.in_flight"):
+        admitted, refused, _, _, *without_redis = numbers(values[quota])
+        assert (admitted, refused, without_redis) == (arrivals, 0, [0, 0, 0]), values[quota]
 
 
 def test_shared_quota_in_memory_does_not(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from callpolicy._model import (
     Wait,
 )
 from callpolicy._options import CallOptions, call_options, pool_key
+from callpolicy._quotas import QuotaCounters
 from callpolicy._registry import Registry, default_registry, policy
 from callpolicy.testing import FakeClock, fake_time
 
@@ -45,6 +46,13 @@ def load(*paths: PathLike) -> Registry:
     return default_registry.load(*paths)
 
 
+def quota_counters() -> dict[str, QuotaCounters]:
+    """What each quota of the default registry did in this process, by quota name: attempts
+    admitted, refused, waited (and seconds waited), failed open, failed closed, and admitted
+    by `local_limit` while Redis was away. For metrics; see `QuotaCounters`."""
+    return default_registry.quota_counters()
+
+
 __all__ = [
     "AccountLimit",
     "CallOptions",
@@ -55,6 +63,7 @@ __all__ = [
     "PolicyError",
     "Problem",
     "Quota",
+    "QuotaCounters",
     "QuotaExceeded",
     "QuotaUnavailable",
     "Rate",
@@ -74,4 +83,5 @@ __all__ = [
     "load",
     "policy",
     "pool_key",
+    "quota_counters",
 ]

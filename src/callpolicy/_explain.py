@@ -96,12 +96,13 @@ def describe_quota(quota: Quota) -> str:
     if quota.pool:  # a pool waits as long as its members
         wait = f"max_wait {format_seconds(max(q.max_wait for q in quota.pool))}"
         return f"{quota.name} (pool of {', '.join(q.name for q in quota.pool)}, {wait})"
-    if quota.concurrency is not None:
-        return f"{quota.name} ({quota.concurrency} in flight, {wait})"
     where = ""
     if not quota.storage.is_memory:
         local = f" {quota.local_limit}" if quota.on_unavailable == "local" else ""
         where = f", {quota.storage}, {quota.on_unavailable}{local} when unreachable"
+    if quota.concurrency is not None:
+        lease = f", lease {format_seconds(quota.lease)}" if where else ""
+        return f"{quota.name} ({quota.concurrency} in flight{where}{lease}, {wait})"
     unit = " cost units" if quota.weighted else ""
     how = f"{_describe_algorithm(quota)}, guard {format_seconds(quota.guard)}"
     return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait})"

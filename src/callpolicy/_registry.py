@@ -14,7 +14,7 @@ from callpolicy._errors import PolicyError, Problem
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
 from callpolicy._options import Costing
-from callpolicy._quotas import QuotaStore
+from callpolicy._quotas import QuotaCounters, QuotaStore
 from callpolicy._text import suggestion
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,6 +103,12 @@ class Registry:
     def quotas(self) -> list[Quota]:
         """Every quota some policy uses, sorted by name."""
         return sorted({q for p in self._loaded().values() for q in p.quotas}, key=lambda q: q.name)
+
+    def quota_counters(self) -> dict[str, QuotaCounters]:
+        """What each quota of the loaded policies did in this process, by name (a pool's
+        members each by theirs): admitted, refused, waited... (see `QuotaCounters`)."""
+        names = {member.name for q in self.quotas() for member in (q.pool or (q,))}
+        return self._quotas.counters.snapshot(names)
 
     def _loaded(self) -> dict[str, Policy]:
         if self._policies is None:

@@ -26,6 +26,7 @@ from callpolicy._config.values import (
     parse_burst,
     parse_duration,
     parse_flag,
+    parse_lease,
     parse_rate,
     parse_slots,
     parse_storage,
@@ -63,6 +64,7 @@ QUOTA_KEYS: dict[str, Parser] = {
     "guard": atom(parse_duration),
     "burst": atom(parse_burst),
     "spread": atom(parse_flag),
+    "lease": atom(parse_lease),
 }
 RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread")
 
@@ -89,6 +91,7 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
             ctx.report(key, f"applies only to a quota with a limit (this one has {kind})")
     if kind == "pool" and any(k in keys for k in ("storage", "on_unavailable", "max_wait")):
         ctx.report(None, "a pool takes storage, on_unavailable and max_wait from its members")
+    _check_lease(table, keys, kind, ctx)
     mode = keys.get("on_unavailable")
     if mode is not None and mode.value == "local" and "local_limit" not in table:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
@@ -114,6 +117,21 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
             f'{MAX_SLIDING_WINDOW:,} calls); use algorithm = "leaky-bucket" or "token-bucket"',
         )
     return keys if len(ctx.problems) == before else None
+
+
+def _check_lease(table: Any, keys: dict[str, Located], kind: str, ctx: Context) -> None:
+    """A lease is an in-flight slot's in Redis: nothing else has one."""
+    if "lease" not in keys:
+        return
+    storage = keys.get("storage")
+    if kind != "concurrency":
+        ctx.report("lease", f"applies only to a quota with concurrency (this one has {kind})")
+    elif storage.value.is_memory if storage else "storage" not in table:
+        ctx.report(
+            "lease",
+            'applies only to a quota in Redis (storage = "redis://..."): an in-memory slot '
+            "is given back when its call ends, or with its process",
+        )
 
 
 def build_quota(name: str, keys: Mapping[str, Located], pool: tuple[Quota, ...] = ()) -> Quota:

@@ -17,10 +17,12 @@ from urllib.parse import parse_qsl, urlsplit
 from callpolicy._model import (
     MAX_ATTEMPTS,
     MAX_BURST,
+    MAX_LEASE,
     MAX_MULTIPLIER,
     MAX_SECONDS,
     MAX_SLOTS,
     MEMORY,
+    MIN_LEASE,
     NEVER_RETRIED,
     REDIS_SCHEMES,
     Rate,
@@ -129,6 +131,19 @@ def parse_slots(value: object) -> int:
 
 def parse_burst(value: object) -> int:
     return _count(value, 0, MAX_BURST)
+
+
+def parse_lease(value: object) -> float:
+    """An in-flight slot's lease in Redis: from 1s (it is renewed every third of it) to 1h
+    (a crashed worker's slot is lost that long)."""
+    seconds = parse_duration(value)
+    if not MIN_LEASE <= seconds <= MAX_LEASE:
+        raise UnitError(
+            f"must be from {MIN_LEASE:g}s (it is renewed every third of it) to "
+            f"{MAX_LEASE / 3600:g}h (a crashed worker's slot is lost that long) "
+            f"(got {shown_value(value)})"
+        )
+    return seconds
 
 
 def parse_multiplier(value: object) -> float:

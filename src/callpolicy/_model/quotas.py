@@ -26,6 +26,12 @@ MAX_SLIDING_WINDOW = 1_000_000
 # when each call ends (see buckets.py), its guard covers only the server's millisecond clock.
 DEFAULT_GUARD = 0.02
 DEFAULT_BUCKET_GUARD = 0.001
+# An in-flight slot in Redis is a lease, renewed every third of it while its call runs: a
+# crashed worker's slot comes back within it. 30 s rides out a renewal missed to a GC pause,
+# a Redis restart or a failover (up to ~20 s unreachable) without losing the slot.
+DEFAULT_LEASE = 30.0
+MIN_LEASE = 1.0  # shorter: renewals (every third) would be a steady load on Redis
+MAX_LEASE = 3600.0  # longer: a crashed worker's slot would be lost for more than an hour
 MEMORY = "memory://"
 REDIS_SCHEMES = ("redis", "rediss")
 
@@ -99,6 +105,8 @@ class Quota:
     # 0 for a leaky bucket, the limit's N for a token bucket.
     burst: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     spread: bool = False  # windows: calls at least period / N apart, not back to back
+    # In-flight slots in Redis: a slot's lease, renewed while its call runs (see DEFAULT_LEASE).
+    lease: float = attrs.field(default=DEFAULT_LEASE, validator=[v.ge(MIN_LEASE), v.le(MAX_LEASE)])
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))

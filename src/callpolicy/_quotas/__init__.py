@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from callpolicy._model import Policy, Quota, Storage
 from callpolicy._quotas.admission import Admission
+from callpolicy._quotas.counters import Counters, QuotaCounters
 from callpolicy._quotas.grant import Candidate, Grant
 from callpolicy._quotas.memory import Group, MemoryStorage
 from callpolicy._quotas.waiting import WaitQueue
@@ -14,7 +15,7 @@ from callpolicy._quotas.waiting import WaitQueue
 if TYPE_CHECKING:
     from callpolicy._quotas.redis import RedisStorage
 
-__all__ = ["Admission", "Grant", "QuotaStore"]
+__all__ = ["Admission", "Grant", "QuotaCounters", "QuotaStore"]
 
 
 class QuotaStore:
@@ -24,6 +25,7 @@ class QuotaStore:
     def __init__(self) -> None:
         self.memory = MemoryStorage()
         self.queue = WaitQueue()
+        self.counters = Counters()  # what each quota did, for metrics
         self._redis: dict[Storage, object] = {}
 
     def admission(self, policy: Policy) -> Admission | None:
@@ -44,7 +46,9 @@ class QuotaStore:
                 )
             )
         names = frozenset().union(*(g.names for c in candidates for g in c.groups))
-        return Admission(policy.name, policy.stop.attempts, candidates, self.queue, names)
+        return Admission(
+            policy.name, policy.stop.attempts, candidates, self.queue, names, self.counters
+        )
 
     def _groups(self, quotas: list[Quota]) -> list[Group]:
         by_storage: dict[Storage, list[Quota]] = {}
@@ -63,6 +67,6 @@ class QuotaStore:
 
         found = self._redis.get(storage)
         if found is None:
-            found = self._redis[storage] = RedisStorage(storage, self.memory)
+            found = self._redis[storage] = RedisStorage(storage, self.memory, self.counters)
         assert isinstance(found, RedisStorage)
         return found

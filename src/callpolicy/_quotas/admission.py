@@ -13,13 +13,14 @@ from typing import Any
 
 from callpolicy._clock import CLOCK
 from callpolicy._errors import QuotaExceeded, QuotaUnavailable
-from callpolicy._events import SleepEvent, SleepTrigger, emit
+from callpolicy._events import SleepEvent, emit
 from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
 from callpolicy._options import CallArgs, CallOptions, Costing, current_options
+from callpolicy._quotas.counters import LOCAL, Counters
 from callpolicy._quotas.grant import PLAIN, Candidate, Grant
 from callpolicy._quotas.memory import Group, Refusal
-from callpolicy._quotas.waiting import WaitQueue
+from callpolicy._quotas.waiting import Waited, WaitQueue
 from callpolicy._steps import Method, Sleep, Steps, Wait, async_run, run
 
 
@@ -35,6 +36,7 @@ class Admission:
         candidates: Sequence[Candidate],
         queue: WaitQueue,
         names: frozenset[str],
+        counters: Counters,
     ) -> None:
         self.policy = policy
         self.max_attempts = max_attempts
@@ -43,6 +45,11 @@ class Admission:
         self.names = names
         self.weighted = any(g.weighted for c in candidates for g in c.groups)
         self._waiting = queue.waiting
+        self.counters = counters  # and each candidate's admission counts, taken without a lock
+        self._ticks = [
+            counters.ticker(n for g in c.groups for n in g.names) for c in self.candidates
+        ]
+        self._fast_tick = self._ticks[0]
         only = self.candidates[0]
         # The common case, taken without reading options or building a Grant: one candidate,
         # one storage, nothing told of the call's end, no pool key, no weighted quota.
@@ -62,14 +69,15 @@ class Admission:
         first = self._fast(may_block=True)
         if first is PLAIN:
             return PLAIN
-        return run(self.acquire(attempt, deadline_at, *self._request(call), first, False))
+        steps = self.acquire(attempt, deadline_at, *self._request(call), first, False)
+        return run(self._counted(steps))
 
     async def async_admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
         first = self._fast(may_block=False)
         if first is PLAIN:
             return PLAIN
         steps = self.acquire(attempt, deadline_at, *self._request(call), first, True)
-        return await async_run(steps)
+        return await async_run(self._counted(steps))
 
     def _request(self, call: CallArgs) -> tuple[float, CallOptions]:
         """The call's cost and options. (The cost function is the user's: called here, not
@@ -87,26 +95,33 @@ class Admission:
         try:
             refusal = group.take_one()
         except QuotaUnavailable as error:
+            self.counters.add(group.names, "failed_closed")
             raise self._named(error) from error.__cause__
-        return PLAIN if refusal is None else refusal
+        if refusal is not None:
+            return refusal
+        self._fast_tick()
+        return PLAIN
 
     # -- one try, all or none ----------------------------------------------------------------
     def try_once(self, cost: float) -> Steps[Grant | Refusal]:
         best: Refusal | None = None
-        for candidate in self.candidates:
+        for candidate, tick in zip(self.candidates, self._ticks, strict=True):
             takes: list[tuple[Group, Any]] = []
             for group in candidate.groups:
                 try:
                     taken = yield Method(group, "try_take", cost)
                 except BaseException as error:  # QuotaUnavailable, a cancellation: keep nothing
+                    if isinstance(error, QuotaUnavailable):
+                        self.counters.add(group.names, "failed_closed")
                     yield from self._give_back(takes)
                     raise self._named(error) from error.__cause__
                 if isinstance(taken, Refusal):
                     yield from self._give_back(takes)
-                    best = _sooner(best, taken)
+                    best = taken.sooner_than(best)
                     break
                 takes.append((group, taken))
             else:
+                tick()
                 return Grant(takes, candidate.pool, candidate.member, self.queue, self.weighted)
         assert best is not None
         return best
@@ -134,7 +149,7 @@ class Admission:
             self._check(first, 0.0, deadline_at, options.blocking)
         ticket = self.queue.join(self.names, options.priority, is_async)
         started = CLOCK.now()
-        held = _Waiting()  # said once, when over: its real length and what it waited for
+        held = Waited()  # said once, when over: its real length and what it waited for
         try:
             while True:
                 if self.queue.is_head(ticket):
@@ -167,6 +182,21 @@ class Admission:
         finally:
             self.queue.leave(ticket)
             self._said(held, attempt)
+
+    def _counted(self, steps: Steps[Grant]) -> Steps[Grant]:
+        """`steps`, counting a refusal for the quotas it names."""
+        try:
+            return (yield from steps)
+        except QuotaExceeded as error:
+            if not isinstance(error, QuotaUnavailable):  # counted where Redis failed
+                self.counters.add(self._refusers(error.quota), "refused")
+            raise
+
+    def _refusers(self, named: str) -> list[str]:
+        """The quotas a QuotaExceeded names: one (a fallback's "x(local)" is x), or several
+        joined by ", "."""
+        names = [named] if named.removesuffix(LOCAL) in self.names else named.split(", ")
+        return [name for name in names if name.removesuffix(LOCAL) in self.names]
 
     def _no_queue_for_non_blocking(self, first: Refusal | None, blocking: bool) -> None:
         """A call that may not wait does not queue behind calls already waiting."""
@@ -222,7 +252,7 @@ class Admission:
         names = ", ".join(sorted(self.names))
         raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
 
-    def _event(self, held: _Waiting, seconds: float, attempt: int) -> SleepEvent:
+    def _event(self, held: Waited, seconds: float, attempt: int) -> SleepEvent:
         quota = held.quota
         if quota is None:  # waited for its turn on all of them
             cause, name = f"quota {', '.join(sorted(self.names))}", None
@@ -240,45 +270,15 @@ class Admission:
             gave_up=not held.admitted,
         )
 
-    def _said(self, held: _Waiting, attempt: int) -> None:
+    def _said(self, held: Waited, attempt: int) -> None:
         """The wait is over (admitted, or giving up): say once how long it lasted, and for
         what. (A bucket told of a call's end may add a few ms to a wait: one line still.)"""
         if held.since is not None:
             seconds = CLOCK.now() - held.since
+            waited = [held.quota.name] if held.quota is not None else self.names
+            self.counters.add(waited, "waited", seconds)
             emit(self._event(held, seconds, attempt))
             held.since = None
-
-
-_RANK = {"turn": 0, "slot": 1, "quota": 2}
-
-
-class _Waiting:
-    """A call's wait for admission: since when, and for what: a quota's time ("quota"), a
-    call in flight to end ("slot"), or the calls queued ahead ("turn"), in that rank."""
-
-    __slots__ = ("admitted", "quota", "since", "trigger")
-
-    def __init__(self) -> None:
-        self.admitted = False
-        self.since: float | None = None
-        self.quota: Quota | None = None
-        self.trigger: SleepTrigger = "turn"
-
-    def begin(self, quota: Quota | None, trigger: SleepTrigger) -> None:
-        if self.since is None:
-            self.since = CLOCK.now()
-        if self.quota is None or _RANK[trigger] >= _RANK[self.trigger]:
-            self.quota, self.trigger = quota or self.quota, trigger
-
-
-def _sooner(best: Refusal | None, new: Refusal) -> Refusal:
-    """Of two candidates' refusals, the one that may clear first (a timed wait over an
-    open-ended one)."""
-    if best is None or best.wait is None:
-        return new if new.wait is not None or best is None else best
-    if new.wait is not None and new.wait < best.wait:
-        return new
-    return best
 
 
 def _cost(chosen: float | None, costing: Costing | None, args: Any, kwargs: Any) -> float:

@@ -28,6 +28,15 @@ class Refusal:
         self.wait = wait
         self.poll = poll
 
+    def sooner_than(self, best: Refusal | None) -> Refusal:
+        """Of this and another candidate's refusal, the one that may clear first (a timed
+        wait over an open-ended one)."""
+        if best is None or best.wait is None:
+            return self if self.wait is not None or best is None else best
+        if self.wait is not None and self.wait < best.wait:
+            return self
+        return best
+
 
 class Group(Protocol):
     """Some quotas of one call, in one storage. A `remote` group (Redis) also has

@@ -5,6 +5,7 @@ A call that finds its quotas full joins the queue with a rank (-priority, arriva
 be woken. So a late call never jumps ahead of an earlier one, and the best-ranked waiter of
 a quota is always a head: waiting on several quotas cannot deadlock. Threads wait on a
 `threading.Event`, tasks on an `asyncio.Event` set through their loop, so both may share it.
+`Waited` is one call's wait: since when, and for what.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import itertools
 import threading
 from collections.abc import Iterable
 
+from callpolicy._clock import CLOCK
+from callpolicy._events import SleepTrigger
 from callpolicy._forks import renew_after_fork
+from callpolicy._model import Quota
 
 
 class Ticket:
@@ -127,3 +131,25 @@ class WaitQueue:
             if seen.isdisjoint(ticket.names) and not ticket.names.isdisjoint(names):
                 ticket.wake()
             seen |= ticket.names
+
+
+_RANK = {"turn": 0, "slot": 1, "quota": 2}
+
+
+class Waited:
+    """A call's wait for admission: since when, and for what: a quota's time ("quota"), a
+    call in flight to end ("slot"), or the calls queued ahead ("turn"), in that rank."""
+
+    __slots__ = ("admitted", "quota", "since", "trigger")
+
+    def __init__(self) -> None:
+        self.admitted = False
+        self.since: float | None = None
+        self.quota: Quota | None = None
+        self.trigger: SleepTrigger = "turn"
+
+    def begin(self, quota: Quota | None, trigger: SleepTrigger) -> None:
+        if self.since is None:
+            self.since = CLOCK.now()
+        if self.quota is None or _RANK[trigger] >= _RANK[self.trigger]:
+            self.quota, self.trigger = quota or self.quota, trigger

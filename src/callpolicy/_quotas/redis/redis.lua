@@ -14,7 +14,10 @@
 -- cost (0 gives it back) and returns {1, now}. "end" (its "new cost": the bucket's `before`)
 -- tells that the call ended: slots are given back, and leaky and token buckets are moved to
 -- at least where the calls admitted since it would have left them, had it been counted at
--- its end (see buckets.py); said twice, it is said once.
+-- its end (see buckets.py); said twice, it is said once. "renew" (the ids after the quotas'
+-- arguments) leases again the in-flight slots of calls still running and returns
+-- {1, now, id...} with the ids whose slot had lapsed: a slot gone stays gone (XX), as
+-- another call may have it.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -40,6 +43,11 @@ local LATE = 50000  -- us: buckets.py LATE
 
 local function keep(key, us)
   redis.call('PEXPIRE', key, math.ceil(us / 1000) + 1000)
+end
+
+local function keep_longer(key, us)  -- never shortens: leases differ between processes
+  local ms = math.ceil(us / 1000) + 1000
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
 local specs = {}
@@ -71,6 +79,22 @@ if op == 'end' then
     end
   end
   return {1, now}
+end
+
+if op == 'renew' then
+  local reply = {1, now}
+  for i = 1, n do
+    local s = specs[i]
+    if s.algo == 'cc' then
+      for j = 5 + 6 * n, #ARGV do
+        if redis.call('ZADD', s.k1, 'XX', 'CH', now + s.period, ARGV[j]) == 0 then
+          reply[#reply + 1] = ARGV[j]
+        end
+      end
+      keep_longer(s.k1, s.period)
+    end
+  end
+  return reply
 end
 
 if op == 'change' then
@@ -193,7 +217,7 @@ for i = 1, n do
     keep(s.k1, s.period)
   elseif s.algo == 'cc' then
     redis.call('ZADD', s.k1, now + s.period, id)
-    keep(s.k1, s.period)
+    keep_longer(s.k1, s.period)
   end
 end
 return reply

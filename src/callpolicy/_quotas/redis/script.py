@@ -3,6 +3,8 @@
 redis.lua: ARGV = op ("admit" | "change"), n quotas, admission id, taken at (us), then six
 per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
 unit; the lease for "cc"), cost, new cost, guard (us, buckets).
+Op "renew" then lists the ids whose in-flight slots are leased again, and replies
+{1, now_us, ids whose slot had lapsed}.
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
 Replies: {1, now_us} admitted (or changed); {0, wait_us, index}: refused by quota `index`
 (1-based), wait_us -1 = until a call in flight ends, -2 = never (cost above the limit).
@@ -40,7 +42,6 @@ SLOTS = "cc"
 # Codes whose admissions are members of a sorted set, so a change by id is harmless if the
 # admission never happened.
 GIVEN_BACK_BY_ID = frozenset({SLIDING_CALLS, "sw", SLOTS})
-LEASE_US = 10 * 60 * 1_000_000  # an in-flight slot whose process died frees after 10 min
 POLL = 0.02  # how often a call waiting for another process's in-flight slot looks again
 ADMITTED, UNTIL_A_CALL_ENDS, NEVER = 1, -1, -2
 PER_QUOTA = 6
@@ -106,7 +107,7 @@ class Arguments:
             own = cost if quota.weighted else 1
             kept = own if new_cost is None else new_cost
             if quota.concurrency is not None:
-                args += [SLOTS, quota.concurrency, LEASE_US, 1, kept, 0]
+                args += [SLOTS, quota.concurrency, round(quota.lease * 1e6), 1, kept, 0]
                 continue
             args += [*_rate_arguments(quota), own, kept, _guard_us(quota)]
         return args
@@ -115,6 +116,10 @@ class Arguments:
         """The call of `taken` ended: slots back, leaky and token buckets moved (redis.lua)."""
         befores = taken.befores or (0,) * len(self.quotas)
         return self.build("end", taken, taken.cost, befores)
+
+    def renewal(self, ids: Sequence[str]) -> list[Any]:
+        """Lease again the in-flight slots of the admissions `ids` (see leases.py)."""
+        return [*self.build("renew", None, 1.0, [None] * len(self.quotas)), *ids]
 
     def refunds(self, only_slots: bool) -> list[float | None]:
         """New costs giving back every quota (or only the in-flight slots)."""

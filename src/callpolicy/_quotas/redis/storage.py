@@ -24,8 +24,10 @@ import attrs
 from callpolicy._errors import QuotaUnavailable
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Storage
+from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
+from callpolicy._quotas.redis.leases import Leases
 from callpolicy._quotas.redis.script import (
     ADMITTED,
     GIVEN_BACK_BY_ID,
@@ -34,7 +36,8 @@ from callpolicy._quotas.redis.script import (
     Arguments,
     RedisTaken,
 )
-from callpolicy._steps import Step, Steps, async_run, run
+from callpolicy._quotas.redis.shells import Shells
+from callpolicy._steps import Step, Steps
 from callpolicy._text import Throttled
 
 try:
@@ -73,7 +76,7 @@ class RunScript(Step):
 class RedisStorage:
     """One Redis server (URL) and the quotas kept in it."""
 
-    def __init__(self, storage: Storage, memory: MemoryStorage) -> None:
+    def __init__(self, storage: Storage, memory: MemoryStorage, counters: Counters) -> None:
         if redis is None:
             raise ImportError(
                 f"quota storage {storage} needs the redis client: pip install 'callpolicy[redis]'"
@@ -105,6 +108,8 @@ class RedisStorage:
         self.pending: list[tuple[RedisGroup, list[Any]]] = []
         self.memory = memory
         self._unreachable = Throttled(WARN_EVERY)
+        self.leases = Leases(self)  # in-flight slots of this process's calls, renewed
+        self.counters = counters  # admissions without Redis are counted here
 
     def after_fork(self) -> None:
         """In a forked child: the parent's event loops and their connections are not ours
@@ -176,7 +181,7 @@ class RedisStorage:
         )
 
 
-class RedisGroup:
+class RedisGroup(Shells):
     remote = True
 
     def __init__(self, storage: RedisStorage, quotas: Sequence[Quota]) -> None:
@@ -204,36 +209,6 @@ class RedisGroup:
         ]
         self.fallback: MemoryGroup | None = storage.memory.group(local) if local else None
 
-    # -- the shells: each operation run in the thread, or awaited ----------------------------
-    def take_one(self) -> Refusal | None:
-        """The fast path: admit a cost of 1 (None), keeping no handle; else the refusal."""
-        outcome = run(self.take(1.0))
-        return outcome if isinstance(outcome, Refusal) else None
-
-    def try_take(self, cost: float) -> RedisTaken | Refusal:
-        return run(self.take(cost))
-
-    async def async_try_take(self, cost: float) -> RedisTaken | Refusal:
-        return await async_run(self.take(cost))
-
-    def refund(self, taken: RedisTaken) -> None:
-        run(self.give_back(taken))
-
-    async def async_refund(self, taken: RedisTaken) -> None:
-        await async_run(self.give_back(taken))
-
-    def release(self, taken: RedisTaken) -> None:
-        run(self.ended(taken))
-
-    async def async_release(self, taken: RedisTaken) -> None:
-        await async_run(self.ended(taken))
-
-    def adjust(self, taken: RedisTaken, cost: float) -> None:
-        run(self.change(taken, self.arguments.adjusted(cost)))
-
-    async def async_adjust(self, taken: RedisTaken, cost: float) -> None:
-        await async_run(self.change(taken, self.arguments.adjusted(cost)))
-
     # -- the operations ----------------------------------------------------------------------
     def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
         args = self.arguments.admit(cost)
@@ -250,10 +225,12 @@ class RedisGroup:
             raise
         if reply[0] == ADMITTED:
             befores = tuple(int(before) for before in reply[2:])
+            self.storage.leases.hold(self, self.arguments.admission_id(args))
             return RedisTaken(self.arguments.admission_id(args), int(reply[1]), cost, None, befores)
         return self.arguments.refusal(reply)
 
     def give_back(self, taken: RedisTaken) -> Steps[None]:
+        self.storage.leases.drop(self, taken.id)
         if taken.fallback is not None and self.fallback is not None:
             self.fallback.refund(taken.fallback)
         yield from self.change(taken, self.arguments.refunds(only_slots=False))
@@ -263,6 +240,7 @@ class RedisGroup:
             yield from self._send(self.arguments.change(taken, new))
 
     def ended(self, taken: RedisTaken) -> Steps[None]:
+        self.storage.leases.drop(self, taken.id)
         if taken.fallback is not None and self.fallback is not None:
             self.fallback.release(taken.fallback)
         if taken.id:  # a lost end of a call without slots is not worth sending again
@@ -282,8 +260,11 @@ class RedisGroup:
             names = ", ".join(sorted(self.names))
             raise QuotaUnavailable(names, str(self.storage.storage), str(error)) from error
         if self.fallback is None:  # fail-open
+            self.storage.counters.without_redis(self.quotas)
             return RedisTaken("", 0, cost)
         taken = self.fallback.try_take(cost)
+        if not isinstance(taken, Refusal):
+            self.storage.counters.without_redis(self.quotas)
         return taken if isinstance(taken, Refusal) else RedisTaken("", 0, cost, taken)
 
     def _maybe_taken(self, args: list[Any], cost: float) -> None:
