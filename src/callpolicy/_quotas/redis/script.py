@@ -2,7 +2,7 @@
 
 redis.lua: ARGV = op ("admit" | "change"), n quotas, admission id, taken at (us), then six
 per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
-unit; the lease for "cc"), cost, new cost, guard (us, buckets).
+unit; the lease for "cc"), cost, new cost, guard (us, buckets; a weighted window's most entries).
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
 Replies: {1, now_us} admitted (or changed); {0, wait_us, index}: refused by quota `index`
 (1-based), wait_us -1 = until a call in flight ends, -2 = never (cost above the limit).
@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from callpolicy._model import BUCKETS, Quota
+from callpolicy._model import BUCKETS, MAX_SLIDING_WINDOW, Quota
 from callpolicy._quotas.memory import Refusal
 
 _HERE = resources.files("callpolicy._quotas.redis")
@@ -30,10 +30,10 @@ ALGORITHM_CODES = {
     "leaky-bucket": "lb",
     "token-bucket": "tb",
 }
-# The key parts of each code: a sorted set and a total ("a", "b"), a fixed window's hash
-# ("f"), a bucket's number ("g"): a quota whose algorithm changes never meets its old keys
-# (their types differ), while a sliding window of calls and of costs share theirs.
-KEY_PARTS = {"sc": ("a", "b"), "sw": ("a", "b"), "cc": ("a", "b"), "fw": ("f", "f")}
+# The key parts of each code: a sorted set of calls ("a"; "b" unused), a weighted window's
+# sets by time and by running cost and its hash ("w", "c", "t"; redis.lua), a fixed window's
+# hash ("f"), a bucket's ("g"): a quota whose algorithm changes never meets its old keys.
+KEY_PARTS = {"sc": ("a", "b"), "sw": ("w", "c", "t"), "cc": ("a", "b"), "fw": ("f", "f")}
 BUCKET_PARTS = ("g", "g")
 SLIDING_CALLS = "sc"  # an unweighted sliding window: one entry per call, a leaner path
 SLOTS = "cc"
@@ -82,7 +82,7 @@ class Arguments:
         return self.build("admit", None, cost, [None] * len(self.quotas))
 
     def key_parts(self) -> list[tuple[Quota, str]]:
-        """The quota and key part of each of the script's keys, two per quota."""
+        """The quota and key part of each of the script's keys, two or three per quota."""
         return [
             (quota, part)
             for quota, code in zip(self.quotas, self.codes, strict=True)
@@ -108,7 +108,9 @@ class Arguments:
             if quota.concurrency is not None:
                 args += [SLOTS, quota.concurrency, LEASE_US, 1, kept, 0]
                 continue
-            args += [*_rate_arguments(quota), own, kept, _guard_us(quota)]
+            code, limit, period = _rate_arguments(quota)
+            guard = MAX_SLIDING_WINDOW if code == "sw" else _guard_us(quota)
+            args += [code, limit, period, own, kept, guard]
         return args
 
     def end(self, taken: RedisTaken) -> list[Any]:
