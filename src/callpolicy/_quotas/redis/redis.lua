@@ -16,7 +16,10 @@
 -- cost (0 gives it back) and returns {1, now}. "end" (its "new cost": the bucket's `before`)
 -- tells that the call ended: slots are given back, and leaky and token buckets are moved to
 -- at least where the calls admitted since it would have left them, had it been counted at
--- its end (see buckets.py); said twice, it is said once.
+-- its end (see buckets.py); said twice, it is said once. "batch" (ARGV[3]: how many; the
+-- quotas' cost and new cost unused) applies changes and ends kept while Redis was away
+-- (pending.py), each as: "change" or "end", id, when admitted, then cost and new cost of
+-- each quota.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -105,7 +108,7 @@ for i = 1, n do
   end
 end
 
-if op == 'end' then
+local function ended(id, taken_at)
   for i = 1, n do
     local s = specs[i]
     if s.algo == 'cc' then
@@ -123,10 +126,9 @@ if op == 'end' then
       end
     end
   end
-  return {1, now}
 end
 
-if op == 'change' then
+local function changed(id, taken_at)
   for i = 1, n do
     local s = specs[i]
     local delta = s.new - s.cost
@@ -171,6 +173,24 @@ if op == 'change' then
     elseif s.algo == 'cc' and s.new == 0 then
       redis.call('ZREM', s.k1, id)
     end
+  end
+end
+
+if op == 'end' then
+  ended(id, taken_at)
+  return {1, now}
+elseif op == 'change' then
+  changed(id, taken_at)
+  return {1, now}
+elseif op == 'batch' then  -- ARGV[3] changes after the quotas: op, id, at, (cost, new) each
+  local b = 4 + n * 6
+  for _ = 1, tonumber(ARGV[3]) do
+    for i = 1, n do
+      specs[i].cost, specs[i].new = tonumber(ARGV[b + 2 + 2 * i]), tonumber(ARGV[b + 3 + 2 * i])
+    end
+    if ARGV[b + 1] == 'end' then ended(ARGV[b + 2], tonumber(ARGV[b + 3]) or now)
+    else changed(ARGV[b + 2], tonumber(ARGV[b + 3]) or now) end
+    b = b + 3 + 2 * n
   end
   return {1, now}
 end

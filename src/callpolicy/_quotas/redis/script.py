@@ -1,6 +1,7 @@
 """The Lua scripts' arguments and replies, named in one place (see redis.lua, redis_lone.lua).
 
-redis.lua: ARGV = op ("admit" | "change"), n quotas, admission id, taken at (us), then six
+redis.lua: ARGV = op ("admit" | "change" | "end" | "batch"), n quotas, admission id (a
+batch: how many changes follow), taken at (us), then six
 per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
 unit; the lease for "cc"), cost, new cost, guard (us, buckets; a weighted window's most entries).
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
@@ -117,6 +118,13 @@ class Arguments:
         """The call of `taken` ended: slots back, leaky and token buckets moved (redis.lua)."""
         befores = taken.befores or (0,) * len(self.quotas)
         return self.build("end", taken, taken.cost, befores)
+
+    def batch(self, changes: Sequence[Sequence[Any]]) -> list[Any]:
+        """Changes and ends applied in one script call, in order (pending.py keeps them)."""
+        args: list[Any] = ["batch", len(self.quotas), len(changes), 0, *self.tail]
+        for change in changes:
+            args += change
+        return args
 
     def refunds(self, only_slots: bool) -> list[float | None]:
         """New costs giving back every quota (or only the in-flight slots)."""
