@@ -22,6 +22,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def main() -> None:
             # hold one number whatever N is: they are filled by their own calls)
             for _ in range(2):
                 group.try_take(1.0)  # scripts loaded
-            durations = timed(client, lambda g=group: g.try_take(1.0), calls)
+            durations = timed(client, partial(group.try_take, 1.0), calls)
             size = client.zcard(group.keys[0]) if name in ("sc", "sw", "cc") else "-"
             row(f"{name} admit/refuse (entries {size})", durations)
         sw = group_of(registry, "sw")  # corrections need admissions of their own

@@ -43,6 +43,10 @@ from callpolicy._steps import run
 PER_MINUTE = 60_000  # 1,000 calls/s
 
 
+def noop() -> None:
+    return None
+
+
 def policy(url: str) -> str:
     return (
         f'[quotas.q]\nlimit = "1000000/1m"\nstorage = "{url}?timeout=50ms"\n'
@@ -95,7 +99,7 @@ def lost_replies(group: RedisGroup, minutes: int) -> None:
 
 
 def refused(registry: Registry, server: RedisServer) -> None:
-    call = registry.policy("out.e")(lambda: None)
+    call = registry.policy("out.e")(noop)
     call()
     server.stop()
     started = time.perf_counter()
@@ -112,7 +116,7 @@ def recovery(registry: Registry, server: RedisServer) -> None:
     group = group_of(registry)
     storage = group.storage
     client = redis.Redis.from_url(server.url, socket_timeout=30)
-    call = registry.policy("out.e")(lambda: None)
+    call = registry.policy("out.e")(noop)
     call()
     firsts: list[float] = []
     for _ in range(20):
