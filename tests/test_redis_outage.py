@@ -254,3 +254,25 @@ def test_lost_admissions_are_given_back_in_one_round_trip_when_replies_come_back
     assert evalsha_calls(client) - before == 2  # the catch-up, then the admission
     assert len(storage.pending) == 0
     assert client.zcard(f"{TAG}:svc.q:a") == 2  # the first call and this one: all given back
+
+
+async def test_async_tasks_whose_replies_are_lost_are_caught_up_in_one_round_trip(
+    registry_of: RegistryOf, proxy: DroppingProxy, client: redis.Redis
+) -> None:
+    registry = registry_of(svc=toml(proxy.url))
+
+    @registry.policy("svc.e")
+    async def call() -> None:
+        return None
+
+    await call()
+    client.script_load(SCRIPT)
+    proxy.drop.set()
+    await asyncio.gather(*(call() for _ in range(40)))  # each on a connection of its own
+    storage = storage_of(registry)
+    assert 0 < len(storage.pending) <= 40
+    proxy.drop.clear()
+    before = evalsha_calls(client)
+    await call()
+    assert evalsha_calls(client) - before == 2
+    assert client.zcard(f"{TAG}:svc.q:a") == 2
