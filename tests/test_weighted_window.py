@@ -24,6 +24,10 @@ SLACK = 0.25  # s: the two clocks of one admission (this process's, Redis's) dif
 # (each wait is 60 s + the window's 20 ms guard from its entry)
 
 
+def noop() -> None:
+    return None
+
+
 def toml(storage: str, limit: str = "100/1m") -> str:
     return f"""
     [quotas.tokens]
@@ -136,3 +140,20 @@ def test_the_memory_window_lists_a_call_of_cost_zero_in_time_order_once_it_costs
     window.refund(free)
     assert window.total == 10
     assert window.wait(61.5, 95.0) == pytest.approx(0.5)  # `later` leaves at 62
+
+
+def test_entries_that_left_are_taken_off_the_total_even_when_the_call_is_refused(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    registry = registry_of(red=toml(redis_server.url))
+    registry.policy("red.e", cost=50)(noop)()
+    seconds, micros = client.time()
+    two_minutes_ago = seconds * 1_000_000 + micros - 120_000_000
+    key = f"{TAG}:red.tokens"
+    client.zadd(f"{key}:w", {"old:40": two_minutes_ago})  # as if admitted then: it has left
+    client.zadd(f"{key}:c", {"old:40": 0})
+    client.hincrbyfloat(f"{key}:t", "total", 40)
+    with pytest.raises(QuotaExceeded):
+        registry.policy("red.e", cost=60)(noop)()  # 50 + 60 > 100, once the 40 are gone
+    assert float(cast("str", client.hget(f"{key}:t", "total"))) == 50
+    registry.policy("red.e", cost=50)(noop)()  # 50 + 50 fit

@@ -44,6 +44,12 @@ end
 -- such entry's time), last (the latest entry's time: entries are stamped in index order).
 -- A call of cost 0 takes no entry. Expiry reads each entry once (amortized O(1)); the rest
 -- is O(log n) per call.
+local function sw_save(s)
+  redis.call('HSET', s.k3, 'total', s.total, 'cum', s.cum, 'debt', s.debt, 'until', s.till,
+    'last', s.last)
+end
+
+-- Reads the hash and expires the entries that left (saved at once: a refusal saves nothing).
 local function sw_load(s)
   local h = redis.call('HMGET', s.k3, 'total', 'cum', 'debt', 'until', 'last')
   s.total, s.cum = tonumber(h[1]) or 0, tonumber(h[2]) or 0
@@ -60,11 +66,7 @@ local function sw_load(s)
   if s.till <= cutoff then s.debt = 0 end
   s.count = redis.call('ZCARD', s.k1)
   if s.count == 0 then s.total, s.cum = 0, 0 end  -- no float drift left behind
-end
-
-local function sw_save(s)
-  redis.call('HSET', s.k3, 'total', s.total, 'cum', s.cum, 'debt', s.debt, 'until', s.till,
-    'last', s.last)
+  if #old > 0 and h[1] then sw_save(s) end
 end
 
 -- When `excess` cost will have left: the first entry whose cumulative cost reaches it. Later
