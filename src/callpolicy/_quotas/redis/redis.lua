@@ -2,8 +2,8 @@
 --
 -- KEYS: two per quota (k1, k2), three for "sw" (k3), all under one hash tag so the script
 -- also runs on a cluster.
--- ARGV[1] = operation: "admit" or "change"; ARGV[2] = n quotas; ARGV[3] = the admission id;
--- ARGV[4] = when the admission was made (us; "change" only); then 6 per quota:
+-- ARGV[1] = operation: "admit", "change", "end" or "batch"; ARGV[2] = n quotas; ARGV[3] =
+-- the admission id; ARGV[4] = when the admission was made (us; not "admit"); then 6 per quota:
 --   algorithm ("sc" sliding window of calls, "sw" of weighted costs, "fw" fixed window,
 --   "lb" leaky bucket, "tb" token bucket, "sp" spread window, "cc" in flight),
 --   limit (a leaky or token bucket's burst), period (us; a bucket's interval per cost unit;
@@ -49,7 +49,8 @@ local function sw_save(s)
     'last', s.last)
 end
 
--- Reads the hash and expires the entries that left (saved at once: a refusal saves nothing).
+-- Reads the hash and expires the entries that left, saved at once (a refused call returns
+-- without saving).
 local function sw_load(s)
   local h = redis.call('HMGET', s.k3, 'total', 'cum', 'debt', 'until', 'last')
   s.total, s.cum = tonumber(h[1]) or 0, tonumber(h[2]) or 0
