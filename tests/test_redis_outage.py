@@ -276,3 +276,37 @@ async def test_async_tasks_whose_replies_are_lost_are_caught_up_in_one_round_tri
     await call()
     assert evalsha_calls(client) - before == 2
     assert client.zcard(f"{TAG}:svc.q:a") == 2
+
+
+def test_threads_adding_while_others_take_and_restore_lose_no_change(
+    registry_of: RegistryOf,
+) -> None:
+    registry = registry_of(svc=toml(f"redis://127.0.0.1:{closed_port()}/0"))
+    group = Group(Arguments(registry.get("svc.e").quotas))
+    kept = Pending()
+    sent: list[int] = []
+    adding = threading.Barrier(5)
+
+    def add(first: int) -> None:
+        adding.wait()
+        for n in range(first, first + 2_000):
+            kept.add(group, give_back(group.arguments, n))
+
+    def take() -> None:
+        adding.wait()
+        for round_ in range(2_000):
+            taken = kept.take()
+            if taken is None:
+                continue
+            if round_ % 2:
+                kept.restore(*taken)  # not sent: back before the later ones
+            else:
+                sent.append(len(taken[1]))
+
+    threads = [threading.Thread(target=add, args=(n * 2_000,)) for n in range(4)]
+    threads.append(threading.Thread(target=take))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(sent) + len(kept) + kept.lost == 8_000
