@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from callpolicy import Registry
+from callpolicy._quotas.memory import Refusal
 from callpolicy._quotas.redis import pending as pending_module
 from callpolicy._quotas.redis.pending import MOST_IDS, Pending, never_sent
 from callpolicy._quotas.redis.script import SCRIPT, Arguments, RedisTaken
@@ -310,3 +311,27 @@ def test_threads_adding_while_others_take_and_restore_lose_no_change(
     for thread in threads:
         thread.join()
     assert sum(sent) + len(kept) + kept.lost == 8_000
+
+
+# -- a million calls leaving at once ---------------------------------------------------------
+
+
+def test_calls_that_left_are_removed_a_thousand_at_a_time_and_never_counted(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    registry = registry_of(svc=toml(redis_server.url, limit="3/10s"))
+    call = registry.policy("svc.e")(noop)
+    call()
+    call()
+    seconds, micros = client.time()
+    long_ago = seconds * 1_000_000 + micros - 60_000_000
+    client.zadd(f"{TAG}:svc.q:a", {f"old{n}": long_ago + n for n in range(5_000)})
+    call()  # 2 + 1 <= 3: the 5,000 that left do not count
+    assert client.zcard(f"{TAG}:svc.q:a") == 5_000 - 1_000 + 3
+    storage = storage_of(registry)
+    group = storage.group(registry.get("svc.e").quotas)
+    refusal = group.try_take(1.0)  # full: waits for the oldest call that counts, ~10 s
+    assert isinstance(refusal, Refusal) and refusal.wait is not None
+    assert 9 < refusal.wait <= 10.03
+    assert client.zcard(f"{TAG}:svc.q:a") == 5_000 - 2_000 + 3
+    assert len(storage.pending) == 0

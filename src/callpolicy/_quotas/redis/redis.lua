@@ -32,6 +32,16 @@ local function keep(key, us)
   redis.call('PEXPIRE', key, math.ceil(us / 1000) + 1000)
 end
 
+-- Calls ("sc") and slots ("cc") that left are removed TRIM at a time, the rest counted out
+-- (ZCOUNT), so that a million leaving at once costs no call more than O(log n + TRIM).
+local TRIM = 1000
+
+local function trim(key, cutoff)
+  local gone = redis.call('ZCOUNT', key, '-inf', cutoff)
+  if gone > 0 then redis.call('ZREMRANGEBYRANK', key, 0, math.min(gone, TRIM) - 1) end
+  return math.max(gone - TRIM, 0)  -- left behind, at the set's start
+end
+
 local function cost_of(member)
   return tonumber(string.match(member, ':([^:]+)$')) or 0
 end
@@ -208,10 +218,11 @@ for i = 1, n do
     return {0, -2, i}
   end
   if s.algo == 'sc' then  -- one entry per call: the count is the set's size
-    redis.call('ZREMRANGEBYSCORE', s.k1, '-inf', now - s.period)
-    local count = redis.call('ZCARD', s.k1)
+    local left = trim(s.k1, now - s.period)
+    local count = redis.call('ZCARD', s.k1) - left
     if count + 1 > s.limit then  -- wait for the (count + 1 - limit)-th oldest to leave
-      local oldest = redis.call('ZRANGE', s.k1, count - s.limit, count - s.limit, 'WITHSCORES')
+      local j = left + count - s.limit
+      local oldest = redis.call('ZRANGE', s.k1, j, j, 'WITHSCORES')
       wait = math.max(1, tonumber(oldest[2]) + s.period - now)
     end
   elseif s.algo == 'sw' then
@@ -238,8 +249,8 @@ for i = 1, n do
       if count + s.cost > s.limit then wait = math.max(1, start + s.period - now) end
     end
   elseif s.algo == 'cc' then
-    redis.call('ZREMRANGEBYSCORE', s.k1, '-inf', now)  -- leases of calls that never ended
-    if redis.call('ZCARD', s.k1) >= s.limit then wait = -1 end
+    local left = trim(s.k1, now)  -- leases of calls that never ended
+    if redis.call('ZCARD', s.k1) - left >= s.limit then wait = -1 end
   end
   -- A timed wait outranks "until a call ends": waiting less would not help.
   if wait ~= 0 and (worst_i == 0 or (wait > 0 and (worst < 0 or wait > worst))) then
