@@ -11,7 +11,8 @@ refused ones, at the full window) and reads each EVALSHA's execution time from S
 (slowlog-log-slower-than 0): the time Redis is blocked for every client, without the network
 (the script's own commands, logged too, are left out).
 Rows of changes: a weighted refund or cost correction, a slot's end, and the catch-up of 1,024
-give-backs kept during an outage (pending.py). Prints p50, p99 and max in microseconds.
+give-backs kept during an outage (pending.py), and the call after 1,000,000 entries left a
+window at once. Prints p50, p99 and max in microseconds.
 """
 
 from __future__ import annotations
@@ -200,7 +201,25 @@ def main() -> None:
             f"catch-up of {MOST_IDS} give-backs, one call (1M)",
             timed(client, lambda: run(sc.storage.catch_up()), 1),
         )
+        leaving_at_once(client, Path(tmp))
         client.close()
+
+
+def leaving_at_once(client: redis.Redis, tmp: Path) -> None:
+    """A window of 2 s whose 1,000,000 entries all left: the call after them."""
+    url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0?timeout=30s"
+    folder = tmp / "leaving"
+    folder.mkdir()
+    (folder / "bench.toml").write_text(policies(url).replace("/1h", "/2s"), encoding="utf-8")
+    registry = Registry(folder)
+    for name in ("sc", "sw"):
+        group = group_of(registry, name)
+        client.delete(*group.keys)
+        fill(client, group, name, BIG)  # over the last minute: all left a 2 s window
+        row(
+            f"{name}: 1M entries left at once, the next call",
+            timed(client, partial(group.try_take, 1.0), 1),
+        )
 
 
 if __name__ == "__main__":
