@@ -1,6 +1,7 @@
 """Redis away for a long time: what is kept to send again stays bounded (nothing for a request
 that never left; per group and admission, capped, not per call), and catching up after the
-outage is one round trip that really gives the admissions back."""
+outage is one round trip that really gives the admissions back. And a window that a burst of
+calls leaves at once: no call pays for all of them."""
 
 from __future__ import annotations
 
