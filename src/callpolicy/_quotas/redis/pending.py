@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from callpolicy._quotas.redis.errors import UNREACHABLE
 from callpolicy._quotas.redis.script import PER_QUOTA, Arguments
 
-MOST_IDS = 1024  # admissions kept per group: one catch-up script stays well under 1 ms
+MOST_IDS = 1024  # admissions kept per group: its catch-up script takes ~2 ms of Redis, once
 MOST_CHANGES = 4  # per admission: a correction, a give-back, an end, and one more
 LOOK = 16  # the oldest admissions searched for a give-back to forget
 NOT_SENT = (" connecting to ", "No connection available")
