@@ -45,9 +45,12 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def stored(client: redis.Redis, key: str) -> float:
-    """What a sliding window holds, from its ":a" set: one call per member, or the cost a
-    weighted window's member carries after its last ":" ("id:60"). 0 when absent."""
-    members = cast("list[str]", client.zrange(key.removesuffix(":b") + ":a", 0, -1))
+    """What a sliding window holds, from its ":a" set (one call per member) or a weighted
+    window's ":w" set (the cost a member carries after its last ":", "id:60"). 0 when absent."""
+    base = key.rsplit(":", 1)[0]
+    members = [
+        m for part in (":a", ":w") for m in cast("list[str]", client.zrange(base + part, 0, -1))
+    ]
     return sum(float(m.rsplit(":", 1)[1]) if ":" in m else 1.0 for m in members)
 
 

@@ -107,14 +107,23 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
             "burst",
             "is a token bucket's size, at least 1 (a leaky bucket's burst = 0 spaces calls evenly)",
         )
-    exact = algorithm == "sliding-window" and not any(
-        k in keys and keys[k].value for k in ("weighted", "spread")
-    )
-    if rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW:
+    exact = algorithm == "sliding-window" and not ("spread" in keys and keys["spread"].value)
+    weighted = "weighted" in keys and keys["weighted"].value
+    if rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW and not weighted:
         ctx.report(
             "limit",
             f"is too large for an exact sliding window (more than "
             f'{MAX_SLIDING_WINDOW:,} calls); use algorithm = "leaky-bucket" or "token-bucket"',
+        )
+    elif rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW:
+        # One entry per call of cost > 0, at most MAX_SLIDING_WINDOW: calls of one unit each
+        # would be held back below a larger limit.
+        ctx.report(
+            "limit",
+            f"is too large for a weighted sliding window (more than {MAX_SLIDING_WINDOW:,} "
+            "cost units: it keeps one entry per call); count in larger units (cost in "
+            'thousands of tokens), or use algorithm = "token-bucket", "leaky-bucket" or '
+            '"fixed-window"',
         )
     return keys if len(ctx.problems) == before else None
 

@@ -14,20 +14,24 @@ import math
 from collections import deque
 from typing import Protocol
 
+from callpolicy._model import MAX_SLIDING_WINDOW
+
 # Boundaries are compared to the nanosecond: float time sums such as 0.001 + 0.999 miss the
 # exact instant by an ulp, and a wait computed to the boundary must be enough.
 EPS = 1e-9
 
 
 class Entry:
-    """One admitted call's share of one counter."""
+    """One admitted call's share of one counter (`listed`: kept in a sliding window's entries;
+    a call of cost 0 is not, until its cost is corrected above 0)."""
 
-    __slots__ = ("at", "cost", "live")
+    __slots__ = ("at", "cost", "listed", "live")
 
-    def __init__(self, at: float, cost: float) -> None:
+    def __init__(self, at: float, cost: float, listed: bool = True) -> None:
         self.at = at
         self.cost = cost
         self.live = True
+        self.listed = listed
 
 
 class Counter(Protocol):
@@ -42,12 +46,15 @@ class Counter(Protocol):
 class SlidingWindow:
     """Exact: the calls (cost) admitted in any window (t - period, t] never exceed the limit.
 
-    Keeps one entry per admitted call still inside the window.
+    Keeps one entry per admitted call of cost > 0 still inside the window, at most `most`
+    (MAX_SLIDING_WINDOW): a call that would list more waits for the oldest to leave, as in
+    Redis (redis.lua "sw"), so calls of tiny costs cannot grow it without bound.
     """
 
-    def __init__(self, limit: float, period: float) -> None:
+    def __init__(self, limit: float, period: float, most: int | None = None) -> None:
         self.limit = limit
         self.period = period
+        self.most = MAX_SLIDING_WINDOW if most is None else most
         self.entries: deque[Entry] = deque()
         self.total = 0.0
 
@@ -61,41 +68,52 @@ class SlidingWindow:
 
     def wait(self, now: float, cost: float) -> float:
         self._expire(now)
-        if self.total + cost <= self.limit:
+        full = cost > 0 and len(self.entries) >= self.most
+        if self.total + cost <= self.limit and not full:
             return 0.0
         if cost > self.limit:
             return math.inf
+        wait = 0.0
+        if full:  # wait for the oldest to leave
+            wait = self.entries[len(self.entries) - self.most].at + self.period - now
         excess = self.total + cost - self.limit
         freed = 0.0
-        for entry in self.entries:
+        for entry in self.entries if excess > 0 else ():
             freed += entry.cost
             if freed >= excess:
-                return max(entry.at + self.period - now, 1e-9)
-        return self.period  # unreachable: the entries hold the whole total
+                wait = max(wait, entry.at + self.period - now)
+                break
+        return max(wait, 1e-9)
 
     def take(self, now: float, cost: float) -> Entry:
-        entry = Entry(now, cost)
-        self.entries.append(entry)
+        entry = Entry(now, cost, listed=cost > 0)
+        if entry.listed:
+            self.entries.append(entry)
         self.total += cost
         return entry
 
     def admit(self, now: float, cost: float) -> Entry | float:
         """take() if the cost fits now, else wait(): one pass for a lone quota."""
         self._expire(now)
-        if self.total + cost <= self.limit:
-            entry = Entry(now, cost)
-            self.entries.append(entry)
-            self.total += cost
-            return entry
+        if self.total + cost <= self.limit and (cost == 0 or len(self.entries) < self.most):
+            return self.take(now, cost)
         return self.wait(now, cost)
 
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
 
     def adjust(self, entry: Entry, cost: float) -> None:
-        if entry.live:  # an expired entry no longer counts
-            self.total += cost - entry.cost
-            entry.cost = cost
+        if not entry.live:  # an expired entry no longer counts
+            return
+        if not entry.listed and cost > 0:  # a call of cost 0 counts from its admission
+            entries = self.entries
+            at = len(entries)
+            while at and entries[at - 1].at > entry.at:
+                at -= 1
+            entries.insert(at, entry)
+            entry.listed = True
+        self.total += cost - entry.cost
+        entry.cost = cost
 
     def end(self, entry: Entry, now: float) -> None:
         return None  # a window counted the call when it was admitted

@@ -1,8 +1,9 @@
 """The Lua scripts' arguments and replies, named in one place (see redis.lua, redis_lone.lua).
 
-redis.lua: ARGV = op ("admit" | "change"), n quotas, admission id, taken at (us), then six
+redis.lua: ARGV = op ("admit" | "change" | "end" | "batch"), n quotas, admission id (a
+batch: how many changes follow), taken at (us), then six
 per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
-unit; the lease for "cc"), cost, new cost, guard (us, buckets).
+unit; the lease for "cc"), cost, new cost, guard (us, buckets; a weighted window's most entries).
 Op "renew" then lists the ids whose in-flight slots are leased again, and replies
 {1, now_us, ids whose slot had lapsed}.
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
@@ -20,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from callpolicy._model import BUCKETS, Quota
+from callpolicy._model import BUCKETS, MAX_SLIDING_WINDOW, Quota
 from callpolicy._quotas.memory import Refusal
 
 _HERE = resources.files("callpolicy._quotas.redis")
@@ -32,10 +33,10 @@ ALGORITHM_CODES = {
     "leaky-bucket": "lb",
     "token-bucket": "tb",
 }
-# The key parts of each code: a sorted set and a total ("a", "b"), a fixed window's hash
-# ("f"), a bucket's number ("g"): a quota whose algorithm changes never meets its old keys
-# (their types differ), while a sliding window of calls and of costs share theirs.
-KEY_PARTS = {"sc": ("a", "b"), "sw": ("a", "b"), "cc": ("a", "b"), "fw": ("f", "f")}
+# The key parts of each code: a sorted set of calls ("a"; "b" unused), a weighted window's
+# sets by time and by running cost and its hash ("w", "c", "t"; redis.lua), a fixed window's
+# hash ("f"), a bucket's ("g"): a quota whose algorithm changes never meets its old keys.
+KEY_PARTS = {"sc": ("a", "b"), "sw": ("w", "c", "t"), "cc": ("a", "b"), "fw": ("f", "f")}
 BUCKET_PARTS = ("g", "g")
 SLIDING_CALLS = "sc"  # an unweighted sliding window: one entry per call, a leaner path
 SLOTS = "cc"
@@ -83,7 +84,7 @@ class Arguments:
         return self.build("admit", None, cost, [None] * len(self.quotas))
 
     def key_parts(self) -> list[tuple[Quota, str]]:
-        """The quota and key part of each of the script's keys, two per quota."""
+        """The quota and key part of each of the script's keys, two or three per quota."""
         return [
             (quota, part)
             for quota, code in zip(self.quotas, self.codes, strict=True)
@@ -109,7 +110,9 @@ class Arguments:
             if quota.concurrency is not None:
                 args += [SLOTS, quota.concurrency, round(quota.lease * 1e6), 1, kept, 0]
                 continue
-            args += [*_rate_arguments(quota), own, kept, _guard_us(quota)]
+            code, limit, period = _rate_arguments(quota)
+            guard = MAX_SLIDING_WINDOW if code == "sw" else _guard_us(quota)
+            args += [code, limit, period, own, kept, guard]
         return args
 
     def end(self, taken: RedisTaken) -> list[Any]:
@@ -120,6 +123,13 @@ class Arguments:
     def renewal(self, ids: Sequence[str]) -> list[Any]:
         """Lease again the in-flight slots of the admissions `ids` (see leases.py)."""
         return [*self.build("renew", None, 1.0, [None] * len(self.quotas)), *ids]
+
+    def batch(self, changes: Sequence[Sequence[Any]]) -> list[Any]:
+        """Changes and ends applied in one script call, in order (pending.py keeps them)."""
+        args: list[Any] = ["batch", len(self.quotas), len(changes), 0, *self.tail]
+        for change in changes:
+            args += change
+        return args
 
     def refunds(self, only_slots: bool) -> list[float | None]:
         """New costs giving back every quota (or only the in-flight slots)."""

@@ -28,6 +28,7 @@ from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
 from callpolicy._quotas.redis.leases import Leases
+from callpolicy._quotas.redis.pending import Pending, never_sent
 from callpolicy._quotas.redis.script import (
     ADMITTED,
     GIVEN_BACK_BY_ID,
@@ -103,9 +104,9 @@ class RedisStorage:
         # Per event loop; a closed loop's entry is dropped (its client holds the loop).
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
         renew_after_fork(self)
-        # Changes whose reply was lost (a timeout, a cancelled task): the script may have run,
-        # so they are sent again, first thing, on the next round trip. (group, change args)
-        self.pending: list[tuple[RedisGroup, list[Any]]] = []
+        # Changes whose reply was lost (a timeout, a cancelled task) or that failed: sent
+        # first thing on the next round trip, one script per group (pending.py).
+        self.pending = Pending()
         self.memory = memory
         self._unreachable = Throttled(WARN_EVERY)
         self.leases = Leases(self)  # in-flight slots of this process's calls, renewed
@@ -144,29 +145,25 @@ class RedisStorage:
     def script(self, keys: list[str], args: list[Any], lone: bool = False) -> Steps[list[int]]:
         """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window),
         after the changes whose reply was lost."""
-        while self.pending:
-            item = self._next_pending()
-            if item is None:
-                break
+        yield from self.catch_up()
+        reply: list[int] = yield RunScript(self, keys, args, lone)
+        return reply
+
+    def catch_up(self) -> Steps[None]:
+        """Send the pending changes: one round trip per group that has some."""
+        while (taken := self.pending.take()) is not None:
+            group, changes = taken
             try:
-                yield RunScript(self, item[0].keys, item[1], False)
+                yield RunScript(self, group.keys, group.arguments.batch(changes), False)
             except FAILED as error:
                 if not passing(error):  # a mistake, not an outage: sending it again won't help
                     self.unreachable(error)
                     continue
-                self.pending.append(item)  # not sent: keep it for the next round trip
+                self.pending.restore(group, changes)  # kept for the next round trip
                 raise
             except BaseException:
-                self.pending.append(item)
+                self.pending.restore(group, changes)
                 raise
-        reply: list[int] = yield RunScript(self, keys, args, lone)
-        return reply
-
-    def _next_pending(self) -> tuple[RedisGroup, list[Any]] | None:
-        try:
-            return self.pending.pop()
-        except IndexError:  # another thread took the last one
-            return None
 
     def unreachable(self, error: BaseException) -> None:
         self._unreachable.warn(
@@ -213,9 +210,13 @@ class RedisGroup(Shells):
     def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
         args = self.arguments.admit(cost)
         try:
+            yield from self.storage.catch_up()  # fails before this admission is sent
+        except FAILED as error:
+            return self._unavailable(error, cost)
+        try:
             reply = yield from self.storage.script(self.keys, args, self.lone)
         except FAILED as error:
-            if isinstance(error, UNREACHABLE):  # the reply was lost: the script may have run
+            if isinstance(error, UNREACHABLE) and not never_sent(error):  # the reply was lost
                 self._maybe_taken(args, cost)
             if not passing(error):
                 raise
@@ -251,7 +252,7 @@ class RedisGroup(Shells):
             yield from self.storage.script(self.keys, args)
         except FAILED as error:  # never changes the call's outcome
             if passing(error) and again:
-                self.storage.pending.append((self, args))  # sent again on the next round trip
+                self.storage.pending.add(self, args)  # sent again on the next round trip
             self.storage.unreachable(error)
 
     def _unavailable(self, error: BaseException, cost: float) -> RedisTaken | Refusal:
@@ -274,4 +275,4 @@ class RedisGroup(Shells):
         if all(code in GIVEN_BACK_BY_ID for code in self.arguments.codes):
             taken = RedisTaken(self.arguments.admission_id(args), 0, cost)
             change = self.arguments.change(taken, self.arguments.refunds(only_slots=False))
-            self.storage.pending.append((self, change))
+            self.storage.pending.add(self, change)
