@@ -76,6 +76,7 @@ def policies(url: str) -> str:
         concurrency = {BIG}
         storage = "{url}"
         max_wait = "0s"
+        lease = "1h"  # its slots are held through the fills below, which keep Redis busy
         """
     ) + "".join(f'[endpoints.{name}]\nquotas = ["{name}"]\n' for name in QUOTAS)
 

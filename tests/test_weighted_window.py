@@ -157,3 +157,28 @@ def test_entries_that_left_are_taken_off_the_total_even_when_the_call_is_refused
         registry.policy("red.e", cost=60)(noop)()  # 50 + 60 > 100, once the 40 are gone
     assert float(cast("str", client.hget(f"{key}:t", "total"))) == 50
     registry.policy("red.e", cost=50)(noop)()  # 50 + 50 fit
+
+
+def test_entries_that_left_together_are_taken_off_a_thousand_a_call(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    """No call reads more than 1,000 of them: the rest stay in the total (the window admits
+    less for a moment, never more) and a refusal's wait is the shortest, so the caller asks
+    again at once and each call takes 1,000 more off."""
+    registry = registry_of(red=toml(redis_server.url))
+    registry.policy("red.e", cost=1)(noop)()  # makes the keys
+    client.delete(f"{TAG}:red.tokens:w", f"{TAG}:red.tokens:c", f"{TAG}:red.tokens:t")
+    seconds, micros = client.time()
+    then = seconds * 1_000_000 + micros - 120_000_000  # two minutes ago: all have left
+    key = f"{TAG}:red.tokens"
+    members = {f"old{n:05d}:0.04": then + n for n in range(2500)}
+    client.zadd(f"{key}:w", members)
+    client.zadd(f"{key}:c", {m: (n + 1) * 0.04 for n, m in enumerate(members)})
+    client.hset(f"{key}:t", mapping={"total": 100, "cum": 100, "debt": 0, "until": 0, "last": 0})
+    with pytest.raises(QuotaExceeded) as refused:
+        registry.policy("red.e", cost=60)(noop)()  # 60 of the 100 still counted
+    assert refused.value.wait < 0.01  # ask again at once
+    assert client.zcard(f"{key}:w") == 1500
+    registry.policy("red.e", cost=60)(noop)()  # 1,000 more off: 20 + 60 fit
+    assert float(cast("str", client.hget(f"{key}:t", "total"))) == pytest.approx(80)
+    assert client.zcard(f"{key}:w") == 501

@@ -73,10 +73,13 @@ local function sw_load(s)
   s.total, s.cum = tonumber(h[1]) or 0, tonumber(h[2]) or 0
   s.debt, s.till, s.last = tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
   local cutoff = now - s.period
-  local old = redis.call('ZRANGEBYSCORE', s.k1, '-inf', cutoff)
+  -- At most TRIM entries that left are read a call: the rest stay in the total until later
+  -- calls take them off (for a while it admits less, never more, and a refusal's wait is
+  -- then the shortest: the caller asks again at once, and each call takes TRIM more off).
+  local old = redis.call('ZRANGEBYSCORE', s.k1, '-inf', cutoff, 'LIMIT', 0, TRIM)
   if #old > 0 then
     for _, member in ipairs(old) do s.total = s.total - cost_of(member) end
-    redis.call('ZREMRANGEBYSCORE', s.k1, '-inf', cutoff)
+    redis.call('ZREMRANGEBYRANK', s.k1, 0, #old - 1)
     for j = 1, #old, 1000 do
       redis.call('ZREM', s.k2, unpack(old, j, math.min(j + 999, #old)))
     end
