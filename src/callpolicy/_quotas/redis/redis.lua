@@ -59,7 +59,7 @@ end
 -- decided on it), cum (the running total), debt (cost added to entries after their index
 -- score was set, so that a wait read from the index is never too long), until (the latest
 -- such entry's time), last (the latest entry's time: entries are stamped in index order).
--- A call of cost 0 takes no entry. Expiry reads each entry once (amortized O(1)); the rest
+-- A call of cost 0 takes no entry. Expiry reads each entry once, at most TRIM a call; the rest
 -- is O(log n) per call.
 local function sw_save(s)
   redis.call('HSET', s.k3, 'total', s.total, 'cum', s.cum, 'debt', s.debt, 'until', s.till,
