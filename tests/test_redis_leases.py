@@ -209,4 +209,100 @@ def test_a_slot_that_lapsed_before_its_renewal_is_not_taken_back_and_a_warning_s
 
     with caplog.at_level(logging.WARNING, logger="callpolicy"):
         assert call() == 0  # not taken back: another call may hold it now
-    assert "1 in-flight slot(s) of svc.slot lapsed before renewal" in caplog.text
+    assert "1 in-flight slot(s) of svc.slot gone before renewal" in caplog.text
+
+
+def live(client: redis.Redis, key: str = KEY) -> int:
+    """The slots of `key` whose lease has not ended, by Redis's clock."""
+    seconds, micros = client.time()
+    return int(client.zcount(key, f"({seconds * 1_000_000 + micros}", "+inf"))
+
+
+def two_slots_toml(url: str) -> str:
+    return f"""
+    [quotas.a]
+    concurrency = 5
+    storage = "{url}"
+    lease = "1s"
+    max_wait = "0s"
+    [quotas.b]
+    concurrency = 1
+    storage = "{url}"
+    lease = "1s"
+    max_wait = "0s"
+    [endpoints.e]
+    quotas = ["a", "b"]
+    """
+
+
+def test_a_slot_gone_in_one_quota_leaves_the_others_renewed(
+    registry_of: RegistryOf,
+    redis_server: RedisServer,
+    client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = registry_of(svc=two_slots_toml(redis_server.url))
+
+    @registry.policy("svc.e")
+    def call() -> int:
+        client.delete("{callpolicy}:svc.a:a")  # a's slot lost (evicted, say); b's is not
+        time.sleep(2.5)  # two and a half leases: b's lapses unless it is renewed
+        return live(client, "{callpolicy}:svc.b:a")
+
+    with caplog.at_level(logging.WARNING, logger="callpolicy"):
+        assert call() == 1
+    assert "1 in-flight slot(s) of svc.a gone before renewal" in caplog.text
+    assert "svc.b gone" not in caplog.text
+
+
+def test_renewals_go_on_when_a_logging_handler_raises(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    class Raising(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if "gone before renewal" in record.getMessage():
+                raise RuntimeError("a broken handler")
+            return True
+
+    raising = Raising()
+    logger = logging.getLogger("callpolicy")
+    logger.addFilter(raising)
+    try:
+        registry = registry_of(svc=slot_toml(redis_server.url))
+
+        @registry.policy("svc.e")
+        def lose() -> None:
+            client.delete(KEY)
+            until(lambda: leases_of(registry).held() == 0, 10, "the lost slot is still renewed")
+
+        lose()
+
+        @registry.policy("svc.e")
+        def long_call() -> int:
+            time.sleep(2.5)
+            return live(client)
+
+        assert long_call() == 1  # renewed by a thread that is still there, or a new one
+    finally:
+        logger.removeFilter(raising)
+
+
+def test_a_quota_named_twice_through_a_pool_is_one_slot(
+    registry_of: RegistryOf,
+    redis_server: RedisServer,
+    client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = registry_of(
+        svc=slot_toml(redis_server.url).replace('quotas = ["slot"]', 'quotas = ["slot", "keys"]')
+        + '\n[quotas.keys]\npool = ["slot"]\n'
+    )
+
+    @registry.policy("svc.e")
+    def call() -> int:
+        time.sleep(2.5)
+        return live(client)
+
+    with caplog.at_level(logging.WARNING, logger="callpolicy"):
+        assert call() == 1
+    assert "gone before renewal" not in caplog.text

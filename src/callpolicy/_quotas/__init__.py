@@ -37,7 +37,8 @@ class QuotaStore:
         members: tuple[Quota | None, ...] = pool.pool if pool is not None else (None,)
         candidates = []
         for member in members:
-            quotas = [*plain, member] if member is not None else plain
+            # a member also named on its own is taken once
+            quotas = [*plain, member] if member is not None and member not in plain else plain
             candidates.append(
                 Candidate(
                     self._groups(quotas),

@@ -79,10 +79,9 @@ class Leases:
             self._held.setdefault(group, set()).add(admission)
             if self._thread is None:
                 self._every = every
-                self._thread = threading.Thread(
-                    target=self._run, name="callpolicy-leases", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="callpolicy-leases", daemon=True)
+                thread.start()  # if it cannot start, the next hold tries again
+                self._thread = thread
             elif every < self._every:
                 self._lock.notify()  # a shorter lease: tick sooner
 
@@ -102,18 +101,26 @@ class Leases:
             return sum(len(ids) for ids in self._held.values())
 
     def _run(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    if self._held:
+                        self._every = min(lease_of(group) for group in self._held) / 3
+                        self._lock.wait(self._every)
+                    if not self._held:  # idle: a later hold starts a new thread
+                        self._thread = None
+                        return
+                    batch = [(group, sorted(ids)) for group, ids in self._held.items()]
+                for group, ids in batch:
+                    for start in range(0, len(ids), CHUNK):
+                        try:
+                            self._renew(group, ids[start : start + CHUNK])
+                        except Exception:  # a hook, a logging handler: never stops renewals
+                            continue
+        finally:
             with self._lock:
-                if self._held:
-                    self._every = min(lease_of(group) for group in self._held) / 3
-                    self._lock.wait(self._every)
-                if not self._held:  # idle: a later hold starts a new thread
-                    self._thread = None
-                    return
-                batch = [(group, sorted(ids)) for group, ids in self._held.items()]
-            for group, ids in batch:
-                for start in range(0, len(ids), CHUNK):
-                    self._renew(group, ids[start : start + CHUNK])
+                if self._thread is threading.current_thread():
+                    self._thread = None  # however it ended, a later hold starts another
 
     def _renew(self, group: Leased, ids: list[str]) -> None:
         try:
@@ -131,21 +138,28 @@ class Leases:
                 storage=self.where,
             )
             return
-        lapsed = [_text(id_) for id_ in reply[2:]]
+        lost: dict[str, set[int]] = {}  # id: the indexes of the quotas whose slot lapsed
+        for item in reply[2:]:
+            index, _, id_ = _text(item).partition(":")
+            lost.setdefault(id_, set()).add(int(index) - 1)
+        slots = {i for i, q in enumerate(group.quotas) if q.concurrency is not None}
         with self._lock:  # a call that ended meanwhile gave its slot back: not lapsed
             held = self._held.get(group, set())
-            lapsed = [id_ for id_ in lapsed if id_ in held]
-            held.difference_update(lapsed)  # renewed no more; its call ends as usual
+            lost = {id_: quotas for id_, quotas in lost.items() if id_ in held}
+            # renewed no more once every slot of it is gone; its call ends as usual
+            held.difference_update(id_ for id_, quotas in lost.items() if quotas >= slots)
             if not held:
                 self._held.pop(group, None)
-        if lapsed:
+        if lost:
+            names = sorted({group.quotas[i].name for quotas in lost.values() for i in quotas})
             self._warned.warn(
                 "lapsed",
-                "quota storage %s: %d in-flight slot(s) of %s lapsed before renewal (Redis "
-                "away longer than the lease %s?); other calls may take them",
+                "quota storage %s: %d in-flight slot(s) of %s gone before renewal (Redis away "
+                "longer than the lease %s, restarted without its data, or the key evicted); "
+                "other calls may take them",
                 self.where,
-                len(lapsed),
-                ", ".join(sorted(group.names)),
+                sum(len(quotas) for quotas in lost.values()),
+                ", ".join(names),
                 format_seconds(lease_of(group)),
                 storage=self.where,
             )

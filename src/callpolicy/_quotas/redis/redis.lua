@@ -18,7 +18,7 @@
 -- at least where the calls admitted since it would have left them, had it been counted at
 -- its end (see buckets.py); said twice, it is said once. "renew" (the ids after the quotas'
 -- arguments) leases again the in-flight slots of calls still running and returns
--- {1, now, id...} with the ids whose slot had lapsed: a slot gone stays gone (XX), as
+-- {1, now, "i:id"...}: the slots of quota i that had lapsed: a slot gone stays gone, as
 -- another call may have it. "batch" (ARGV[3]: how many; the quotas' cost and new cost
 -- unused) applies changes and ends kept while Redis was away (pending.py), each as:
 -- "change" or "end", id, when admitted, then cost and new cost of each quota.
@@ -151,14 +151,16 @@ local function ended(id, taken_at)
   end
 end
 
-if op == 'renew' then
+if op == 'renew' then  -- replies {1, now, "i:id"...}: the slots of quota i that had lapsed
   local reply = {1, now}
   for i = 1, n do
     local s = specs[i]
     if s.algo == 'cc' then
       for j = 5 + 6 * n, #ARGV do
-        if redis.call('ZADD', s.k1, 'XX', 'CH', now + s.period, ARGV[j]) == 0 then
-          reply[#reply + 1] = ARGV[j]
+        if redis.call('ZSCORE', s.k1, ARGV[j]) then
+          redis.call('ZADD', s.k1, 'XX', now + s.period, ARGV[j])
+        else
+          reply[#reply + 1] = i .. ':' .. ARGV[j]
         end
       end
       keep_longer(s.k1, s.period)

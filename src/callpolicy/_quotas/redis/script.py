@@ -5,7 +5,7 @@ batch: how many changes follow), taken at (us), then six
 per quota: algorithm code, limit (a bucket's burst), period (us; a bucket's interval per cost
 unit; the lease for "cc"), cost, new cost, guard (us, buckets; a weighted window's most entries).
 Op "renew" then lists the ids whose in-flight slots are leased again, and replies
-{1, now_us, ids whose slot had lapsed}.
+{1, now_us, "i:id" for each slot of quota i (1-based) that had lapsed}.
 redis_lone.lua (one unweighted sliding window): ARGV = admission id, limit, period (us).
 Replies: {1, now_us} admitted (or changed); {0, wait_us, index}: refused by quota `index`
 (1-based), wait_us -1 = until a call in flight ends, -2 = never (cost above the limit).
