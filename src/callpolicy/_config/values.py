@@ -25,6 +25,7 @@ from callpolicy._model import (
     REDIS_SCHEMES,
     Rate,
     Storage,
+    redis_address,
 )
 from callpolicy._text import redacted, shown_value, suggestion
 
@@ -170,9 +171,13 @@ def parse_statuses(value: object) -> frozenset[int]:
 
 
 def parse_storage(value: object) -> Storage:
-    """ "memory://", or a Redis URL ("redis://[:password@]host:port/db", "rediss://" for TLS)
-    with query options ?prefix= and ?timeout=. Messages never show a password."""
-    expected = 'must be "memory://" or "redis://host:port/db"'
+    """ "memory://", or a Redis URL ("redis://[:password@]host:port/db", "rediss://" for TLS;
+    "redis+sentinel://", "redis+cluster://", see _model/redis_url.py) with query options
+    ?prefix= and ?timeout=. Messages never show a password."""
+    expected = (
+        'must be "memory://", "redis://host:port/db", "redis+sentinel://host:port/service" '
+        'or "redis+cluster://host:port"'
+    )
     if not isinstance(value, str):
         raise UnitError(f"{expected} (got {shown_value(value)})")
     if value.startswith(MEMORY):
@@ -187,11 +192,16 @@ def parse_storage(value: object) -> Storage:
         )
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        if "," not in parts.netloc:  # several hosts ("a:1,b:2") have no single port
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         raise UnitError(f"{expected} (got {shown}: not a valid URL)") from None
     if not parts.hostname:
         raise UnitError(f"{expected} (got {shown}: no host)")
+    try:
+        redis_address(parts._replace(query="", fragment="").geturl())
+    except ValueError as exc:
+        raise UnitError(f"{expected} (got {shown}: {exc})") from None
     options: dict[str, str] = {}
     for key, option in parse_qsl(parts.query):  # a blank option is left at its default
         if key not in STORAGE_OPTIONS:

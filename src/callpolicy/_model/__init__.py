@@ -40,16 +40,23 @@ from callpolicy._model.quotas import (
     MAX_SLIDING_WINDOW,
     MAX_SLOTS,
     MEMORY,
-    REDIS_SCHEMES,
     UNAVAILABLE_MODES,
     Quota,
     Rate,
     Storage,
 )
+from callpolicy._model.redis_url import (
+    CLUSTER,
+    REDIS_SCHEMES,
+    SENTINEL,
+    RedisAddress,
+    redis_address,
+)
 
 __all__ = [
     "ALGORITHMS",
     "BUCKETS",
+    "CLUSTER",
     "DEFAULT_BUCKET_GUARD",
     "DEFAULT_GUARD",
     "DEFAULT_RULE_NAME",
@@ -65,6 +72,7 @@ __all__ = [
     "MEMORY",
     "NEVER_RETRIED",
     "REDIS_SCHEMES",
+    "SENTINEL",
     "STRATEGY_KEYS",
     "UNAVAILABLE_MODES",
     "WAIT_STRATEGIES",
@@ -75,6 +83,7 @@ __all__ = [
     "Policy",
     "Quota",
     "Rate",
+    "RedisAddress",
     "ResultCondition",
     "Retry",
     "RetryRule",
@@ -83,5 +92,6 @@ __all__ = [
     "Wait",
     "WaitStrategy",
     "hint_format",
+    "redis_address",
     "rule_names",
 ]

@@ -27,7 +27,6 @@ MAX_SLIDING_WINDOW = 1_000_000
 DEFAULT_GUARD = 0.02
 DEFAULT_BUCKET_GUARD = 0.001
 MEMORY = "memory://"
-REDIS_SCHEMES = ("redis", "rediss")
 
 
 @attrs.frozen
@@ -43,9 +42,10 @@ class Rate:
 
 @attrs.frozen
 class Storage:
-    """Where a quota's state lives: `url` "memory://" (this process) or a Redis server (every
-    process using it), with the options of the URL's query read at load time. The URL may
-    hold a password: str() and repr() never show it."""
+    """Where a quota's state lives: `url` "memory://" (this process) or Redis (every process
+    using it: one server, a Sentinel group or a Cluster, see redis_url.py), with the options
+    of the URL's query read at load time. The URL may hold a password: str() and repr() never
+    show it."""
 
     url: str = attrs.field(default=MEMORY, repr=redacted)
     prefix: str = "callpolicy"  # ?prefix=: namespaces the keys
