@@ -1,0 +1,199 @@
+"""Redis clients of a storage URL (see _model/redis_url.py): one server, a Sentinel group's
+primary or a Cluster; one sync client per storage, one async client per event loop (a
+redis.asyncio client belongs to the loop that made them).
+
+Each keeps at most POOL_SIZE connections per server (per node of a Cluster); a call finding
+them all busy waits up to POOL_WAIT for one (a busy server is not an unreachable one).
+
+A failover: a primary demoted to a replica answers writes with READONLY. The scripts here
+then drop every connection of the pool, so the next call connects again: through a DNS
+endpoint (a managed Redis's) it reaches the new primary; through Sentinel, the primary is
+asked again (redis-py's Sentinel pool does this by itself too). A Cluster's client follows
+MOVED replies and refreshes its map of slots by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from callpolicy._model import CLUSTER, SENTINEL, RedisAddress, Storage, redis_address
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.retry
+    import redis.asyncio.sentinel
+    import redis.backoff
+    import redis.cluster
+    import redis.retry
+    import redis.sentinel
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
+
+POOL_SIZE = 64  # connections to one server per process (per event loop for async)
+POOL_WAIT = 10.0  # the most a call waits for a free connection
+_untyped: Any = redis  # parts of redis-py that are not typed
+CLUSTER_RETRIES = 3  # a Cluster's client asks again (a new map of slots) after a lost node
+
+
+class SyncScript:
+    """One Lua script on the storage's sync client: script(keys=..., args=...)."""
+
+    __slots__ = ("client", "script")
+
+    def __init__(self, client: Any, text: str) -> None:
+        self.client = client
+        self.script = client.register_script(text)
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self.script(keys=keys, args=args)
+        except redis.exceptions.ReadOnlyError:
+            if not isinstance(self.client, redis.cluster.RedisCluster):
+                self.client.connection_pool.disconnect()  # the next call connects again
+            raise
+
+
+class AsyncScript:
+    """One Lua script on an event loop's client: await script(keys=..., args=...)."""
+
+    __slots__ = ("bound", "client", "script")
+
+    def __init__(self, client: Any, text: str, bound: asyncio.Semaphore | None) -> None:
+        self.client = client
+        self.script = client.register_script(text)
+        self.bound = bound
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            if self.bound is None:
+                return await self.script(keys=keys, args=args)
+            async with self.bound:
+                return await self.script(keys=keys, args=args)
+        except redis.exceptions.ReadOnlyError:
+            if self.bound is None:  # not a Cluster
+                await self.client.connection_pool.disconnect()
+            raise
+
+
+def sync_scripts(storage: Storage, *texts: str) -> tuple[SyncScript, ...]:
+    client = sync_client(storage)
+    return tuple(SyncScript(client, text) for text in texts)
+
+
+def async_scripts(storage: Storage, *texts: str) -> tuple[AsyncScript, ...]:
+    """In the running event loop. A Cluster's async client has no waiting pool: a semaphore
+    holds its calls to POOL_SIZE at once, so no node ever needs more connections."""
+    client = async_client(storage)
+    cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+    bound = asyncio.Semaphore(POOL_SIZE) if cluster else None
+    return tuple(AsyncScript(client, text, bound) for text in texts)
+
+
+def sync_client(storage: Storage) -> Any:
+    address = redis_address(storage.url)
+    options = _options(storage)
+    if address.topology == CLUSTER:
+        (host, port), *others = address.hosts
+        return redis.cluster.RedisCluster(
+            # through a URL, redis-py builds each node's pool of the given class
+            url=_server_url(address, host, port),
+            startup_nodes=[_untyped.cluster.ClusterNode(h, p) for h, p in others],
+            connection_pool_class=redis.BlockingConnectionPool,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT,
+            retry=_cluster_retry(redis.retry.Retry),
+            **options,
+        )
+    if address.topology == SENTINEL:
+        sentinel = _untyped.sentinel.Sentinel(
+            list(address.hosts), sentinel_kwargs=_sentinel_options(address, options)
+        )
+        return sentinel.master_for(
+            address.service,
+            connection_pool_class=SentinelBlockingPool,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT,
+            **_credentials(address),
+            **options,
+        )
+    pool = redis.BlockingConnectionPool.from_url(
+        storage.url, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def async_client(storage: Storage) -> Any:
+    address = redis_address(storage.url)
+    options = _options(storage)
+    if address.topology == CLUSTER:
+        return redis.asyncio.cluster.RedisCluster(
+            startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in address.hosts],
+            max_connections=POOL_SIZE,
+            retry=_cluster_retry(redis.asyncio.retry.Retry),
+            **_credentials(address),
+            **options,
+        )
+    if address.topology == SENTINEL:
+        sentinel = _untyped.asyncio.sentinel.Sentinel(
+            list(address.hosts), sentinel_kwargs=_sentinel_options(address, options)
+        )
+        return sentinel.master_for(
+            address.service,
+            connection_pool_class=AsyncSentinelBlockingPool,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT,
+            **_credentials(address),
+            **options,
+        )
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        storage.url, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _options(storage: Storage) -> dict[str, Any]:
+    return {"socket_timeout": storage.timeout, "socket_connect_timeout": storage.timeout}
+
+
+def _credentials(address: RedisAddress) -> dict[str, Any]:
+    """The data nodes' user, password, database and TLS."""
+    found: dict[str, Any] = {"username": address.username, "password": address.password}
+    if address.topology != CLUSTER:
+        found["db"] = address.db
+    if address.tls:
+        found["ssl"] = True
+    return found
+
+
+def _sentinel_options(address: RedisAddress, options: dict[str, Any]) -> dict[str, Any]:
+    """How the sentinels are asked: the same timeouts and TLS, no credentials."""
+    return {**options, "ssl": True} if address.tls else dict(options)
+
+
+def _server_url(address: RedisAddress, host: str, port: int) -> str:
+    """A plain redis(s):// URL of one node, for redis-py's from_url."""
+    user = quote(address.username or "", safe="")
+    password = quote(address.password or "", safe="")
+    credentials = f"{user}:{password}@" if user or password else ""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'rediss' if address.tls else 'redis'}://{credentials}{shown}:{port}"
+
+
+def _cluster_retry(kind: Any) -> Any:
+    """A few quick tries: a call waits no longer than a few timeouts for a lost node."""
+    return kind(redis.backoff.ExponentialWithJitterBackoff(base=0.01, cap=0.25), CLUSTER_RETRIES)
+
+
+if redis is not None:
+
+    class SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+        """The Sentinel group's primary, through a pool that waits for a free connection."""
+
+    class AsyncSentinelBlockingPool(
+        redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+    ):
+        """The same, for redis.asyncio."""
