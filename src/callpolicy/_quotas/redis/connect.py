@@ -15,9 +15,11 @@ MOVED replies and refreshes its map of slots by itself.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 from urllib.parse import quote
 
+from callpolicy._forks import renew_after_fork
 from callpolicy._model import CLUSTER, SENTINEL, RedisAddress, Storage, redis_address
 
 try:
@@ -39,58 +41,109 @@ _untyped: Any = redis  # parts of redis-py that are not typed
 CLUSTER_RETRIES = 3  # a Cluster's client asks again (a new map of slots) after a lost node
 
 
+class SyncClient:
+    """The storage's sync client, made on first use (a Cluster's client asks a node for the
+    map of slots as it is made: a Cluster down must not fail the loading of policies)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.client: Any = None
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self.client is None:
+                self.client = sync_client(self.storage)
+            return self.client
+
+
 class SyncScript:
     """One Lua script on the storage's sync client: script(keys=..., args=...)."""
 
-    __slots__ = ("client", "script")
+    __slots__ = ("owner", "script", "text")
 
-    def __init__(self, client: Any, text: str) -> None:
-        self.client = client
-        self.script = client.register_script(text)
+    def __init__(self, owner: SyncClient, text: str) -> None:
+        self.owner = owner
+        self.text = text
+        self.script: Any = None
 
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        script = self.script
+        if script is None:
+            script = self.script = self.owner.get().register_script(self.text)
         try:
-            return self.script(keys=keys, args=args)
+            return script(keys=keys, args=args)
         except redis.exceptions.ReadOnlyError:
-            if not isinstance(self.client, redis.cluster.RedisCluster):
-                self.client.connection_pool.disconnect()  # the next call connects again
+            client = self.owner.client
+            if not isinstance(client, redis.cluster.RedisCluster):
+                client.connection_pool.disconnect()  # the next call connects again
             raise
 
 
 class AsyncScript:
     """One Lua script on an event loop's client: await script(keys=..., args=...)."""
 
-    __slots__ = ("bound", "client", "script")
+    __slots__ = ("client", "gate", "script")
 
-    def __init__(self, client: Any, text: str, bound: asyncio.Semaphore | None) -> None:
+    def __init__(self, client: Any, text: str, gate: ClusterGate | None) -> None:
         self.client = client
         self.script = client.register_script(text)
-        self.bound = bound
+        self.gate = gate
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        if self.gate is not None:
+            return await self.gate.run(self.script, keys, args)
         try:
-            if self.bound is None:
-                return await self.script(keys=keys, args=args)
-            async with self.bound:
-                return await self.script(keys=keys, args=args)
+            return await self.script(keys=keys, args=args)
         except redis.exceptions.ReadOnlyError:
-            if self.bound is None:  # not a Cluster
-                await self.client.connection_pool.disconnect()
+            await self.client.connection_pool.disconnect()  # the next call connects again
             raise
 
 
+class ClusterGate:
+    """The calls of a Cluster's async client, which has no waiting pool: at most POOL_SIZE at
+    once (so no node needs more connections), and none before it has its map of slots.
+
+    redis-py (8.1) learning the map while calls run may close a connection a call is using,
+    which then fails with AttributeError/TypeError on None: that is a lost connection."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.bound = asyncio.Semaphore(POOL_SIZE)
+        self.ready = asyncio.Lock()
+        self.known = False
+
+    async def run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        async with self.bound:
+            if not self.known:
+                async with self.ready:
+                    if not self.known:
+                        await self.client.initialize()
+                        self.known = True
+            try:
+                return await script(keys=keys, args=args)
+            except (AttributeError, TypeError) as error:
+                if "NoneType" not in str(error):
+                    raise
+                lost = redis.exceptions.ConnectionError("connection closed under the call")
+                raise lost from error
+
+
 def sync_scripts(storage: Storage, *texts: str) -> tuple[SyncScript, ...]:
-    client = sync_client(storage)
-    return tuple(SyncScript(client, text) for text in texts)
+    owner = SyncClient(storage)
+    return tuple(SyncScript(owner, text) for text in texts)
 
 
 def async_scripts(storage: Storage, *texts: str) -> tuple[AsyncScript, ...]:
-    """In the running event loop. A Cluster's async client has no waiting pool: a semaphore
-    holds its calls to POOL_SIZE at once, so no node ever needs more connections."""
+    """In the running event loop."""
     client = async_client(storage)
     cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
-    bound = asyncio.Semaphore(POOL_SIZE) if cluster else None
-    return tuple(AsyncScript(client, text, bound) for text in texts)
+    gate = ClusterGate(client) if cluster else None
+    return tuple(AsyncScript(client, text, gate) for text in texts)
 
 
 def sync_client(storage: Storage) -> Any:

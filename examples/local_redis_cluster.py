@@ -1,0 +1,229 @@
+"""Throwaway Redis topologies on 127.0.0.1, for the tests: a Cluster of three masters and a
+Sentinel group (a primary, a replica, three sentinels). Built on local_redis.RedisServer:
+free ports, no persistence, every process stopped by its PID.
+
+    with LocalCluster(Path(tmp)) as cluster:        # storage = cluster.url
+        ...
+    with SentinelGroup(Path(tmp)) as group:         # storage = group.url
+        group.failover()                            # SENTINEL FAILOVER, then wait for it
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import redis
+from local_redis import RedisServer, _free_port
+
+SLOTS = 16384
+SERVICE = "primary"
+
+
+class LocalCluster:
+    """A Redis Cluster of `size` masters (no replicas), slots split evenly."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        # The bus port is port + 10000 unless told: past 65535 for a high port.
+        self.buses = [_free_port() for _ in range(size)]
+        self.nodes = [
+            RedisServer(
+                workdir / f"node{index}",
+                ("--cluster-enabled", "yes", "--cluster-port", str(bus)),
+            )
+            for index, bus in enumerate(self.buses)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node, as a storage URL: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,..."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def client(self, node: int) -> redis.Redis:
+        """A plain client of one node (it does not follow MOVED)."""
+        return redis.Redis(port=self.nodes[node].port, decode_responses=True, socket_timeout=5)
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [self.client(i) for i in range(len(self.nodes))]
+            share = SLOTS // len(self.nodes)
+            for index, client in enumerate(clients):
+                last = SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+                _command(client, "CLUSTER ADDSLOTSRANGE", index * share, last)
+            for node, bus in list(zip(self.nodes, self.buses, strict=True))[1:]:
+                _command(clients[0], "CLUSTER MEET", "127.0.0.1", node.port, bus)
+            for client in clients:
+                _until(partial(self._sees_all, client))
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _sees_all(self, client: redis.Redis) -> bool:
+        """The node knows every node, and every slot is served."""
+        text = _command(client, "CLUSTER INFO")
+        lines = (
+            text
+            if isinstance(text, dict)
+            else dict(line.split(":", 1) for line in str(text).splitlines() if ":" in line)
+        )
+        info = {key: str(value).strip() for key, value in lines.items()}
+        return (
+            info["cluster_state"] == "ok"
+            and int(info["cluster_known_nodes"]) == len(self.nodes)
+            and int(info["cluster_slots_ok"]) == SLOTS
+        )
+
+    def owner(self, key: str) -> int:
+        """The index of the node holding `key`'s slot."""
+        client = self.client(0)
+        try:
+            slot = int(_command(client, "CLUSTER KEYSLOT", key))
+        finally:
+            client.close()
+        return min(slot // (SLOTS // len(self.nodes)), len(self.nodes) - 1)
+
+    def flush(self) -> None:
+        for index in range(len(self.nodes)):
+            client = self.client(index)
+            client.flushall()
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Sentinel(RedisServer):
+    """`redis-server <conf> --sentinel` watching one primary, quick to call it down."""
+
+    def __init__(self, workdir: Path, primary_port: int) -> None:
+        super().__init__(workdir)
+        self.primary_port = primary_port
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "sentinel.conf"  # sentinel rewrites it: one per sentinel
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n",
+            encoding="utf-8",
+        )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+class SentinelGroup:
+    """A primary, one replica and three sentinels (quorum 2) on loopback ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.servers = [RedisServer(workdir / "a")]
+        self.servers.append(
+            RedisServer(workdir / "b", ("--replicaof", "127.0.0.1", str(self.servers[0].port)))
+        )
+        self.sentinels = [
+            Sentinel(workdir / f"sentinel{i}", self.servers[0].port) for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def ask(self) -> redis.Redis:
+        return redis.Redis(port=self.sentinels[0].port, decode_responses=True, socket_timeout=5)
+
+    def primary(self) -> int:
+        """The port of the primary, as the sentinels say."""
+        client = self.ask()
+        try:
+            _, port = _command(client, "SENTINEL GET-MASTER-ADDR-BY-NAME", SERVICE)
+        finally:
+            client.close()
+        return int(port)
+
+    def start(self) -> None:
+        try:
+            for server in [*self.servers, *self.sentinels]:
+                server.start()
+            self._until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def failover(self) -> int:
+        """Promote the replica (SENTINEL FAILOVER) and wait until it is the primary and the
+        old one its replica; the new primary's port."""
+        old = self.primary()
+        client = self.ask()
+        try:
+            _command(client, "SENTINEL FAILOVER", SERVICE)
+        finally:
+            client.close()
+        _until(lambda: self.primary() != old, 30)
+        new = self.primary()
+        demoted = redis.Redis(port=old, decode_responses=True, socket_timeout=5)
+        _until(lambda: demoted.info("replication")["role"] == "slave", 30)
+        demoted.close()
+        return new
+
+    def _until_ready(self) -> None:
+        """Every sentinel sees the replica in sync and the two other sentinels."""
+        for sentinel in self.sentinels:
+            client = redis.Redis(port=sentinel.port, decode_responses=True, socket_timeout=5)
+
+            def ready(c: redis.Redis = client) -> bool:
+                master = cast("dict[str, Any]", c.sentinel_master(SERVICE))
+                replicas = c.sentinel_slaves(SERVICE)
+                return int(master["num-other-sentinels"]) == 2 and any(
+                    r.get("master-link-status") == "ok" for r in replicas
+                )
+
+            _until(ready, 30)
+            client.close()
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+
+    def __enter__(self) -> SentinelGroup:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _command(client: redis.Redis, *args: object) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _until(done: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready within {seconds} s")
+        time.sleep(0.05)
