@@ -142,6 +142,7 @@ class SentinelGroup:
         self.sentinels = [
             Sentinel(workdir / f"sentinel{i}", self.servers[0].port) for i in range(3)
         ]
+        self.promoted_at = self.demoted_at = 0.0  # when the last failover did each
 
     @property
     def url(self) -> str:
@@ -179,9 +180,11 @@ class SentinelGroup:
         finally:
             client.close()
         _until(lambda: self.primary() != old, 30)
+        self.promoted_at = time.monotonic()
         new = self.primary()
         demoted = redis.Redis(port=old, decode_responses=True, socket_timeout=5)
         _until(lambda: demoted.info("replication")["role"] == "slave", 30)
+        self.demoted_at = time.monotonic()  # from now on, writes reach the new primary only
         demoted.close()
         return new
 
