@@ -10,6 +10,7 @@ free ports, no persistence, every process stopped by its PID.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from functools import partial
@@ -27,7 +28,15 @@ SERVICE = "primary"
 class LocalCluster:
     """A Redis Cluster of `size` masters (no replicas), slots split evenly."""
 
-    def __init__(self, workdir: Path, size: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 3,
+        password: str | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """`password`: every node's (requirepass); `tls`: (ca, cert, key) of certificates(),
+        TLS only, between the nodes too."""
         # The bus port is port + 10000 unless told: past 65535 for a high port.
         self.buses = [_free_port() for _ in range(size)]
         self.nodes = [
@@ -37,15 +46,32 @@ class LocalCluster:
             )
             for index, bus in enumerate(self.buses)
         ]
+        self.password, self.tls = password, tls
+        for node in self.nodes:
+            if password:
+                node.extra += ("--requirepass", password, "--masterauth", password)
+            if tls:
+                node.extra += (*tls_arguments(*tls, node.port), "--tls-cluster", "yes")
 
     @property
     def url(self) -> str:
         """Every node, as a storage URL: redis+cluster://127.0.0.1:p1,127.0.0.1:p2,..."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        credentials = f":{self.password}@" if self.password else ""
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"{scheme}://{credentials}{hosts}"
 
     def client(self, node: int) -> redis.Redis:
         """A plain client of one node (it does not follow MOVED)."""
-        return redis.Redis(port=self.nodes[node].port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            "127.0.0.1",
+            self.nodes[node].port,
+            password=self.password,
+            ssl=self.tls is not None,
+            ssl_ca_certs=str(self.tls[0]) if self.tls else None,
+            decode_responses=True,
+            socket_timeout=5,
+        )
 
     def start(self) -> None:
         try:
@@ -115,9 +141,10 @@ class LocalCluster:
 class Sentinel(RedisServer):
     """`redis-server <conf> --sentinel` watching one primary, quick to call it down."""
 
-    def __init__(self, workdir: Path, primary_port: int) -> None:
+    def __init__(self, workdir: Path, primary_port: int, password: str | None = None) -> None:
         super().__init__(workdir)
         self.primary_port = primary_port
+        self.password = password
 
     def command(self) -> list[str]:
         conf = self.workdir / "sentinel.conf"  # sentinel rewrites it: one per sentinel
@@ -125,7 +152,8 @@ class Sentinel(RedisServer):
             f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary_port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-            f"sentinel failover-timeout {SERVICE} 3000\n",
+            f"sentinel failover-timeout {SERVICE} 3000\n"
+            + (f"sentinel auth-pass {SERVICE} {self.password}\n" if self.password else ""),
             encoding="utf-8",
         )
         return [self.binary, str(conf), "--sentinel"]
@@ -134,20 +162,26 @@ class Sentinel(RedisServer):
 class SentinelGroup:
     """A primary, one replica and three sentinels (quorum 2) on loopback ports."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.servers = [RedisServer(workdir / "a")]
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        """`password`: the primary's and the replica's (the sentinels ask without one)."""
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.servers = [RedisServer(workdir / "a", auth)]
         self.servers.append(
-            RedisServer(workdir / "b", ("--replicaof", "127.0.0.1", str(self.servers[0].port)))
+            RedisServer(
+                workdir / "b", ("--replicaof", "127.0.0.1", str(self.servers[0].port), *auth)
+            )
         )
         self.sentinels = [
-            Sentinel(workdir / f"sentinel{i}", self.servers[0].port) for i in range(3)
+            Sentinel(workdir / f"sentinel{i}", self.servers[0].port, password) for i in range(3)
         ]
+        self.password = password
         self.promoted_at = self.demoted_at = 0.0  # when the last failover did each
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{credentials}{hosts}/{SERVICE}/0"
 
     def ask(self) -> redis.Redis:
         return redis.Redis(port=self.sentinels[0].port, decode_responses=True, socket_timeout=5)
@@ -182,7 +216,9 @@ class SentinelGroup:
         _until(lambda: self.primary() != old, 30)
         self.promoted_at = time.monotonic()
         new = self.primary()
-        demoted = redis.Redis(port=old, decode_responses=True, socket_timeout=5)
+        demoted = redis.Redis(
+            port=old, password=self.password, decode_responses=True, socket_timeout=5
+        )
         _until(lambda: demoted.info("replication")["role"] == "slave", 30)
         self.demoted_at = time.monotonic()  # from now on, writes reach the new primary only
         demoted.close()
@@ -218,6 +254,35 @@ class SentinelGroup:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def certificates(workdir: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate of 127.0.0.1 it signed (openssl): (ca, cert, key).
+    A client trusts the CA when SSL_CERT_FILE names it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = workdir / "ca.crt", workdir / "ca.key"
+    cert, key, request = workdir / "server.crt", workdir / "server.key", workdir / "server.csr"
+    names = workdir / "names.ext"
+    names.write_text("subjectAltName = IP:127.0.0.1\n", encoding="utf-8")
+    steps = [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-CA -keyout {ca_key} -out {ca}",
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout {key} -out {request}",
+        "x509 -req -in {request} -CA {ca} -CAkey {ca_key} -CAcreateserial -days 1 "
+        "-extfile {names} -out {cert}",
+    ]
+    paths = {"ca": ca, "ca_key": ca_key, "cert": cert, "key": key, "request": request}
+    for step in steps:
+        words = [word.format(names=names, **paths) for word in step.split()]
+        subprocess.run(["openssl", *words], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+def tls_arguments(ca: Path, cert: Path, key: Path, port: int) -> tuple[str, ...]:
+    """redis-server arguments: TLS only, on `port` (the plain port closed)."""
+    return (
+        *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+    )
 
 
 def _command(client: redis.Redis, *args: object) -> Any:
