@@ -5,11 +5,16 @@ whose quotas sit on several slots takes all of them or none."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, cast
+from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
+from local_redis import RedisServer
+from local_redis_cluster import LocalCluster
+from redis.exceptions import RedisClusterException
 from test_redis_quotas import (
     closed_port,
     noop,
@@ -20,9 +25,6 @@ from test_redis_quotas import (
 )
 
 from callpolicy import QuotaExceeded, QuotaUnavailable, Registry
-
-if TYPE_CHECKING:
-    from local_redis_cluster import LocalCluster
 
 RegistryOf = Callable[..., Registry]
 
@@ -224,3 +226,62 @@ def test_a_cluster_that_cannot_be_reached_fails_closed_and_loads_all_the_same(
     with pytest.raises(QuotaUnavailable) as down:
         call()
     assert isinstance(down.value.__cause__, redis.exceptions.RedisClusterException)
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A cluster of this test's own, to lose a node of."""
+    cluster = LocalCluster(tmp_path / "own")
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def lose_a_node(
+    registry_of: RegistryOf, cluster: LocalCluster
+) -> tuple[Callable[[], None], Callable[[], None], RedisServer]:
+    """Two quotas' calls, on distinct nodes, each admitted once; then the first one's node
+    stopped: (call of the lost node, call of a kept node, the lost node)."""
+    lost, kept = on_distinct_nodes(cluster, 2)
+    toml = "".join(
+        f'[quotas.{name}]\nlimit = "100/1min"\nstorage = "{cluster.url}"\n'
+        f'[endpoints.{name}]\nquotas = ["{name}"]\n'
+        for name in (lost, kept)
+    )
+    registry = registry_of(svc=toml)
+    on_lost, on_kept = registry.policy(f"svc.{lost}")(noop), registry.policy(f"svc.{kept}")(noop)
+    assert [outcome(on_lost), outcome(on_kept)] == ["ok", "ok"]
+    node = cluster.nodes[cluster.owner(tagged(f"svc.{lost}", "a"))]
+    node.stop()
+    return on_lost, on_kept, node
+
+
+def test_a_lost_node_fails_its_quotas_as_on_unavailable_says_until_it_is_back(
+    registry_of: RegistryOf, own_cluster: LocalCluster
+) -> None:
+    """... and they count again once it is back, without a restart."""
+    on_lost, on_kept, node = lose_a_node(registry_of, own_cluster)
+    with pytest.raises(QuotaUnavailable) as down:
+        on_lost()
+    assert isinstance(down.value.__cause__, (redis.RedisError, RedisClusterException))
+    node.start()  # the same port and nodes.conf: it takes its slots back
+    deadline = time.monotonic() + 20
+    while outcome(on_lost) != "ok":
+        assert time.monotonic() < deadline, "the node's quota was not counted again in 20 s"
+        time.sleep(0.2)
+    assert outcome(on_kept) == "ok"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a give-back queued for the lost node's quota (storage.pending, one list per "
+    "storage) is sent first on every round trip, so every quota of the cluster fails with it; "
+    "the bounded catch-up of issue 10 (part 3) replaces that list",
+)
+def test_quotas_on_other_nodes_go_on_counting_while_a_node_is_lost(
+    registry_of: RegistryOf, own_cluster: LocalCluster
+) -> None:
+    on_lost, on_kept, _ = lose_a_node(registry_of, own_cluster)
+    assert outcome(on_kept) == "ok"
+    assert outcome(on_lost) == "unavailable"
+    assert outcome(on_kept) == "ok"
