@@ -224,6 +224,15 @@ class SentinelGroup:
         demoted.close()
         return new
 
+    def kill_primary(self) -> int:
+        """Stop the primary's process and wait until the sentinels promote the replica; the
+        new primary's port."""
+        old = self.primary()
+        next(s for s in self.servers if s.port == old).stop()
+        _until(lambda: self.primary() != old, 30)
+        self.promoted_at = time.monotonic()
+        return self.primary()
+
     def _until_ready(self) -> None:
         """Every sentinel sees the replica in sync and the two other sentinels."""
         for sentinel in self.sentinels:

@@ -160,6 +160,35 @@ def test_a_sentinel_failover_under_load_is_survived_without_restart(
     )
 
 
+def test_a_killed_sentinel_primary_is_replaced_without_restart(
+    registry_of: RegistryOf, sentinel_group: SentinelGroup
+) -> None:
+    """The primary's process dies: calls fail as on_unavailable says (fail-closed) until the
+    sentinels promote the replica (down-after-milliseconds 1000), then count there."""
+    caller = Caller(registry_of(svc=policy_file(sentinel_group.url)).policy("svc.e")(noop))
+    caller.start()
+    try:
+        time.sleep(0.5)
+        killed = time.monotonic()
+        new_primary = sentinel_group.kill_primary()
+        deadline = time.monotonic() + 15
+        while caller.streak_from(killed) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        caller.stopping.set()
+        caller.join()
+    assert {found for _, found in caller.seen} <= {"ok", "unavailable"}
+    recovered = caller.streak_from(killed)
+    assert recovered is not None, "calls were not admitted again within 15 s of the promotion"
+    after = sum(1 for at, found in caller.seen if at >= recovered and found == "ok")
+    assert entries(new_primary) >= after >= 20
+    failed = sum(1 for at, found in caller.seen if found != "ok")
+    print(
+        f"\nprimary killed: replica promoted {sentinel_group.promoted_at - killed:.2f} s later; "
+        f"{failed} calls unavailable; admitted for good {recovered - killed:.2f} s after the kill"
+    )
+
+
 # -- a primary demoted to a replica, through a plain URL ----------------------------------------
 
 
