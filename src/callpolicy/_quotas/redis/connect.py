@@ -155,6 +155,7 @@ def sync_client(storage: Storage) -> Any:
             # through a URL, redis-py builds each node's pool of the given class
             url=_server_url(address, host, port),
             startup_nodes=[_untyped.cluster.ClusterNode(h, p) for h, p in others],
+            dynamic_startup_nodes=False,  # see async_client
             connection_pool_class=redis.BlockingConnectionPool,
             max_connections=POOL_SIZE,
             timeout=POOL_WAIT,
@@ -185,6 +186,9 @@ def async_client(storage: Storage) -> Any:
     if address.topology == CLUSTER:
         return redis.asyncio.cluster.RedisCluster(
             startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in address.hosts],
+            # the map of slots is always asked of the URL's nodes: a managed Cluster's
+            # configuration endpoint (a DNS name) keeps working when every node is replaced
+            dynamic_startup_nodes=False,
             max_connections=POOL_SIZE,
             retry=_cluster_retry(redis.asyncio.retry.Retry),
             **_credentials(address),
