@@ -25,6 +25,8 @@ from test_redis_quotas import (
 )
 
 from callpolicy import QuotaExceeded, QuotaUnavailable, Registry
+from callpolicy._model import Storage
+from callpolicy._quotas.redis.connect import POOL_SIZE, POOL_WAIT, sync_client
 
 RegistryOf = Callable[..., Registry]
 
@@ -285,3 +287,18 @@ def test_quotas_on_other_nodes_go_on_counting_while_a_node_is_lost(
     assert outcome(on_kept) == "ok"
     assert outcome(on_lost) == "unavailable"
     assert outcome(on_kept) == "ok"
+
+
+def test_each_node_of_a_cluster_has_a_bounded_pool_that_waits_for_a_free_connection(
+    cluster: LocalCluster,
+) -> None:
+    client = sync_client(Storage(cluster.url, timeout=0.5))
+    try:
+        pools = [node.redis_connection.connection_pool for node in client.get_nodes()]
+    finally:
+        client.close()
+    assert len(pools) == 3
+    for pool in pools:
+        assert isinstance(pool, redis.BlockingConnectionPool)
+        assert (pool.max_connections, pool.timeout) == (POOL_SIZE, POOL_WAIT)
+        assert pool.connection_kwargs["socket_timeout"] == 0.5

@@ -19,6 +19,8 @@ from local_redis import RedisServer
 from test_redis_quotas import noop, outcome, tagged
 
 from callpolicy import QuotaUnavailable, Registry
+from callpolicy._model import Storage
+from callpolicy._quotas.redis.connect import POOL_SIZE, POOL_WAIT, sync_client
 
 if TYPE_CHECKING:
     from local_redis_cluster import SentinelGroup
@@ -326,3 +328,13 @@ def test_every_redis_error_does_what_on_unavailable_says(
         assert [outcome(call) for _ in range(3)] == ["ok", "ok", "ok"]
     else:
         assert [outcome(call) for _ in range(3)] == ["ok", "ok", "refused"]
+
+
+def test_a_sentinel_primary_has_a_bounded_pool_that_waits_for_a_free_connection() -> None:
+    """Made without asking the sentinels (they are asked on the first call)."""
+    client = sync_client(Storage("redis+sentinel://127.0.0.1:1/primary/2", timeout=0.5))
+    pool = client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (POOL_SIZE, POOL_WAIT)
+    assert (pool.connection_kwargs["db"], pool.connection_kwargs["socket_timeout"]) == (2, 0.5)
+    assert getattr(pool, "service_name", None) == "primary"
