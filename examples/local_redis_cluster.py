@@ -26,7 +26,8 @@ SERVICE = "primary"
 
 
 class LocalCluster:
-    """A Redis Cluster of `size` masters (no replicas), slots split evenly."""
+    """A Redis Cluster of `size` masters, slots split evenly; with `replicas`, one replica of
+    each (nodes[size + i] replicates nodes[i]), which takes over 2 s after its master is lost."""
 
     def __init__(
         self,
@@ -34,11 +35,14 @@ class LocalCluster:
         size: int = 3,
         password: str | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        replicas: bool = False,
     ) -> None:
         """`password`: every node's (requirepass); `tls`: (ca, cert, key) of certificates(),
         TLS only, between the nodes too."""
+        self.size = size
+        count = size * 2 if replicas else size
         # The bus port is port + 10000 unless told: past 65535 for a high port.
-        self.buses = [_free_port() for _ in range(size)]
+        self.buses = [_free_port() for _ in range(count)]
         self.nodes = [
             RedisServer(
                 workdir / f"node{index}",
@@ -48,6 +52,8 @@ class LocalCluster:
         ]
         self.password, self.tls = password, tls
         for node in self.nodes:
+            if replicas:
+                node.extra += ("--cluster-node-timeout", "2000")
             if password:
                 node.extra += ("--requirepass", password, "--masterauth", password)
             if tls:
@@ -78,14 +84,19 @@ class LocalCluster:
             for node in self.nodes:
                 node.start()
             clients = [self.client(i) for i in range(len(self.nodes))]
-            share = SLOTS // len(self.nodes)
-            for index, client in enumerate(clients):
-                last = SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+            share = SLOTS // self.size
+            for index, client in enumerate(clients[: self.size]):
+                last = SLOTS - 1 if index == self.size - 1 else (index + 1) * share - 1
                 _command(client, "CLUSTER ADDSLOTSRANGE", index * share, last)
             for node, bus in list(zip(self.nodes, self.buses, strict=True))[1:]:
                 _command(clients[0], "CLUSTER MEET", "127.0.0.1", node.port, bus)
             for client in clients:
                 _until(partial(self._sees_all, client))
+            for index, client in enumerate(clients[self.size :]):
+                master = _command(clients[index], "CLUSTER MYID")
+                _command(client, "CLUSTER REPLICATE", master)
+                _until(partial(_in_sync, client))
+            for client in clients:
                 client.close()
         except BaseException:
             self.stop()
@@ -107,16 +118,16 @@ class LocalCluster:
         )
 
     def owner(self, key: str) -> int:
-        """The index of the node holding `key`'s slot."""
+        """The index of the master holding `key`'s slot (as started)."""
         client = self.client(0)
         try:
             slot = int(_command(client, "CLUSTER KEYSLOT", key))
         finally:
             client.close()
-        return min(slot // (SLOTS // len(self.nodes)), len(self.nodes) - 1)
+        return min(slot // (SLOTS // self.size), self.size - 1)
 
     def flush(self) -> None:
-        for index in range(len(self.nodes)):
+        for index in range(self.size):
             client = self.client(index)
             client.flushall()
             client.close()
@@ -292,6 +303,11 @@ def tls_arguments(ca: Path, cert: Path, key: Path, port: int) -> tuple[str, ...]
         *("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"),
         *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
     )
+
+
+def _in_sync(replica: redis.Redis) -> bool:
+    info: dict[str, Any] = replica.info("replication")
+    return info.get("master_link_status") == "up"
 
 
 def _command(client: redis.Redis, *args: object) -> Any:

@@ -15,6 +15,7 @@ import redis
 from local_redis import RedisServer
 from local_redis_cluster import LocalCluster
 from redis.exceptions import RedisClusterException
+from test_redis_failover import Caller
 from test_redis_quotas import (
     closed_port,
     noop,
@@ -302,3 +303,56 @@ def test_each_node_of_a_cluster_has_a_bounded_pool_that_waits_for_a_free_connect
         assert isinstance(pool, redis.BlockingConnectionPool)
         assert (pool.max_connections, pool.timeout) == (POOL_SIZE, POOL_WAIT)
         assert pool.connection_kwargs["socket_timeout"] == 0.5
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Three masters and a replica of each, failing over 2 s after a master is lost."""
+    cluster = LocalCluster(tmp_path / "replicated", replicas=True)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_a_cluster_failover_under_load_is_survived_without_restart(
+    registry_of: RegistryOf, replicated_cluster: LocalCluster
+) -> None:
+    """A master dies: its quota fails closed until its replica takes the slots, then counts
+    there; nothing is raised as is."""
+    toml = f"""
+    [quotas.q]
+    limit = "100000/1min"
+    storage = "{replicated_cluster.url}"
+    max_wait = "0s"
+    [endpoints.e]
+    quotas = ["q"]
+    """
+    key = tagged("svc.q", "a")
+    master = replicated_cluster.owner(key)
+    replica = replicated_cluster.client(master + replicated_cluster.size)
+    caller = Caller(registry_of(svc=toml).policy("svc.e")(noop))
+    caller.start()
+    try:
+        time.sleep(0.5)
+        killed = time.monotonic()
+        replicated_cluster.nodes[master].stop()
+        deadline = killed + 30
+        while caller.streak_from(killed) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        caller.stopping.set()
+        caller.join()
+    try:
+        assert {found for _, found in caller.seen} <= {"ok", "unavailable"}
+        recovered = caller.streak_from(killed)
+        assert recovered is not None, "calls were not admitted again within 30 s"
+        assert replica.info("replication")["role"] == "master"
+        after = sum(1 for at, found in caller.seen if at >= recovered and found == "ok")
+        assert int(replica.zcard(key)) >= after >= 20  # counted on the promoted replica
+    finally:
+        replica.close()
+    failed = sum(1 for _, found in caller.seen if found != "ok")
+    print(
+        f"\ncluster master killed: {failed} calls unavailable; "
+        f"admitted for good {recovered - killed:.2f} s after the kill"
+    )
