@@ -200,7 +200,7 @@ def main() -> None:
             sc._maybe_taken(args, 1.0)
         row(
             f"catch-up of {MOST_IDS} give-backs, one call (1M)",
-            timed(client, lambda: run(sc.storage.catch_up()), 1),
+            timed(client, lambda: run(sc.storage.catch_up(sc)), 1),
         )
         leaving_at_once(client, Path(tmp))
         client.close()

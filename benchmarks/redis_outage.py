@@ -79,7 +79,7 @@ def lost_replies(group: RedisGroup, minutes: int) -> None:
         now.append((tracemalloc.get_traced_memory()[0], len(pending)))
     tracemalloc.stop()
     print_lost = pending.lost
-    pending.take()
+    pending.take(group)
     before: list[tuple[RedisGroup, list[Any]]] = []  # one entry per call
     tracemalloc.start()
     for minute in range(1, minutes + 1):
@@ -122,7 +122,7 @@ def recovery(registry: Registry, server: RedisServer) -> None:
     for _ in range(20):
         ran = [group.arguments.admit(1.0) for _ in range(MOST_IDS)]
         for args in ran:
-            run(storage.script(group.keys, args, group.lone))  # it ran; its reply "was lost"
+            run(storage.script(group, args, group.lone))  # it ran; its reply "was lost"
         for args in ran:
             group._maybe_taken(args, 1.0)
         assert len(storage.pending) == MOST_IDS
@@ -143,7 +143,7 @@ def recovery(registry: Registry, server: RedisServer) -> None:
         changes.append(group.arguments.change(taken, group.arguments.refunds(only_slots=False)))
     started = time.perf_counter()
     for change in changes:
-        run(storage.script(group.keys, change))
+        run(storage.script(group, change))
     print(
         f"  before: 20,000 kept entries replayed one round trip each: "
         f"{(time.perf_counter() - started) * 1e3:.0f} ms"

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,7 +25,9 @@ class RedisMissing(RuntimeError):
 class RedisServer:
     """`redis-server` on 127.0.0.1 and a free port, its files (none) kept in `workdir`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
+        """`extra`: more arguments, e.g. ("--requirepass", "secret") or ("--cluster-enabled",
+        "yes"); see local_redis_cluster.py for a Cluster and a Sentinel group."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisMissing(
@@ -34,6 +37,7 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.port = _free_port()
+        self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,27 +48,29 @@ class RedisServer:
         """Start the server and wait (10 s at most) until it takes connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
             self._wait_until_up()
         except BaseException:
             self.stop()
             raise
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            *self.extra,
+        ]
 
     def stop(self) -> None:
         if self.process is not None:

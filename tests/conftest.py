@@ -24,6 +24,7 @@ from limiting_servers import (
     locate,
 )
 from local_redis import RedisServer
+from local_redis_cluster import LocalCluster, SentinelGroup
 
 WritePolicies = Callable[..., Path]
 
@@ -74,6 +75,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A Redis Cluster of three masters, shared by the session (tests flush it first)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A primary, a replica and three sentinels, the test's own (a failover changes it)."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
+    group.start()
+    yield group
+    group.stop()
 
 
 def _require(binary: str) -> None:

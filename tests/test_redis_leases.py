@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 RegistryOf = Callable[..., Registry]
 HOLDER = Path(__file__).with_name("redis_holder.py")
-KEY = "{callpolicy}:svc.slot:a"
+KEY = "{callpolicy:svc.slot}:a"
 LEASE = 1.0  # short, so a test sees it lapse; renewed every third of it
 
 
@@ -245,9 +245,9 @@ def test_a_slot_gone_in_one_quota_leaves_the_others_renewed(
 
     @registry.policy("svc.e")
     def call() -> int:
-        client.delete("{callpolicy}:svc.a:a")  # a's slot lost (evicted, say); b's is not
+        client.delete("{callpolicy:svc.a}:a")  # a's slot lost (evicted, say); b's is not
         time.sleep(2.5)  # two and a half leases: b's lapses unless it is renewed
-        return live(client, "{callpolicy}:svc.b:a")
+        return live(client, "{callpolicy:svc.b}:a")
 
     with caplog.at_level(logging.WARNING, logger="callpolicy"):
         assert call() == 1

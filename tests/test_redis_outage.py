@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from local_redis import RedisServer
 
 RegistryOf = Callable[..., Registry]
-TAG = "{callpolicy}"
 
 
 def noop() -> None:
@@ -185,10 +184,10 @@ def test_twenty_thousand_lost_give_backs_keep_at_most_the_cap_and_count_the_rest
         kept.add(group, give_back(group.arguments, n))
     assert len(kept) == MOST_IDS
     assert kept.lost == 20_000 - MOST_IDS
-    taken = kept.take()
+    taken = kept.take(group)
     assert taken is not None
-    assert [change[1] for change in taken[1]][-1] == f"{19_999:016x}"  # the newest are kept
-    assert kept.take() is None
+    assert [change[1] for change in taken][-1] == f"{19_999:016x}"  # the newest are kept
+    assert kept.take(group) is None
 
 
 def test_past_the_cap_a_give_back_is_forgotten_before_a_cost_increase(
@@ -206,9 +205,9 @@ def test_past_the_cap_a_give_back_is_forgotten_before_a_cost_increase(
     kept.add(group, increase)  # forgetting it would let Redis count less than was used
     for n in range(5):
         kept.add(group, give_back(group.arguments, n))
-    taken = kept.take()
+    taken = kept.take(group)
     assert taken is not None
-    assert [change[1] for change in taken[1]] == ["a" * 16, f"{3:016x}", f"{4:016x}"]
+    assert [change[1] for change in taken] == ["a" * 16, f"{3:016x}", f"{4:016x}"]
     assert kept.lost == 3
 
 
@@ -217,13 +216,13 @@ def test_changes_taken_but_not_sent_come_back_before_later_ones(registry_of: Reg
     group = Group(Arguments(registry.get("svc.e").quotas))
     kept = Pending()
     kept.add(group, give_back(group.arguments, 1))
-    taken = kept.take()
+    taken = kept.take(group)
     assert taken is not None
     kept.add(group, give_back(group.arguments, 2))
-    kept.restore(*taken)
-    again = kept.take()
+    kept.restore(group, taken)
+    again = kept.take(group)
     assert again is not None
-    assert [change[1] for change in again[1]] == [f"{1:016x}", f"{2:016x}"]
+    assert [change[1] for change in again] == [f"{1:016x}", f"{2:016x}"]
 
 
 # -- replies lost in flight, then the server answers again ----------------------------------
@@ -236,7 +235,7 @@ def test_lost_admissions_are_given_back_in_one_round_trip_when_replies_come_back
     call = registry.policy("svc.e")(noop)
     call()
     client.script_load(SCRIPT)  # the catch-up's script, as a running service has it
-    assert client.zcard(f"{TAG}:svc.q:a") == 1
+    assert client.zcard("{callpolicy:svc.q}:a") == 1
     proxy.drop.set()
 
     def caller() -> None:
@@ -255,7 +254,7 @@ def test_lost_admissions_are_given_back_in_one_round_trip_when_replies_come_back
     call()
     assert evalsha_calls(client) - before == 2  # the catch-up, then the admission
     assert len(storage.pending) == 0
-    assert client.zcard(f"{TAG}:svc.q:a") == 2  # the first call and this one: all given back
+    assert client.zcard("{callpolicy:svc.q}:a") == 2  # the first call and this one: all given back
 
 
 async def test_async_tasks_whose_replies_are_lost_are_caught_up_in_one_round_trip(
@@ -277,7 +276,7 @@ async def test_async_tasks_whose_replies_are_lost_are_caught_up_in_one_round_tri
     before = evalsha_calls(client)
     await call()
     assert evalsha_calls(client) - before == 2
-    assert client.zcard(f"{TAG}:svc.q:a") == 2
+    assert client.zcard("{callpolicy:svc.q}:a") == 2
 
 
 def test_threads_adding_while_others_take_and_restore_lose_no_change(
@@ -297,13 +296,13 @@ def test_threads_adding_while_others_take_and_restore_lose_no_change(
     def take() -> None:
         adding.wait()
         for round_ in range(2_000):
-            taken = kept.take()
+            taken = kept.take(group)
             if taken is None:
                 continue
             if round_ % 2:
-                kept.restore(*taken)  # not sent: back before the later ones
+                kept.restore(group, taken)  # not sent: back before the later ones
             else:
-                sent.append(len(taken[1]))
+                sent.append(len(taken))
 
     threads = [threading.Thread(target=add, args=(n * 2_000,)) for n in range(4)]
     threads.append(threading.Thread(target=take))
@@ -326,13 +325,13 @@ def test_calls_that_left_are_removed_a_thousand_at_a_time_and_never_counted(
     call()
     seconds, micros = client.time()
     long_ago = seconds * 1_000_000 + micros - 60_000_000
-    client.zadd(f"{TAG}:svc.q:a", {f"old{n}": long_ago + n for n in range(5_000)})
+    client.zadd("{callpolicy:svc.q}:a", {f"old{n}": long_ago + n for n in range(5_000)})
     call()  # 2 + 1 <= 3: the 5,000 that left do not count
-    assert client.zcard(f"{TAG}:svc.q:a") == 5_000 - 1_000 + 3
+    assert client.zcard("{callpolicy:svc.q}:a") == 5_000 - 1_000 + 3
     storage = storage_of(registry)
-    group = storage.group(registry.get("svc.e").quotas)
+    [group] = storage.groups(registry.get("svc.e").quotas)
     refusal = group.try_take(1.0)  # full: waits for the oldest call that counts, ~10 s
     assert isinstance(refusal, Refusal) and refusal.wait is not None
     assert 9 < refusal.wait <= 10.03
-    assert client.zcard(f"{TAG}:svc.q:a") == 5_000 - 2_000 + 3
+    assert client.zcard("{callpolicy:svc.q}:a") == 5_000 - 2_000 + 3
     assert len(storage.pending) == 0

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 RegistryOf = Callable[..., Registry]
 WORKER = Path(__file__).with_name("redis_worker.py")
 T = TypeVar("T")
-TAG = "{callpolicy}"  # the default key prefix, a Redis Cluster hash tag
+
+
+def tagged(quota: str, part: str, prefix: str = "callpolicy") -> str:
+    """A quota's key: `{prefix:quota}:part`, its own hash tag (one Redis Cluster slot)."""
+    return f"{{{prefix}:{quota}}}:{part}"
 
 
 @pytest.fixture
@@ -304,7 +308,7 @@ def test_threads_at_once_non_blocking_get_exactly_the_limit_and_the_rest_are_ref
         outcomes = threads_at_once(call, count)
     assert outcomes == {"ok": 5, "refused": count - 5}
     assert len(ran) == 5
-    assert stored(client, f"{TAG}:svc.q:b") == 5
+    assert stored(client, tagged("svc.q", "b")) == 5
 
 
 @pytest.mark.parametrize(
@@ -325,7 +329,7 @@ async def test_tasks_at_once_non_blocking_get_exactly_the_limit_and_the_rest_are
         outcomes = await tasks_at_once(call, count)
     assert outcomes == {"ok": 5, "refused": count - 5}
     assert len(ran) == 5
-    assert stored(client, f"{TAG}:svc.q:b") == 5
+    assert stored(client, tagged("svc.q", "b")) == 5
 
 
 # -- 4, 5. several quotas at once, weighted calls --------------------------------------------
@@ -357,7 +361,7 @@ def test_a_call_refused_by_one_redis_quota_takes_nothing_from_the_other(
     with pytest.raises(QuotaExceeded) as refused:
         both()
     assert refused.value.quota == "svc.q2"
-    assert stored(client, f"{TAG}:svc.q1:b") == 1  # the refused call took nothing from q1
+    assert stored(client, tagged("svc.q1", "b")) == 1  # the refused call took nothing from q1
     first()  # so q1 still has room for one
     assert outcome(first) == "refused"
     assert ran == ["both", "first"]
@@ -380,12 +384,12 @@ def test_a_weighted_call_takes_its_cost_from_the_redis_quota(
     registry = registry_of(svc=WEIGHTED.format(url=redis_server.url))
     heavy = registry.policy("svc.e", cost=60)(noop)
     heavy()
-    assert stored(client, f"{TAG}:svc.tokens:b") == 60
+    assert stored(client, tagged("svc.tokens", "b")) == 60
     with pytest.raises(QuotaExceeded) as refused:
         heavy()  # 60 + 60 > 100
     assert refused.value.quota == "svc.tokens"
     assert refused.value.wait > 9
-    assert stored(client, f"{TAG}:svc.tokens:b") == 60
+    assert stored(client, tagged("svc.tokens", "b")) == 60
 
 
 def test_actual_cost_gives_back_what_a_weighted_call_did_not_use(
@@ -395,9 +399,9 @@ def test_actual_cost_gives_back_what_a_weighted_call_did_not_use(
     estimated = registry.policy("svc.e", cost=60, actual_cost=lambda result: 10)(noop)
     heavy = registry.policy("svc.e", cost=60)(noop)
     estimated()  # takes 60 up front, then only 10 once it returned
-    assert stored(client, f"{TAG}:svc.tokens:b") == 10
+    assert stored(client, tagged("svc.tokens", "b")) == 10
     heavy()  # 10 + 60 <= 100: admitted thanks to the correction
-    assert stored(client, f"{TAG}:svc.tokens:b") == 70
+    assert stored(client, tagged("svc.tokens", "b")) == 70
     assert outcome(heavy) == "refused"  # 70 + 60 > 100
 
 
@@ -450,7 +454,7 @@ def test_a_redis_concurrency_quota_holds_calls_of_two_hosts_to_its_slots(
     assert errors == []
     assert (most, done) == (2, 6)
     assert elapsed >= 0.3  # three rounds of two
-    assert client.zcard(f"{TAG}:svc.slots:a") == 0  # every slot given back
+    assert client.zcard(tagged("svc.slots", "a")) == 0  # every slot given back
 
 
 # -- 7, 8. the server goes away, comes back, forgets its scripts ----------------------------
@@ -487,7 +491,7 @@ def test_fail_closed_refuses_while_redis_is_down_and_counts_in_redis_again_after
     redis_server.start()  # same port, empty
     assert [outcome(call) for _ in range(4)] == ["ok", "ok", "ok", "refused"]
     assert len(ran) == 4  # each admitted call ran exactly once
-    assert stored(client, f"{TAG}:svc.q:b") == 3
+    assert stored(client, tagged("svc.q", "b")) == 3
 
 
 def test_fail_open_admits_uncounted_while_redis_is_down_and_counts_again_after(
@@ -503,7 +507,7 @@ def test_fail_open_admits_uncounted_while_redis_is_down_and_counts_again_after(
     redis_server.start()
     assert [outcome(call) for _ in range(4)] == ["ok", "ok", "ok", "refused"]
     assert len(ran) == 9
-    assert stored(client, f"{TAG}:svc.q:b") == 3
+    assert stored(client, tagged("svc.q", "b")) == 3
 
 
 def test_local_fallback_applies_local_limit_while_redis_is_down_and_redis_again_after(
@@ -523,7 +527,7 @@ def test_local_fallback_applies_local_limit_while_redis_is_down_and_redis_again_
     redis_server.start()  # Redis counts again: its 3/10s, not the local 2/1s
     assert [outcome(call) for _ in range(4)] == ["ok", "ok", "ok", "refused"]
     assert len(ran) == 6
-    assert stored(client, f"{TAG}:svc.q:b") == 3
+    assert stored(client, tagged("svc.q", "b")) == 3
 
 
 SCRIPTED = """
@@ -663,14 +667,14 @@ def test_two_hosts_share_one_window_kept_under_a_hash_tag_with_escaped_names_and
     ]
     name = "svc.e%5B3%2F10s%5D"  # "[", "/" and "]" escaped
     # An unweighted window is one sorted set of calls (a weighted one adds a ":b" total).
-    assert sorted(cast("list[str]", client.keys("*"))) == [f"{TAG}:{name}:a"]
-    for key in (f"{TAG}:{name}:a",):
+    assert sorted(cast("list[str]", client.keys("*"))) == [tagged(name, "a")]
+    for key in (tagged(name, "a"),):
         assert 0 < client.pttl(key) <= 11_020  # the 10 s period, its 20 ms guard, 1 s to spare
     # Admissions are stamped with the server's clock (TIME, in microseconds).
     seconds, micros = client.time()
     server_now = seconds * 1_000_000 + micros
     stamps = cast(
-        "list[tuple[str, float]]", client.zrange(f"{TAG}:{name}:a", 0, -1, withscores=True)
+        "list[tuple[str, float]]", client.zrange(tagged(name, "a"), 0, -1, withscores=True)
     )
     assert len(stamps) == 3
     assert all(0 <= server_now - at < 5_000_000 for _, at in stamps)
@@ -693,8 +697,8 @@ def test_a_url_prefix_namespaces_the_keys(
     team_b = registry_of(svc=toml("team-b")).policy("svc.e")(noop)
     assert [outcome(team_a), outcome(team_b), outcome(team_a)] == ["ok", "ok", "refused"]
     assert sorted(cast("list[str]", client.keys("*"))) == [
-        "{team-a}:svc.q:a",
-        "{team-b}:svc.q:a",
+        "{team-a:svc.q}:a",
+        "{team-b:svc.q}:a",
     ]
 
 
@@ -785,12 +789,12 @@ def test_an_admission_whose_reply_timed_out_is_given_back_on_the_next_round_trip
     with redis_busy(redis_server.url, 0.4), pytest.raises(QuotaUnavailable):
         fn()  # sent, then timed out: Redis runs the script once free, and takes the slot
     deadline = time.monotonic() + 5
-    while client.zcard(f"{TAG}:svc.slots:a") == 0:  # the late admission took the slot
+    while client.zcard(tagged("svc.slots", "a")) == 0:  # the late admission took the slot
         assert time.monotonic() < deadline, "the timed-out admission never reached Redis"
         time.sleep(0.001)
-    assert client.zcard(f"{TAG}:svc.slots:a") == 1
+    assert client.zcard(tagged("svc.slots", "a")) == 1
     fn()  # given back first thing, so the only slot is free again
-    assert client.zcard(f"{TAG}:svc.slots:a") == 0
+    assert client.zcard(tagged("svc.slots", "a")) == 0
 
 
 def test_repeated_asyncio_run_keeps_no_client_of_a_closed_loop(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+import logging
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -21,7 +22,7 @@ import requests
 from local_http import serving
 from local_redis import RedisServer
 
-from callpolicy import PolicyError, Registry
+from callpolicy import PolicyError, QuotaUnavailable, Registry
 from callpolicy._engine.repeat import not_replayable
 
 RegistryOf = Callable[..., Registry]
@@ -312,14 +313,19 @@ def test_a_failover_post_of_any_client_is_not_repeated(
     assert _settled(seen, 1) == ["POST /slow"]
 
 
-def test_a_redis_mistake_is_raised_not_taken_for_an_outage(
-    redis_server: RedisServer, registry_of: RegistryOf
+@pytest.mark.parametrize("mode", ["fail-closed", "fail-open"])
+def test_a_redis_mistake_does_what_on_unavailable_says_and_is_logged_as_failing(
+    redis_server: RedisServer,
+    registry_of: RegistryOf,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
 ) -> None:
-    """WRONGTYPE (another application's key) is a mistake to see, not an outage that
-    fail-open would let every call through."""
+    """WRONGTYPE (another application's key) is never raised as is: the quota does what
+    on_unavailable says, with the error chained, and the log says "failing", not
+    "unreachable"."""
     url = redis_server.url
     registry = registry_of(
-        r=f'[quotas.rate]\nlimit = "5/1m"\nstorage = "{url}"\non_unavailable = "fail-open"\n'
+        r=f'[quotas.rate]\nlimit = "5/1m"\nstorage = "{url}"\non_unavailable = "{mode}"\n'
         '[endpoints.e]\nquotas = ["rate"]\n'
     )
 
@@ -329,13 +335,20 @@ def test_a_redis_mistake_is_raised_not_taken_for_an_outage(
     call = registry.policy("r.e")(one)
     assert call() == 1
     client = redis.Redis.from_url(url)
-    keys = client.keys("{callpolicy}*")
+    keys = client.keys("{callpolicy:*")
     assert keys
     for key in keys:
         client.delete(key)
         client.set(key, "someone else's")
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        call()
+    with caplog.at_level(logging.WARNING, logger="callpolicy"):
+        if mode == "fail-open":
+            assert call() == 1
+        else:
+            with pytest.raises(QuotaUnavailable) as down:
+                call()
+            assert isinstance(down.value.__cause__, redis.ResponseError)
+            assert "WRONGTYPE" in str(down.value)
+    assert "failing (WRONGTYPE" in caplog.text
 
 
 def test_a_unicode_file_name_is_shown_as_it_is(tmp_path: Any) -> None:

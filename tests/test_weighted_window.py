@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from local_redis import RedisServer
 
 RegistryOf = Callable[..., Registry]
-TAG = "{callpolicy}"
 SLACK = 0.25  # s: the two clocks of one admission (this process's, Redis's) differ this much
 # (each wait is 60 s + the window's 20 ms guard from its entry)
 
@@ -62,7 +61,7 @@ class Twins:
 
 
 def entries(client: redis.Redis, quota: str = "red.tokens") -> list[tuple[str, float]]:
-    found = client.zrange(f"{TAG}:{quota}:w", 0, -1, withscores=True)
+    found = client.zrange(f"{{callpolicy:{quota}}}:w", 0, -1, withscores=True)
     return cast("list[tuple[str, float]]", found)
 
 
@@ -149,7 +148,7 @@ def test_entries_that_left_are_taken_off_the_total_even_when_the_call_is_refused
     registry.policy("red.e", cost=50)(noop)()
     seconds, micros = client.time()
     two_minutes_ago = seconds * 1_000_000 + micros - 120_000_000
-    key = f"{TAG}:red.tokens"
+    key = "{callpolicy:red.tokens}"
     client.zadd(f"{key}:w", {"old:40": two_minutes_ago})  # as if admitted then: it has left
     client.zadd(f"{key}:c", {"old:40": 0})
     client.hincrbyfloat(f"{key}:t", "total", 40)
@@ -167,10 +166,12 @@ def test_entries_that_left_together_are_taken_off_a_thousand_a_call(
     again at once and each call takes 1,000 more off."""
     registry = registry_of(red=toml(redis_server.url))
     registry.policy("red.e", cost=1)(noop)()  # makes the keys
-    client.delete(f"{TAG}:red.tokens:w", f"{TAG}:red.tokens:c", f"{TAG}:red.tokens:t")
+    client.delete(
+        "{callpolicy:red.tokens}:w", "{callpolicy:red.tokens}:c", "{callpolicy:red.tokens}:t"
+    )
     seconds, micros = client.time()
     then = seconds * 1_000_000 + micros - 120_000_000  # two minutes ago: all have left
-    key = f"{TAG}:red.tokens"
+    key = "{callpolicy:red.tokens}"
     members = {f"old{n:05d}:0.04": then + n for n in range(2500)}
     client.zadd(f"{key}:w", members)
     client.zadd(f"{key}:c", {m: (n + 1) * 0.04 for n, m in enumerate(members)})

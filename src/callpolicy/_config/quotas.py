@@ -21,6 +21,7 @@ from callpolicy._config.context import (
     choice,
     read_section,
 )
+from callpolicy._config.storage import parse_storage
 from callpolicy._config.values import (
     UnitError,
     parse_burst,
@@ -29,7 +30,6 @@ from callpolicy._config.values import (
     parse_lease,
     parse_rate,
     parse_slots,
-    parse_storage,
 )
 from callpolicy._errors import Problem
 from callpolicy._model import (

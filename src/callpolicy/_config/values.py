@@ -1,7 +1,7 @@
 """Values in policy files: durations ("250ms", "5s", "2m", "1h"), rates ("180/30s", "20/s"),
-HTTP statuses, dotted Python paths, header names and storage URLs. Each parser takes the
-value as TOML gave it and returns the model's value, or raises `UnitError` whose message
-reads `must be ... (got ...)`."""
+HTTP statuses, dotted Python paths and header names (storage URLs: storage.py). Each parser
+takes the value as TOML gave it and returns the model's value, or raises `UnitError` whose
+message reads `must be ... (got ...)`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import math
 import re
 from concurrent.futures import CancelledError
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from callpolicy._model import (
     MAX_ATTEMPTS,
@@ -21,22 +20,17 @@ from callpolicy._model import (
     MAX_MULTIPLIER,
     MAX_SECONDS,
     MAX_SLOTS,
-    MEMORY,
     MIN_LEASE,
     NEVER_RETRIED,
-    REDIS_SCHEMES,
     Rate,
-    Storage,
 )
-from callpolicy._text import redacted, shown_value, suggestion
+from callpolicy._text import shown_value
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 # ASCII digits only: full-width digits or "5 sec" are not durations.
 _DURATION = re.compile(r"(\d{1,9})(?:\.(\d{1,9}))?(ms|s|min|m|h)", re.ASCII)
 _RATE = re.compile(r"(\d{1,12})/(.+)", re.ASCII)
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}", re.ASCII)
-_PREFIX = re.compile(r"[!-z|~]{1,100}", re.ASCII)  # printable, no space, { or }: a hash tag
-STORAGE_OPTIONS = ("prefix", "timeout")
 
 
 class UnitError(ValueError):
@@ -182,52 +176,6 @@ def parse_statuses(value: object) -> frozenset[int]:
             if 100 <= lo <= hi <= 599:
                 return frozenset(range(lo, hi + 1))
     raise UnitError(f'must be a status like 429, "5xx" or "500-504" (got {shown_value(value)})')
-
-
-def parse_storage(value: object) -> Storage:
-    """ "memory://", or a Redis URL ("redis://[:password@]host:port/db", "rediss://" for TLS)
-    with query options ?prefix= and ?timeout=. Messages never show a password."""
-    expected = 'must be "memory://" or "redis://host:port/db"'
-    if not isinstance(value, str):
-        raise UnitError(f"{expected} (got {shown_value(value)})")
-    if value.startswith(MEMORY):
-        return Storage()
-    shown = shown_value(redacted(value))
-    if not value.startswith(tuple(f"{scheme}://" for scheme in REDIS_SCHEMES)):
-        raise UnitError(f"{expected} (got {shown})")
-    if "#" in value or "@" in value.partition("://")[2].partition("@")[2]:
-        raise UnitError(
-            f"{expected} (got {shown}: a password with @, #, ? or / in it must be "
-            "percent-encoded, e.g. %40 for @)"
-        )
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
-    except ValueError:
-        raise UnitError(f"{expected} (got {shown}: not a valid URL)") from None
-    if not parts.hostname:
-        raise UnitError(f"{expected} (got {shown}: no host)")
-    options: dict[str, str] = {}
-    for key, option in parse_qsl(parts.query):  # a blank option is left at its default
-        if key not in STORAGE_OPTIONS:
-            hint = suggestion(key, STORAGE_OPTIONS, "known options")
-            raise UnitError(f"has an unknown option {key!r}{hint} (in {shown})")
-        if key in options:
-            raise UnitError(f"sets option {key!r} twice (in {shown})")
-        options[key] = option
-    prefix = options.get("prefix", "callpolicy")
-    if not _PREFIX.fullmatch(prefix):
-        raise UnitError(
-            "option prefix must be 1-100 printable characters, no space, { or } "
-            f"(got {shown_value(prefix)})"
-        )
-    timeout = 0.25
-    if "timeout" in options:
-        try:
-            timeout = parse_duration(options["timeout"], allow_zero=False)
-        except UnitError as exc:
-            raise UnitError(f"option timeout {exc}") from None
-    return Storage(parts._replace(query="", fragment="").geturl(), prefix, timeout)
 
 
 def resolve_dotted(path: str) -> Any:

@@ -46,16 +46,23 @@ from callpolicy._model.quotas import (
     MAX_SLOTS,
     MEMORY,
     MIN_LEASE,
-    REDIS_SCHEMES,
     UNAVAILABLE_MODES,
     Quota,
     Rate,
     Storage,
 )
+from callpolicy._model.redis_url import (
+    CLUSTER,
+    REDIS_SCHEMES,
+    SENTINEL,
+    RedisAddress,
+    redis_address,
+)
 
 __all__ = [
     "ALGORITHMS",
     "BUCKETS",
+    "CLUSTER",
     "DEFAULT_BUCKET_GUARD",
     "DEFAULT_GUARD",
     "DEFAULT_LEASE",
@@ -77,6 +84,7 @@ __all__ = [
     "NEVER_RETRIED",
     "PROGRESS_FORMATS",
     "REDIS_SCHEMES",
+    "SENTINEL",
     "STRATEGY_KEYS",
     "UNAVAILABLE_MODES",
     "WAIT_STRATEGIES",
@@ -87,6 +95,7 @@ __all__ = [
     "Policy",
     "Quota",
     "Rate",
+    "RedisAddress",
     "ResultCondition",
     "Retry",
     "RetryRule",
@@ -95,5 +104,6 @@ __all__ = [
     "Wait",
     "WaitStrategy",
     "hint_format",
+    "redis_address",
     "rule_names",
 ]

@@ -33,7 +33,6 @@ DEFAULT_LEASE = 30.0
 MIN_LEASE = 1.0  # shorter: renewals (every third) would be a steady load on Redis
 MAX_LEASE = 3600.0  # longer: a crashed worker's slot would be lost for more than an hour
 MEMORY = "memory://"
-REDIS_SCHEMES = ("redis", "rediss")
 
 
 @attrs.frozen
@@ -49,9 +48,10 @@ class Rate:
 
 @attrs.frozen
 class Storage:
-    """Where a quota's state lives: `url` "memory://" (this process) or a Redis server (every
-    process using it), with the options of the URL's query read at load time. The URL may
-    hold a password: str() and repr() never show it."""
+    """Where a quota's state lives: `url` "memory://" (this process) or Redis (every process
+    using it: one server, a Sentinel group or a Cluster, see redis_url.py), with the options
+    of the URL's query read at load time. The URL may hold a password: str() and repr() never
+    show it."""
 
     url: str = attrs.field(default=MEMORY, repr=redacted)
     prefix: str = "callpolicy"  # ?prefix=: namespaces the keys

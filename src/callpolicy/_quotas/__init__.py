@@ -60,7 +60,7 @@ class QuotaStore:
             if storage.is_memory:
                 groups.append(self.memory.group(members))
             else:
-                groups.append(self._redis_storage(storage).group(members))
+                groups.extend(self._redis_storage(storage).groups(members))
         return groups
 
     def _redis_storage(self, storage: Storage) -> RedisStorage:

@@ -19,10 +19,12 @@ one entry per failed call of a storage:
   cost increase, or a bucket told of a call's end): that one errs the other way, by that
   call's difference.
 
-Catching up: `take()` hands over every change of one group at once, applied in order by one
-script call (redis.lua "batch"). Replaying a change that did apply is harmless for the sorted
-sets (removals and renames by id) and for ends; a bucket's or fixed window's correction
-cannot tell, as before. Thread-safe (a lock held for dict operations only), so async-safe.
+Catching up: `take(group)` hands over every change of one group at once, before that
+group's next round trip (another group's, on a Cluster node that is down, never holds it
+up), applied in order by one script call (redis.lua "batch"). Replaying a change that did
+apply is harmless for the sorted sets (removals and renames by id) and for ends; a bucket's
+or fixed window's correction cannot tell, as before. Thread-safe (a lock held for dict
+operations only), so async-safe.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ from itertools import islice
 from typing import Any, Protocol
 
 from callpolicy._quotas.redis.errors import UNREACHABLE
+
+try:
+    import redis
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
 from callpolicy._quotas.redis.script import PER_QUOTA, Arguments
 
 MOST_IDS = 1024  # admissions kept per group: its catch-up script takes ~2 ms of Redis, once
@@ -53,7 +60,10 @@ class Owner(Protocol):
 
 
 def never_sent(error: BaseException) -> bool:
-    """Whether a Redis error was raised before the request was written (at connect)."""
+    """Whether a Redis error was raised before the request was written (at connect, or by
+    a password refused while connecting)."""
+    if redis is not None and isinstance(error, redis.exceptions.AuthenticationError):
+        return True
     return isinstance(error, UNREACHABLE) and any(text in str(error) for text in NOT_SENT)
 
 
@@ -127,14 +137,13 @@ class Pending:
                 break
         self.lost += len(ids.pop(oldest).changes)
 
-    def take(self) -> tuple[Owner, list[Change]] | None:
-        """Every change of one group, oldest first, now the caller's to send (or None)."""
+    def take(self, group: Owner) -> list[Change] | None:
+        """Every change of `group`, oldest first, now the caller's to send (or None)."""
         with self.lock:
-            if not self.groups:
+            ids = self.groups.pop(group, None)
+            if ids is None:
                 return None
-            group = next(iter(self.groups))
-            ids = self.groups.pop(group)
-        return group, [change for kept in ids.values() for change in kept.changes]
+        return [change for kept in ids.values() for change in kept.changes]
 
     def restore(self, group: Owner, changes: list[Change]) -> None:
         """Changes taken but not sent: kept again, before those added since."""

@@ -1,11 +1,13 @@
-"""Quotas shared by every process and host using one Redis server ("redis://host:port/db").
+"""Quotas shared by every process and host using one Redis: a server, a Sentinel group's
+primary or a Cluster (clients: connect.py).
 
-One round trip admits a call through all its quotas of this storage: a Lua script (redis.lua)
-checks and takes them atomically on the server's clock, so hosts with skewed clocks still
-share one exact window. redis-py reloads the script by itself after a restart or SCRIPT
-FLUSH. Keys are `{prefix}:<quota>:<part>`, escaped, under one hash tag (Redis Cluster), and
-expire once idle. When the server cannot be reached within the timeout, each quota does what
-its `on_unavailable` says: fail-closed (raise QuotaUnavailable), fail-open (admit) or local
+One round trip admits a call through all its quotas of this storage (in a Cluster, one per
+quota, see `groups`): a Lua script (redis.lua) checks and takes them atomically on the
+server's clock, so hosts with skewed clocks still share one exact window. redis-py reloads
+the script by itself after a restart or SCRIPT FLUSH. Keys are `{prefix:<quota>}:<part>`,
+escaped, a hash tag per quota, and expire once idle. When Redis fails (unreachable within
+the timeout, read-only after a failover, any error: errors.py), each quota does what its
+`on_unavailable` says: fail-closed (raise QuotaUnavailable), fail-open (admit) or local
 (fall back to `local_limit` in this process); the warning is logged at most every 30 s.
 Every operation is written once, as steps (see callpolicy._steps); thin shells run them sync
 or async.
@@ -23,10 +25,11 @@ import attrs
 
 from callpolicy._errors import QuotaUnavailable
 from callpolicy._forks import renew_after_fork
-from callpolicy._model import Quota, Storage
+from callpolicy._model import CLUSTER, Quota, Storage, redis_address
 from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
-from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing
+from callpolicy._quotas.redis.connect import async_scripts, sync_scripts
+from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing, shown
 from callpolicy._quotas.redis.leases import Leases
 from callpolicy._quotas.redis.pending import Pending, never_sent
 from callpolicy._quotas.redis.script import (
@@ -43,14 +46,11 @@ from callpolicy._text import Throttled
 
 try:
     import redis
-    import redis.asyncio
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
 logger = logging.getLogger("callpolicy")
 WARN_EVERY = 30.0
-POOL_SIZE = 64  # connections to one server per process (per event loop for async)
-POOL_WAIT = 10.0  # the most a call waits for a free connection
 
 
 class RunScript(Step):
@@ -75,7 +75,7 @@ class RunScript(Step):
 
 
 class RedisStorage:
-    """One Redis server (URL) and the quotas kept in it."""
+    """One Redis (URL: a server, a Sentinel group or a Cluster) and the quotas kept in it."""
 
     def __init__(self, storage: Storage, memory: MemoryStorage, counters: Counters) -> None:
         if redis is None:
@@ -85,22 +85,8 @@ class RedisStorage:
         self.storage = storage
         self.prefix = storage.prefix
         self.timeout = storage.timeout
-        plain = storage.url
-        options: dict[str, Any] = {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-        }
-        # A full pool waits for a free connection (a busy server is not an unreachable one);
-        # each connection's own calls stay bounded by the socket timeouts.
-        pool = redis.BlockingConnectionPool.from_url(
-            plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
-        )
-        self.client = redis.Redis(connection_pool=pool)
-        self.scripts = (
-            self.client.register_script(SCRIPT),
-            self.client.register_script(LONE_SCRIPT),
-        )
-        self._async_options = (plain, options)
+        self.cluster = redis_address(storage.url).topology == CLUSTER
+        self.scripts = sync_scripts(storage, SCRIPT, LONE_SCRIPT)
         # Per event loop; a closed loop's entry is dropped (its client holds the loop).
         self._async: dict[asyncio.AbstractEventLoop, Any] = {}
         renew_after_fork(self)
@@ -118,10 +104,15 @@ class RedisStorage:
         self._async = {}
 
     def key(self, quota: Quota, part: str) -> str:
-        return f"{{{self.prefix}}}:{quote(quota.name, safe='')}:{part}"
+        """`{prefix:<quota>}:<part>`: a quota's keys share a hash tag (one Cluster slot)."""
+        return f"{{{self.prefix}:{quote(quota.name, safe='')}}}:{part}"
 
-    def group(self, quotas: Sequence[Quota]) -> RedisGroup:
-        return RedisGroup(self, quotas)
+    def groups(self, quotas: Sequence[Quota]) -> list[RedisGroup]:
+        """One group (one script call) for all, or in a Cluster one per quota: each group's
+        keys must share a slot. The admission takes groups in turn, all or none."""
+        if self.cluster:
+            return [RedisGroup(self, [quota]) for quota in quotas]
+        return [RedisGroup(self, quotas)]
 
     def async_scripts(self) -> Any:
         """The scripts bound to a client of the running event loop (redis.asyncio clients
@@ -131,39 +122,33 @@ class RedisStorage:
         if scripts is None:
             for old in [known for known in self._async if known.is_closed()]:
                 del self._async[old]
-            plain, options = self._async_options
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                plain, max_connections=POOL_SIZE, timeout=POOL_WAIT, **options
-            )
-            client = redis.asyncio.Redis(connection_pool=pool)
-            scripts = self._async[loop] = (
-                client.register_script(SCRIPT),
-                client.register_script(LONE_SCRIPT),
-            )
+            scripts = self._async[loop] = async_scripts(self.storage, SCRIPT, LONE_SCRIPT)
         return scripts
 
-    def script(self, keys: list[str], args: list[Any], lone: bool = False) -> Steps[list[int]]:
-        """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window),
-        after the changes whose reply was lost."""
-        yield from self.catch_up()
-        reply: list[int] = yield RunScript(self, keys, args, lone)
+    def script(self, group: RedisGroup, args: list[Any], lone: bool = False) -> Steps[list[int]]:
+        """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window), for
+        `group`, after its changes whose reply was lost."""
+        yield from self.catch_up(group)
+        reply: list[int] = yield RunScript(self, group.keys, args, lone)
         return reply
 
-    def catch_up(self) -> Steps[None]:
-        """Send the pending changes: one round trip per group that has some."""
-        while (taken := self.pending.take()) is not None:
-            group, changes = taken
-            try:
-                yield RunScript(self, group.keys, group.arguments.batch(changes), False)
-            except FAILED as error:
-                if not passing(error):  # a mistake, not an outage: sending it again won't help
-                    self.unreachable(error)
-                    continue
-                self.pending.restore(group, changes)  # kept for the next round trip
-                raise
-            except BaseException:
-                self.pending.restore(group, changes)
-                raise
+    def catch_up(self, group: RedisGroup) -> Steps[None]:
+        """Send `group`'s pending changes, in one round trip. Only its own: another group's
+        (on a Cluster node that is down, say) never holds this one up."""
+        changes = self.pending.take(group)
+        if changes is None:
+            return
+        try:
+            yield RunScript(self, group.keys, group.arguments.batch(changes), False)
+        except FAILED as error:
+            if not passing(error):  # a mistake, not an outage: sending it again won't help
+                self.unreachable(error)
+                return
+            self.pending.restore(group, changes)  # kept for the next round trip
+            raise
+        except BaseException:
+            self.pending.restore(group, changes)
+            raise
 
     def unreachable(self, error: BaseException) -> None:
         self._unreachable.warn(
@@ -172,7 +157,7 @@ class RedisStorage:
             "(this warning repeats at most every %ds)",
             self.storage,
             "unreachable" if passing(error) else "failing",
-            error,
+            shown(error, self.storage.url),
             WARN_EVERY,
             storage=str(self.storage),
         )
@@ -210,17 +195,15 @@ class RedisGroup(Shells):
     def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
         args = self.arguments.admit(cost)
         try:
-            yield from self.storage.catch_up()  # fails before this admission is sent
+            yield from self.storage.catch_up(self)  # fails before this admission is sent
         except FAILED as error:
             return self._unavailable(error, cost)
         try:
-            reply = yield from self.storage.script(self.keys, args, self.lone)
+            reply = yield from self.storage.script(self, args, self.lone)
         except FAILED as error:
             if isinstance(error, UNREACHABLE) and not never_sent(error):  # the reply was lost
                 self._maybe_taken(args, cost)
-            if not passing(error):
-                raise
-            return self._unavailable(error, cost)
+            return self._unavailable(error, cost)  # an outage or a mistake (errors.py)
         except BaseException:  # a cancelled task consumes nothing
             self._maybe_taken(args, cost)
             raise
@@ -249,7 +232,7 @@ class RedisGroup(Shells):
 
     def _send(self, args: list[Any], again: bool = True) -> Steps[None]:
         try:
-            yield from self.storage.script(self.keys, args)
+            yield from self.storage.script(self, args)
         except FAILED as error:  # never changes the call's outcome
             if passing(error) and again:
                 self.storage.pending.add(self, args)  # sent again on the next round trip
@@ -259,7 +242,8 @@ class RedisGroup(Shells):
         self.storage.unreachable(error)
         if self.mode == "fail-closed":
             names = ", ".join(sorted(self.names))
-            raise QuotaUnavailable(names, str(self.storage.storage), str(error)) from error
+            detail = shown(error, self.storage.storage.url)
+            raise QuotaUnavailable(names, str(self.storage.storage), detail) from error
         if self.fallback is None:  # fail-open
             self.storage.counters.without_redis(self.quotas)
             return RedisTaken("", 0, cost)
