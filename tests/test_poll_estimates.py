@@ -93,6 +93,8 @@ def test_a_long_estimate_is_capped(registry_of: RegistryOf, clock: FakeClock) ->
         ('{ field = "p", format = "progress" }', 1.5),
         ('{ field = "p", format = "progress" }', "0.5"),
         ('{ field = "p", format = "percent" }', -1),
+        pytest.param('{ field = "p", format = "progress" }', 10**400, id="too-large-a-float"),
+        pytest.param('{ field = "eta_seconds" }', 10**5000, id="too-long-to-print"),
     ],
 )
 def test_hostile_estimates_fall_back_to_the_backoff_with_one_warning(
@@ -181,3 +183,57 @@ def test_explain_and_config_errors(registry_of: RegistryOf) -> None:
         registry_of(api=POLL.format(source='{ field = "eta", format = "retry-after" }'))
     with pytest.raises(PolicyError, match="for a header"):
         registry_of(api=POLL.format(source='{ header = "X-Progress", format = "progress" }'))
+
+
+class Hostile(dict):  # type: ignore[type-arg]
+    """A returned mapping whose lookup of the estimate raises."""
+
+    def get(self, key: object, default: object = None) -> object:
+        if key == "eta_seconds":
+            raise RuntimeError("no lookups here")
+        return super().get(key, default)
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (Hostile(status="running"), "ignoring field eta_seconds None (unreadable: RuntimeError)"),
+        ({"status": "running", "eta_seconds": BadRepr()}, "ignoring field eta_seconds <BadRepr"),
+    ],
+)
+def test_a_returned_value_that_raises_is_no_estimate(
+    registry_of: RegistryOf,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    answer: object,
+    said: str,
+) -> None:
+    replies = iter([answer, {"status": "done"}])
+    reg = registry_of(
+        api='[endpoints.job]\nretry.until = { field = "status", in = ["done"] }\n'
+        'wait = { strategy = "fixed", seconds = "5s", '
+        'server_hints = [{ field = "eta_seconds" }] }\n'
+    )
+    assert reg.policy("api.job")(lambda: next(replies))() == {"status": "done"}
+    assert clock.sleeps == [5.0]
+    assert said in caplog.text
+
+
+def test_an_estimate_from_progress_is_capped_even_where_a_hint_above_the_cap_fails(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    """Our extrapolation is not the server's word: hint_above_cap = "fail" does not end
+    the poll for it (0 -> 1% in 5 s reads as 495 s left)."""
+    reg = registry_of(
+        api='[endpoints.job]\nretry.until = { field = "status", in = ["done"] }\n'
+        'wait = { strategy = "fixed", seconds = "5s", hint_cap = "1m", hint_above_cap = "fail", '
+        'server_hints = [{ field = "pct", format = "percent" }] }\n'
+    )
+    answers = iter([{"status": "r", "pct": 0}, {"status": "r", "pct": 1}, {"status": "done"}])
+    reg.policy("api.job")(lambda: next(answers))()
+    assert clock.sleeps == [5.0, 60.0]

@@ -263,3 +263,34 @@ def test_local_fallback_counts_its_admissions_and_refusals_under_the_quotas_name
     call = registry.policy("svc.e")(noop)
     assert [outcome(call) for _ in range(2)] == ["ok", "refused"]  # local_limit "1/10s"
     assert counts(registry) == QuotaCounters(admitted=1, refused=1, local=1)
+
+
+def test_a_call_out_of_time_for_a_slot_is_refused_by_that_quota_alone(
+    registry_of: RegistryOf,
+) -> None:
+    """Waiting for one quota's slot, the others had admitted it: only the slot's quota
+    refused (and the error names it alone)."""
+    registry = registry_of(
+        svc='[quotas.rate]\nlimit = "1000/1s"\n'
+        '[quotas.slots]\nconcurrency = 1\nmax_wait = "300ms"\n'
+        '[endpoints.e]\nquotas = ["rate", "slots"]\n'
+    )
+    holding, release = threading.Event(), threading.Event()
+
+    @registry.policy("svc.e")
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(QuotaExceeded) as refused:
+            registry.policy("svc.e")(noop)()
+    finally:
+        release.set()
+        holder.join()
+    assert refused.value.quota == "svc.slots"
+    assert counts(registry, "svc.slots").refused == 1
+    assert counts(registry, "svc.rate").refused == 0

@@ -34,8 +34,12 @@ def suggestion(name: str, known: Iterable[str], list_label: str | None = None) -
 
 
 def shown_value(value: object, limit: int = 80) -> str:
-    """`repr(value)` for a message, cut short when long."""
-    text = repr(value)
+    """`repr(value)` for a message, cut short when long; never raises (a value whose repr
+    raises, or holds an int too long to print, is shown by its type)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__}, unprintable>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

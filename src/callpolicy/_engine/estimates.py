@@ -26,6 +26,7 @@ from callpolicy._engine.hints import (
     warn_unread,
 )
 from callpolicy._engine.http import json_of, status_of
+from callpolicy._text import shown_value
 
 PROGRESS_SCALES = {"progress": 1.0, "percent": 100.0}
 _MISSING = object()
@@ -41,7 +42,17 @@ class Polls:
 
 
 def read_field(path: str, fmt: str, obj: Any, policy: str, polls: Polls | None) -> Hint | None:
-    """The estimate field `path` of `obj` gives, in format `fmt`; None when it gives none."""
+    """The estimate field `path` of `obj` gives, in format `fmt`; None when it gives none.
+    Never raises on what the value holds (a number too large for a float, an object whose
+    lookup or text raises): that is no estimate, said as a hostile header is."""
+    try:
+        return _read(path, fmt, obj, policy, polls)
+    except Exception as exc:
+        _unread(policy, path, None, f"unreadable: {type(exc).__name__}")
+        return None
+
+
+def _read(path: str, fmt: str, obj: Any, policy: str, polls: Polls | None) -> Hint | None:
     value = _lookup(obj, path)
     if value is _MISSING or value is None:
         return None
@@ -64,7 +75,7 @@ def read_field(path: str, fmt: str, obj: Any, policy: str, polls: Polls | None) 
 
 def _progress(path: str, fmt: str, value: Any, policy: str, polls: Polls | None) -> Hint | None:
     scale = PROGRESS_SCALES[fmt]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         _unread(policy, path, value, f"not a {fmt} number")
         return None
     if not 0 <= value <= scale:
@@ -82,7 +93,14 @@ def _progress(path: str, fmt: str, value: Any, policy: str, polls: Polls | None)
         return None
     left = (1 - fraction) * (now - then) / (fraction - before)
     percent = (fraction - before) * 100 / (now - then)
-    return Hint(path, _text(value), left, f"left at {percent:.3g}%/s so far")
+    return Hint(path, _text(value), left, f"left at {percent:.3g}%/s so far", estimated=True)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _lookup(obj: Any, path: str) -> Any:
@@ -113,4 +131,4 @@ def _text(value: Any) -> str:
 
 
 def _unread(policy: str, path: str, value: Any, why: str) -> None:
-    warn_unread(policy, path, [repr(value)[:60]], why, "field")
+    warn_unread(policy, path, [shown_value(value, 60)], why, "field")

@@ -55,6 +55,7 @@ class Hint:
     raw: str
     seconds: float
     basis: str = ""
+    estimated: bool = False  # our extrapolation (a job's progress), not the server's word
 
     def describe(self) -> str:
         return f"{self.header}: {self.raw}"

@@ -133,6 +133,8 @@ class _Backoff(wait_base):
         self, hint: Hint, computed: float, jitter: float | None, seconds: float, parts: SleepParts
     ) -> tuple[float, SleepParts]:
         cap, action = self.wait.hint_cap, self.wait.hint_above_cap
+        if hint.estimated:  # not the server's word: a long one is capped, never ignored or fatal
+            action = "clamp"
         said, hinted = hint.describe() + hint.read_as, hint.seconds
         if hinted > cap and action == "ignore":
             return seconds, attrs.evolve(parts, hint=f"{said} is above hint_cap {cap:g}s, ignored")

@@ -172,13 +172,14 @@ class Admission:
                         continue
                     held.begin(outcome.quota, "slot")
                     timeout = min(budget, outcome.poll or budget)
+                    slot: Quota | None = outcome.quota
                 else:
                     first = None  # stale by the time this call is a head
                     budget = self._budget(None, CLOCK.now() - started, deadline_at)
                     held.begin(None, "turn")
-                    timeout = budget
+                    timeout, slot = budget, None
                 if not (yield Wait(ticket.wait, ticket.async_wait, timeout)) and timeout >= budget:
-                    self._out_of_time(budget)
+                    self._out_of_time(budget, slot)
         finally:
             self.queue.leave(ticket)
             self._said(held, attempt)
@@ -248,8 +249,10 @@ class Admission:
                 raise QuotaExceeded(self.policy, quota.name, wait, max(left, 0.0), "deadline")
         return self._budget(quota, waited, deadline_at)
 
-    def _out_of_time(self, budget: float) -> None:
-        names = ", ".join(sorted(self.names))
+    def _out_of_time(self, budget: float, quota: Quota | None) -> None:
+        """Out of time waiting for `quota`'s slot, or (None) for its turn among the calls of
+        all its quotas: named so, and so counted."""
+        names = quota.name if quota is not None else ", ".join(sorted(self.names))
         raise QuotaExceeded(self.policy, names, math.inf, budget, "max_wait")
 
     def _event(self, held: Waited, seconds: float, attempt: int) -> SleepEvent:
