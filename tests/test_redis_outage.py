@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from callpolicy import Registry
+from callpolicy import QuotaExceeded, Registry
 from callpolicy._quotas.memory import Refusal
 from callpolicy._quotas.redis import pending as pending_module
 from callpolicy._quotas.redis.pending import MOST_IDS, Pending, never_sent
@@ -335,3 +335,55 @@ def test_calls_that_left_are_removed_a_thousand_at_a_time_and_never_counted(
     assert 9 < refusal.wait <= 10.03
     assert client.zcard("{callpolicy:svc.q}:a") == 5_000 - 2_000 + 3
     assert len(storage.pending) == 0
+
+
+@pytest.mark.parametrize("algorithm", ["fixed-window", "token-bucket", "sliding-window"])
+def test_a_give_back_whose_reply_was_lost_is_never_applied_twice(
+    registry_of: RegistryOf, proxy: DroppingProxy, client: redis.Redis, algorithm: str
+) -> None:
+    """A cost correction (50 estimated, 10 used) whose reply is lost may have been applied:
+    sent again, a count moved by its difference would give back 40 twice. It is not sent
+    again there (the count errs towards fewer); a sliding window's, renamed by id, is."""
+    registry = registry_of(
+        svc=f"""
+        [quotas.q]
+        limit = "100/1h"
+        algorithm = "{algorithm}"
+        weighted = true
+        storage = "{proxy.url}?timeout=100ms"
+        max_wait = "0s"
+        [endpoints.e]
+        quotas = ["q"]
+        """
+    )
+
+    def used(cost: float) -> Callable[[object], float]:
+        return lambda _result: cost
+
+    def lost_reply() -> None:
+        proxy.drop.set()  # the function's own work is done: drop the correction's reply
+
+    registry.policy("svc.e", cost=50, actual_cost=used(10))(lost_reply)()
+    proxy.drop.clear()
+    admitted = 10.0
+    for _ in range(30):
+        try:
+            registry.policy("svc.e", cost=10)(noop)()
+        except QuotaExceeded:
+            break
+        admitted += 10
+    assert admitted <= 100
+    assert admitted >= 50  # what the lost correction took, at most, is 50
+
+
+def test_a_group_built_anew_by_a_reload_finds_what_its_predecessor_kept(
+    registry_of: RegistryOf,
+) -> None:
+    registry = registry_of(svc=toml(f"redis://127.0.0.1:{closed_port()}/0"))
+    before = Group(Arguments(registry.get("svc.e").quotas))
+    after = Group(Arguments(registry.get("svc.e").quotas))  # the same keys, a new object
+    kept = Pending()
+    kept.add(before, give_back(before.arguments, 1))
+    taken = kept.take(after)
+    assert taken is not None and [change[1] for change in taken] == [f"{1:016x}"]
+    assert kept.take(before) is None

@@ -38,7 +38,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 POOL_SIZE = 64  # connections to one server per process (per event loop for async)
 POOL_WAIT = 10.0  # the most a call waits for a free connection
 _untyped: Any = redis  # parts of redis-py that are not typed
-CLUSTER_RETRIES = 3  # a Cluster's client asks again (a new map of slots) after a lost node
+# A Cluster's client does not send a script again by itself: redis-py would after a read
+# timeout (the script may have run: twice, a give-back gives back twice). A lost node fails
+# the call (as on_unavailable says) and the client asks for a new map of slots; MOVED and
+# ASK are still followed.
+CLUSTER_RETRIES = 0
 
 
 class SyncClient:
@@ -241,7 +245,7 @@ def _server_url(address: RedisAddress, host: str, port: int) -> str:
 
 
 def _cluster_retry(kind: Any) -> Any:
-    """A few quick tries: a call waits no longer than a few timeouts for a lost node."""
+    """No tries beyond the first (CLUSTER_RETRIES)."""
     return kind(redis.backoff.ExponentialWithJitterBackoff(base=0.01, cap=0.25), CLUSTER_RETRIES)
 
 

@@ -10,8 +10,8 @@ one entry per failed call of a storage:
   "Timeout connecting to server" or "No connection available" before writing a byte
   (`never_sent`). An admission that failed so took nothing, so nothing is given back. This
   holds because the storage's connections do not retry a command by themselves (a pool made
-  by `from_url` has retries off): a retry after a lost reply could fail at connect and hide
-  the first send.
+  by `from_url` has retries off; a Cluster's client is made with none, connect.py): a retry
+  after a lost reply could fail at connect and hide the first send.
 * At most MOST_IDS admissions per group, MOST_CHANGES changes each. Past that, the oldest
   give-back is forgotten and counted in `lost`: the admission then stays counted in Redis
   until it leaves its window (or its slot's lease ends), which errs towards fewer admissions,
@@ -23,8 +23,10 @@ Catching up: `take(group)` hands over every change of one group at once, before 
 group's next round trip (another group's, on a Cluster node that is down, never holds it
 up), applied in order by one script call (redis.lua "batch"). Replaying a change that did
 apply is harmless for the sorted sets (removals and renames by id) and for ends; a bucket's
-or fixed window's correction cannot tell, as before. Thread-safe (a lock held for dict
-operations only), so async-safe.
+or fixed window's give-back would give back twice, so a change that may have been applied
+(its reply lost, its task cancelled) is kept only as far as it is `resendable`. Kept by the
+group's keys: a group built anew (a reload) finds what its predecessor left. Thread-safe (a
+lock held for dict operations only), so async-safe.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ MOST_CHANGES = 4  # per admission: a correction, a give-back, an end, and one mo
 LOOK = 16  # the oldest admissions searched for a give-back to forget
 NOT_SENT = (" connecting to ", "No connection available")
 BUCKET_CODES = frozenset({"lb", "tb"})
+# Counts a change moves by its difference (not by admission id): applied twice, a give-back
+# would give back twice.
+COUNTED_CODES = frozenset({"lb", "tb", "fw", "sp"})
 
 Change = tuple[Any, ...]  # (op, id, at, then cost and new cost of each quota)
 
@@ -86,6 +91,21 @@ def forgettable(change: Change, codes: Sequence[str]) -> bool:
     return all(float(new) <= float(cost) for cost, new in zip(pairs[::2], pairs[1::2], strict=True))
 
 
+def resendable(change: Change, codes: Sequence[str]) -> Change | None:
+    """What of a change that may have been applied (its reply lost) can be sent again:
+    all but what it gives back to a count moved by its difference (applied twice, that would
+    admit more than the limit; left out, the count errs towards fewer). None: nothing."""
+    if change[0] == "end":  # an end moves a bucket to a bound (a max): applied twice, once
+        return change
+    pairs = list(change[3:])
+    for i, code in enumerate(codes):
+        if code in COUNTED_CODES and float(pairs[2 * i + 1]) < float(pairs[2 * i]):
+            pairs[2 * i + 1] = pairs[2 * i]  # that quota's give-back is not sent again
+    if all(float(new) == float(cost) for cost, new in zip(pairs[::2], pairs[1::2], strict=True)):
+        return None
+    return (*change[:3], *pairs)
+
+
 class Kept:
     """One admission's changes, oldest first."""
 
@@ -101,21 +121,37 @@ class Pending:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.groups: dict[Owner, OrderedDict[str, Kept]] = {}
-        self.lost = 0  # changes forgotten past the bounds
+        # by the group's keys, so that a group built anew (a reload) finds what its
+        # predecessor left: the group last seen, and its changes by admission id
+        self.groups: dict[tuple[str, ...], tuple[Owner, OrderedDict[str, Kept]]] = {}
+        self.lost = 0  # changes forgotten past the bounds, or not safe to send again
 
     def __len__(self) -> int:
         """How many changes are kept."""
         with self.lock:
-            return sum(len(k.changes) for ids in self.groups.values() for k in ids.values())
+            return sum(len(k.changes) for _, ids in self.groups.values() for k in ids.values())
 
     def __bool__(self) -> bool:
         return bool(self.groups)
 
-    def add(self, group: Owner, args: Sequence[Any]) -> None:
-        """Keep a change (its script arguments) to send on the next round trip."""
+    def add(self, group: Owner, args: Sequence[Any], maybe_applied: bool = False) -> None:
+        """Keep a change (its script arguments) to send on the next round trip; one that
+        `maybe_applied` (its reply was lost), only as far as it is `resendable`."""
+        change: Change | None = compact(args)
+        if maybe_applied:
+            change = resendable(compact(args), group.arguments.codes)
         with self.lock:
-            self._keep(group, self.groups.setdefault(group, OrderedDict()), compact(args))
+            if change is None:
+                self.lost += 1
+                return
+            self._keep(group, self._ids(group), change)
+
+    def _ids(self, group: Owner) -> OrderedDict[str, Kept]:
+        key = tuple(group.keys)
+        found = self.groups.get(key)
+        ids = found[1] if found is not None else OrderedDict()
+        self.groups[key] = (group, ids)
+        return ids
 
     def _keep(self, group: Owner, ids: OrderedDict[str, Kept], change: Change) -> None:
         kept = ids.get(change[1])
@@ -138,20 +174,28 @@ class Pending:
         self.lost += len(ids.pop(oldest).changes)
 
     def take(self, group: Owner) -> list[Change] | None:
-        """Every change of `group`, oldest first, now the caller's to send (or None)."""
+        """Every change of `group` (or of a group with its keys), oldest first, now the
+        caller's to send (or None)."""
         with self.lock:
-            ids = self.groups.pop(group, None)
-            if ids is None:
+            found = self.groups.pop(tuple(group.keys), None)
+            if found is None:
                 return None
-        return [change for kept in ids.values() for change in kept.changes]
+        return [change for kept in found[1].values() for change in kept.changes]
 
-    def restore(self, group: Owner, changes: list[Change]) -> None:
-        """Changes taken but not sent: kept again, before those added since."""
+    def restore(self, group: Owner, changes: list[Change], maybe_applied: bool = False) -> None:
+        """Changes taken but not sent: kept again, before those added since; if they
+        `maybe_applied` (the reply was lost, the task cancelled), as far as `resendable`."""
+        codes = group.arguments.codes
         with self.lock:
-            later = self.groups.pop(group, OrderedDict())
-            ids = self.groups[group] = OrderedDict()
+            found = self.groups.pop(tuple(group.keys), None)
+            later = found[1] if found is not None else OrderedDict()
+            ids = self._ids(group)
             for change in changes:
-                self._keep(group, ids, change)
+                safe = resendable(change, codes) if maybe_applied else change
+                if safe is None:
+                    self.lost += 1
+                else:
+                    self._keep(group, ids, safe)
             for kept in later.values():
                 for change in kept.changes:
                     self._keep(group, ids, change)

@@ -144,10 +144,11 @@ class RedisStorage:
             if not passing(error):  # a mistake, not an outage: sending it again won't help
                 self.unreachable(error)
                 return
-            self.pending.restore(group, changes)  # kept for the next round trip
+            # kept for the next round trip (as far as safe, if they may have been applied)
+            self.pending.restore(group, changes, maybe_applied=not never_sent(error))
             raise
-        except BaseException:
-            self.pending.restore(group, changes)
+        except BaseException:  # cancelled: the script may have run
+            self.pending.restore(group, changes, maybe_applied=True)
             raise
 
     def unreachable(self, error: BaseException) -> None:
@@ -234,8 +235,8 @@ class RedisGroup(Shells):
         try:
             yield from self.storage.script(self, args)
         except FAILED as error:  # never changes the call's outcome
-            if passing(error) and again:
-                self.storage.pending.add(self, args)  # sent again on the next round trip
+            if passing(error) and again:  # sent again on the next round trip, as far as safe
+                self.storage.pending.add(self, args, maybe_applied=not never_sent(error))
             self.storage.unreachable(error)
 
     def _unavailable(self, error: BaseException, cost: float) -> RedisTaken | Refusal:
