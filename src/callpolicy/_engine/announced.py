@@ -108,11 +108,11 @@ def _x_ratelimit(
         limit = int(text)
         if limit == 0:
             raise Unusable(f"{learn.header}: 0 is no limit to follow")
+        # (More used than the limit is no contradiction: just after the limit dropped.)
         if learn.header.lower() == "x-ratelimit-limit":
-            for other in ("X-RateLimit-Remaining", "X-RateLimit-Used"):
-                said = _one(obj, other)
-                if said is not None and int(said) > limit:
-                    raise Unusable(f"{other}: {said} is more than the limit {limit}")
+            said = _one(obj, "X-RateLimit-Remaining")
+            if said is not None and int(said) > limit:
+                raise Unusable(f"X-RateLimit-Remaining: {said} is more than the limit {limit}")
     except Unusable as exc:
         _warn(quota, learn.header, str(exc))
         return None
@@ -124,6 +124,9 @@ def _ratelimit(learn: Learn, period: float, obj: Any, quota: str) -> tuple[int, 
     policy = ", ".join(v.strip() for v in header_values(obj, "RateLimit-Policy"))
     try:
         old = _one(obj, "RateLimit-Limit")
+        remaining = _one(obj, "RateLimit-Remaining") if old is not None else None
+        if old is not None and remaining is not None and int(remaining) > int(old):
+            raise Unusable(f"RateLimit-Remaining: {remaining} is more than the limit {old}")
         if not policy:
             if old is None:
                 return None

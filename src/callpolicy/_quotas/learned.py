@@ -11,6 +11,7 @@ logs nothing. A change learned here is shared through Redis when the quota is (`
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable
 
@@ -35,6 +36,8 @@ class LearnedLimit:
         self.learned: Rate | None = None
         self.version = 0
         self.unshared: tuple[int, str] | None = None  # learned here, not yet sent to Redis
+        self.said = ""  # what announced the limit in force (a header, or another process)
+        self.read_at = -math.inf  # when the limit was last read from Redis (redis/learned.py)
         self._follow = follow
         self._lock = threading.Lock()
         renew_after_fork(self)
@@ -59,6 +62,7 @@ class LearnedLimit:
             self.current = attrs.evolve(self.quota, rate=Rate(kept, self.period))
             self.learned = self.current.rate
             self.version += 1
+            self.said = said if not shared else ""
             if not shared:
                 self.unshared = (kept, said)
             self._follow(self.current)
