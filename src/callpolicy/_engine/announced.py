@@ -150,7 +150,8 @@ def _older(members: list[Member], limit: int, window: float, said: str) -> tuple
     for member in members:
         if member.item == limit and not isinstance(member.item, bool):
             w = _param(member, "w") or window
-            return _positive(str(limit), "RateLimit-Limit"), w, f"RateLimit-Policy: {said}"
+            shown = f"RateLimit-Limit: {limit}, RateLimit-Policy: {said}"
+            return _positive(str(limit), "RateLimit-Limit"), w, shown
     raise Unusable(f"no policy item of {limit} calls, as RateLimit-Limit says")
 
 
