@@ -4,13 +4,15 @@ per quota; an odd value in the key changes nothing but a warning."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from test_learned_limits import caller
+from test_learned_limits import answer, caller
 
 from callpolicy import FakeClock, Rate, Registry
 
@@ -89,3 +91,26 @@ def test_an_odd_shared_value_is_ignored(
         reads()
     assert other.quota_counters()["svc.api"].learned is None
     assert "ignoring the learned limit" in caplog.records[-1].getMessage()
+
+
+def test_async_calls_share_the_learned_limit(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis, clock: FakeClock
+) -> None:
+    one, other = shared(registry_of, redis_server.url)
+
+    @one.policy("svc.get")
+    async def learns(headers: dict[str, str]) -> SimpleNamespace:
+        return answer(**headers)
+
+    @other.policy("svc.get")
+    async def reads() -> None:
+        return None
+
+    async def main() -> None:
+        await learns({"X_RateLimit_Limit": "7"})
+        await learns({})  # written on this admission, awaited
+        await reads()  # read on this one
+
+    asyncio.run(main())
+    assert client.get(KEY) == "7 X-RateLimit-Limit: 7"
+    assert other.quota_counters()["svc.api"].learned == Rate(7, 1.0)
