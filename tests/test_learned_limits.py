@@ -106,6 +106,7 @@ def test_the_named_policy_and_resource_are_followed() -> None:
         (IETF, {"RateLimit_Limit": "100", "RateLimit_Policy": "50;w=1"}, "no policy item"),
         (IETF, {"RateLimit_Limit": "10", "RateLimit_Remaining": "20"}, "more than the limit"),
         (IETF, {"RateLimit_Policy": "10;w=1"}, "not a policy name"),
+        (IETF, {"RateLimit_Policy": ", ".join(['"a";q=10;w=1'] * 400)}, "longer than 4096"),
     ],
 )
 def test_hostile_announcements_are_ignored_with_a_warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 Bare = int | float | str | bytes | bool
+MAX_LENGTH = 4096  # a field's text: more is no announcement worth reading
 
 _INTEGER = r"-?\d{1,15}(?![\d.])"
 _DECIMAL = r"-?\d{1,12}\.\d{1,3}(?![\d.])"
@@ -47,6 +48,8 @@ def parse_list(text: str) -> list[Member]:
     """The members of the structured field list `text`; NotAList if it is not one."""
     if not text.isascii():
         raise NotAList("not ASCII")
+    if len(text) > MAX_LENGTH:
+        raise NotAList(f"longer than {MAX_LENGTH} characters")
     text = text.strip(" \t")
     members: list[Member] = []
     at = 0
