@@ -104,6 +104,7 @@ def test_the_named_policy_and_resource_are_followed() -> None:
         (IETF, {"RateLimit_Policy": '"default";q=99999999999999999;w=1'}, "no item"),
         (IETF, {"RateLimit_Policy": '"d";q=10;w=1', "RateLimit": '"d";r=11;t=1'}, "more than q"),
         (IETF, {"RateLimit_Limit": "100", "RateLimit_Policy": "50;w=1"}, "no policy item"),
+        (IETF, {"RateLimit_Limit": "100", "RateLimit_Policy": "100.0;w=1"}, "no policy item"),
         (IETF, {"RateLimit_Limit": "10", "RateLimit_Remaining": "20"}, "more than the limit"),
         (IETF, {"RateLimit_Policy": "10;w=1"}, "not a policy name"),
         (IETF, {"RateLimit_Policy": ", ".join(['"a";q=10;w=1'] * 400)}, "longer than 4096"),

@@ -148,7 +148,8 @@ def _positive(text: str, header: str) -> int:
 
 def _older(members: list[Member], limit: int, window: float, said: str) -> tuple[int, float, str]:
     for member in members:
-        if member.item == limit and not isinstance(member.item, bool):
+        item = member.item
+        if isinstance(item, int) and not isinstance(item, bool) and item == limit:
             w = _param(member, "w") or window
             shown = f"RateLimit-Limit: {limit}, RateLimit-Policy: {said}"
             return _positive(str(limit), "RateLimit-Limit"), w, shown
