@@ -1,11 +1,13 @@
 """The Vast.ai and Anthropic examples run end to end against their mock APIs (127.0.0.1), from a
-foreign working directory, and do what their seeds asked for."""
+foreign working directory, and do what their seeds asked for; the learned limit example
+follows a local server changing its limit."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
 from examples_helper import numbers, run_example, summary
 
 
@@ -122,3 +124,20 @@ def test_anthropic_client(tmp_path: Path) -> None:
     assert numbers(values["urgent"])[0] >= 1
     assert re.search(r"^urgent \(key_[ab]\): answered after ([\d.]+) s$", output, re.MULTILINE)
     assert numbers(values["elapsed"])[0] < 15
+
+
+@pytest.mark.parametrize("style", ["ietf", "github"])
+def test_learned_limit(tmp_path: Path, style: str) -> None:
+    output = run_example("learned_limit.py", "--style", style, cwd=tmp_path)
+    values = summary(output)
+    quota = "learned.github" if style == "github" else "learned.api"
+    said = re.findall(rf"^quota {quota}: limit (\S+) -> (\S+) \((.+)\)$", output, re.MULTILINE)
+    assert [(old, new) for old, new, _ in said] == [("20/1s", "10/1s"), ("10/1s", "30/1s")], output
+    header = (
+        "X-RateLimit-Limit: 10" if style == "github" else 'RateLimit-Policy: "default";q=10;w=1'
+    )
+    assert said[0][2] == header
+    assert values["learned limit"] == "30/1s"
+    # Only requests admitted before the first response announcing 10/s was back are refused.
+    for phase in ("20/s phase", "30/s phase"):
+        assert values[phase].endswith(", 0 refused by the server (429)"), output

@@ -20,6 +20,7 @@ from callpolicy._errors import (
 )
 from callpolicy._events import SleepEvent, add_sleep_hook
 from callpolicy._model import (
+    Learn,
     Pause,
     Policy,
     Quota,
@@ -58,6 +59,7 @@ __all__ = [
     "CallOptions",
     "CallPolicyError",
     "FakeClock",
+    "Learn",
     "Pause",
     "Policy",
     "PolicyError",

@@ -8,6 +8,7 @@ from callpolicy._model import (
     HINT_FIELD,
     PROGRESS_FORMATS,
     GiveUp,
+    Learn,
     Match,
     Policy,
     Quota,
@@ -105,7 +106,21 @@ def describe_quota(quota: Quota) -> str:
         return f"{quota.name} ({quota.concurrency} in flight{where}{lease}, {wait})"
     unit = " cost units" if quota.weighted else ""
     how = f"{_describe_algorithm(quota)}, guard {format_seconds(quota.guard)}"
-    return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait})"
+    learns = f"; {describe_learn(quota.learn)}" if quota.learn is not None else ""
+    return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait}{learns})"
+
+
+def describe_learn(learn: Learn) -> str:
+    """ "learns its limit from X-RateLimit-Limit, within 5/1s..50/1s" and what it reads."""
+    window = f" per {format_seconds(learn.window)}" if learn.window is not None else ""
+    if learn.source == "x-ratelimit":
+        source = f"{learn.header}{window}"
+        if learn.name is not None:
+            source += f" when X-RateLimit-Resource is {learn.name!r}"
+    else:
+        item = f"item {learn.name!r}" if learn.name is not None else "most restrictive item"
+        source = f"RateLimit-Policy ({item}; RateLimit-Limit{window or ' per period'})"
+    return f"learns its limit from {source}, within {learn.floor}..{learn.ceiling}"
 
 
 def _describe_algorithm(quota: Quota) -> str:

@@ -108,7 +108,7 @@ class Registry:
         """What each quota of the loaded policies did in this process, by name (a pool's
         members each by theirs): admitted, refused, waited... (see `QuotaCounters`)."""
         names = {member.name for q in self.quotas() for member in (q.pool or (q,))}
-        return self._quotas.counters.snapshot(names)
+        return self._quotas.snapshot(names)
 
     def _loaded(self) -> dict[str, Policy]:
         if self._policies is None:

@@ -21,6 +21,7 @@ from callpolicy._config.context import (
     choice,
     read_section,
 )
+from callpolicy._config.learning import check_learn, parse_learn
 from callpolicy._config.storage import parse_storage
 from callpolicy._config.values import (
     UnitError,
@@ -65,8 +66,9 @@ QUOTA_KEYS: dict[str, Parser] = {
     "burst": atom(parse_burst),
     "spread": atom(parse_flag),
     "lease": atom(parse_lease),
+    "learn": parse_learn,
 }
-RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread")
+RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread", "learn")
 
 
 def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
@@ -96,6 +98,8 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     if mode is not None and mode.value == "local" and "local_limit" not in table:
         ctx.report("on_unavailable", 'needs local_limit, the share of this process, e.g. "5/1s"')
     rate = keys.get("limit")
+    if "learn" in keys:
+        check_learn(keys["learn"].value, rate.value if rate is not None else None, ctx)
     algorithm = keys["algorithm"].value if "algorithm" in keys else Quota.algorithm_default()
     bucket = algorithm in BUCKETS
     if "burst" in keys and not bucket and kind == "limit":
@@ -178,6 +182,9 @@ def build_named_quotas(
                 message = f"no quota named {full!r}{suggestion(full, others)}"
                 if full in tables:
                     message = f"{full!r} is a pool; a pool's members are plain quotas"
+                problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
+            elif found.learn is not None:
+                message = f"{full!r} learns its limit: a pool's members cannot (yet)"
                 problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
             else:
                 members.append(found)

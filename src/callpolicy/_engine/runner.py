@@ -19,6 +19,7 @@ from typing import Any
 import tenacity
 
 from callpolicy._clock import CLOCK
+from callpolicy._engine.announced import Learner
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.outcomes import (
     DeadlineStop,
@@ -61,6 +62,10 @@ class Runner:
         self.admission = quotas.admission(policy)
         pause = policy.pause
         self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
+        learning = quotas.learning(policy)
+        self.learner = Learner(learning) if learning else None
+        # Whether every answer is read (the pause, learned limits), not only retried ones.
+        self.reads_answers = self.pause is not None or self.learner is not None
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
@@ -91,7 +96,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if pause is None and not self.checks_results:
+            if not self.reads_answers and not self.checks_results:
                 return result
             cause = self._retries_result(result)
             if cause is None:
@@ -129,7 +134,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if pause is None and not self.checks_results:
+            if not self.reads_answers and not self.checks_results:
                 return result
             cause = self._retries_result(result)
             if cause is None:
@@ -143,6 +148,8 @@ class Runner:
         """The cause a returned value is retried by; None: it ends the call."""
         if self.pause is not None:
             self.pause.note(result)
+        if self.learner is not None:
+            self.learner.note(result)
         return self.condition.retries_result(result) if self.checks_results else None
 
     def _retries(
@@ -215,6 +222,8 @@ class Runner:
             return None
         if pause is not None:
             pause.note(error)
+        if self.learner is not None:
+            self.learner.note(error)
         return self.condition.retries_exception(error)
 
     def _next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:

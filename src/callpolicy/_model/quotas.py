@@ -32,6 +32,9 @@ DEFAULT_BUCKET_GUARD = 0.001
 DEFAULT_LEASE = 30.0
 MIN_LEASE = 1.0  # shorter: renewals (every third) would be a steady load on Redis
 MAX_LEASE = 3600.0  # longer: a crashed worker's slot would be lost for more than an hour
+# Where a quota's limit may be learned from (`learn.from`): X-RateLimit-Limit (GitHub's and
+# most APIs' convention) or the IETF draft's RateLimit-Policy (its older RateLimit-Limit too).
+LEARN_SOURCES = ("x-ratelimit", "ratelimit")
 MEMORY = "memory://"
 
 
@@ -44,6 +47,30 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.calls}/{format_seconds(self.period)}"
+
+
+@attrs.frozen
+class Learn:
+    """A quota's limit taken from what responses announce (`source`), kept within [`floor`,
+    `ceiling`] (rates over the quota's period). `window`: the seconds an announced limit counts
+    over when the header does not say (default: the quota's period). `header`: the limit
+    header of "x-ratelimit". `name`: the RateLimit-Policy item to follow ("ratelimit"), or
+    the X-RateLimit-Resource responses must name ("x-ratelimit", GitHub's); None: any (the
+    most restrictive policy item)."""
+
+    source: str = attrs.field(validator=v.in_(LEARN_SOURCES))
+    floor: Rate
+    ceiling: Rate
+    window: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
+    header: str = "X-RateLimit-Limit"
+    name: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.floor.period != self.ceiling.period or self.floor.calls > self.ceiling.calls:
+            raise ValueError(f"learn: floor {self.floor} must be <= ceiling {self.ceiling}")
+
+    def __str__(self) -> str:
+        return f"learns from {self.source} within {self.floor}..{self.ceiling}"
 
 
 @attrs.frozen
@@ -107,6 +134,7 @@ class Quota:
     spread: bool = False  # windows: calls at least period / N apart, not back to back
     # In-flight slots in Redis: a slot's lease, renewed while its call runs (see DEFAULT_LEASE).
     lease: float = attrs.field(default=DEFAULT_LEASE, validator=[v.ge(MIN_LEASE), v.le(MAX_LEASE)])
+    learn: Learn | None = None  # the limit taken from responses' headers, within bounds
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
@@ -118,6 +146,16 @@ class Quota:
             raise ValueError(f"quota {self.name!r}: spread applies to the windows, not buckets")
         if self.burst == 0 and self.algorithm == "token-bucket":
             raise ValueError(f"quota {self.name!r}: a token bucket's burst (its size) is >= 1")
+        if self.learn is not None:
+            self._check_learn(self.learn)
+
+    def _check_learn(self, learn: Learn) -> None:
+        if self.rate is None:
+            raise ValueError(f"quota {self.name!r}: learn applies only to a quota with a rate")
+        if learn.floor.period != self.rate.period:
+            raise ValueError(f"quota {self.name!r}: learn's bounds count over {self.rate}'s period")
+        if not learn.floor.calls <= self.rate.calls <= learn.ceiling.calls:
+            raise ValueError(f"quota {self.name!r}: {self.rate} is outside learn's bounds")
 
     @staticmethod
     def algorithm_default() -> str:

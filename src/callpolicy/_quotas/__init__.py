@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+import attrs
 
 from callpolicy._model import Policy, Quota, Storage
 from callpolicy._quotas.admission import Admission
 from callpolicy._quotas.counters import Counters, QuotaCounters
 from callpolicy._quotas.grant import Candidate, Grant
+from callpolicy._quotas.learned import LearnedLimit
 from callpolicy._quotas.memory import Group, MemoryStorage
 from callpolicy._quotas.waiting import WaitQueue
 
 if TYPE_CHECKING:
     from callpolicy._quotas.redis import RedisStorage
 
-__all__ = ["Admission", "Grant", "QuotaCounters", "QuotaStore"]
+__all__ = ["Admission", "Grant", "LearnedLimit", "QuotaCounters", "QuotaStore"]
 
 
 class QuotaStore:
@@ -50,6 +54,18 @@ class QuotaStore:
         return Admission(
             policy.name, policy.stop.attempts, candidates, self.queue, names, self.counters
         )
+
+    def learning(self, policy: Policy) -> list[LearnedLimit]:
+        """The state of each of `policy`'s quotas that learns its limit from responses."""
+        return [self.memory.learned.of(q) for q in policy.quotas if q.learn is not None]
+
+    def snapshot(self, names: Iterable[str]) -> dict[str, QuotaCounters]:
+        """What each quota of `names` did in this process, and the limit it learned."""
+        names = list(names)
+        counts = self.counters.snapshot(names)
+        for name, rate in self.memory.learned.learned(names).items():
+            counts[name] = attrs.evolve(counts[name], learned=rate)
+        return counts
 
     def _groups(self, quotas: list[Quota]) -> list[Group]:
         by_storage: dict[Storage, list[Quota]] = {}

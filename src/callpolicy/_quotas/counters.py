@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from callpolicy._forks import renew_after_fork
-from callpolicy._model import Quota
+from callpolicy._model import Quota, Rate
 
 LOCAL = "(local)"  # the suffix of a `local_limit` fallback's quota (redis/storage.py)
 
@@ -40,6 +40,7 @@ class QuotaCounters:
     failed_open: int = 0
     failed_closed: int = 0
     local: int = 0
+    learned: Rate | None = None
 
 
 _RARE = ("refused", "waited", "waited_seconds", "failed_open", "failed_closed", "local")

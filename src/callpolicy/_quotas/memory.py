@@ -13,6 +13,10 @@ from callpolicy._forks import renew_after_fork
 from callpolicy._model import BUCKETS, Quota
 from callpolicy._quotas.algorithms import Counter, Entry, FixedWindow, InFlight, SlidingWindow
 from callpolicy._quotas.buckets import Bucket
+from callpolicy._quotas.learned import LearnedLimits
+
+# What a counter's limit is made of: set from a fresh counter when a learned limit changes.
+_LIMIT_PARTS = ("limit", "interval", "burst", "most")
 
 
 class Refusal:
@@ -63,6 +67,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._counters: dict[str, tuple[tuple[Any, ...], Counter]] = {}
+        self.learned = LearnedLimits(self.follow)  # limits quotas learned from responses
         renew_after_fork(self)
 
     def after_fork(self) -> None:
@@ -83,12 +88,25 @@ class MemoryStorage:
             quota.concurrency,
             quota.burst,
             quota.spread,
+            quota.learn,
         )
         with self.lock:
             known = self._counters.get(quota.name)
             if known is None or known[0] != counts:
-                known = self._counters[quota.name] = (counts, make_counter(quota))
+                fresh = make_counter(self.learned.current(quota))
+                known = self._counters[quota.name] = (counts, fresh)
             return known[1]
+
+    def follow(self, quota: Quota) -> None:
+        """`quota`'s limit is now its `rate` (learned): its counter counts by it from the
+        next admission on, keeping every call it already counted."""
+        with self.lock:
+            known = self._counters.get(quota.name)
+            if known is not None:
+                fresh = make_counter(quota)
+                for part in _LIMIT_PARTS:
+                    if hasattr(fresh, part):
+                        setattr(known[1], part, getattr(fresh, part))
 
     def group(self, quotas: Sequence[Quota]) -> MemoryGroup:
         return MemoryGroup(self, quotas)
@@ -130,6 +148,7 @@ class MemoryGroup:
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
         self.lone = self.items[0] if len(self.items) == 1 else None
+        self.in_force = storage.learned.current  # a refusal names the limit in force
 
     def take_one(self) -> Refusal | None:
         """The fast path: take a cost of 1 if it fits now (None), with nothing to give back
@@ -140,7 +159,7 @@ class MemoryGroup:
             return outcome if isinstance(outcome, Refusal) else None
         with self.storage.lock:
             admitted = lone[1].admit(CLOCK.now(), 1.0)
-        return None if isinstance(admitted, Entry) else Refusal(lone[0], admitted)
+        return None if isinstance(admitted, Entry) else Refusal(self.in_force(lone[0]), admitted)
 
     def try_take(self, cost: float) -> Taken | Refusal:
         lone = self.lone
@@ -150,7 +169,7 @@ class MemoryGroup:
                 outcome = counter.admit(CLOCK.now(), cost if weighted else 1.0)
             if isinstance(outcome, Entry):
                 return [(counter, outcome)]
-            return Refusal(quota, outcome)
+            return Refusal(self.in_force(quota), outcome)
         with self.storage.lock:
             now = CLOCK.now()
             refusal: Refusal | None = None
@@ -162,7 +181,7 @@ class MemoryGroup:
                 if refusal is None or (
                     wait is not None and (refusal.wait is None or wait > refusal.wait)
                 ):
-                    refusal = Refusal(quota, wait)
+                    refusal = Refusal(self.in_force(quota), wait)
             if refusal is not None:
                 return refusal
             return [

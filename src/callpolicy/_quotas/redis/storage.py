@@ -30,6 +30,7 @@ from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
 from callpolicy._quotas.redis.connect import async_scripts, sync_scripts
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing, shown
+from callpolicy._quotas.redis.learned import Sharing
 from callpolicy._quotas.redis.leases import Leases
 from callpolicy._quotas.redis.pending import Pending, never_sent
 from callpolicy._quotas.redis.script import (
@@ -175,7 +176,9 @@ class RedisGroup(Shells):
         self.told_of_ends = any(q.concurrency is not None or anchored(q) for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
-        self.arguments = Arguments(quotas)
+        learning = any(q.learn for q in quotas)
+        self.sharing = Sharing(storage, self.quotas) if learning else None
+        self.arguments = Arguments([storage.memory.learned.current(q) for q in quotas])
         self.lone = self.arguments.lone
         self.keys = [storage.key(q, part) for q, part in self.arguments.key_parts()]
         if self.lone:
@@ -185,7 +188,12 @@ class RedisGroup(Shells):
         local = [
             # this process's share: a bucket's burst is the whole's, so it takes the default
             attrs.evolve(
-                q, name=f"{q.name}(local)", rate=q.local_limit, storage=Storage(), burst=None
+                q,
+                name=f"{q.name}(local)",
+                rate=q.local_limit,
+                storage=Storage(),
+                burst=None,
+                learn=None,
             )
             for q in quotas
             if q.on_unavailable == "local" and q.local_limit is not None
@@ -194,6 +202,8 @@ class RedisGroup(Shells):
 
     # -- the operations ----------------------------------------------------------------------
     def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
+        if self.sharing is not None:  # limits learned here or by others count from now on
+            self.arguments = yield from self.sharing.follow(self.arguments)
         args = self.arguments.admit(cost)
         try:
             yield from self.storage.catch_up(self)  # fails before this admission is sent

@@ -1,0 +1,118 @@
+"""Limits quotas learned from responses (`learn`): one state per quota, shared by every
+policy naming it, in this process.
+
+A learned limit replaces the quota's declared one for every later admission: in-memory
+counters are told at once (`follow`, under the storage's lock), Redis groups build their
+script arguments from `current` (each admission sends the limit, so what was admitted stays
+counted). A change is logged once, with what caused it; an announcement that changes nothing
+logs nothing. A change learned here is shared through Redis when the quota is (`unshared`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from callpolicy._forks import renew_after_fork
+from callpolicy._model import Quota, Rate
+
+logger = logging.getLogger("callpolicy")
+
+
+class LearnedLimit:
+    """What one quota learned: `current` is the quota in force (the declared one, or it with
+    the learned rate); `version` counts the changes."""
+
+    def __init__(self, quota: Quota, follow: Callable[[Quota], None]) -> None:
+        assert quota.learn is not None and quota.rate is not None
+        self.quota = quota
+        self.learn = quota.learn
+        self.period = quota.rate.period
+        self.current = quota
+        self.learned: Rate | None = None
+        self.version = 0
+        self.unshared: tuple[int, str] | None = None  # learned here, not yet sent to Redis
+        self.said = ""  # what announced the limit in force (a header, or another process)
+        self.read_at = -math.inf  # when the limit was last read from Redis (redis/learned.py)
+        self._follow = follow
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def offer(self, calls: int, said: str, shared: bool = False) -> bool:
+        """A response (or, `shared`, another process through Redis) announced `calls` per
+        period, by `said`: the limit in force becomes that, within the bounds. True if it
+        changed."""
+        low, high = self.learn.floor.calls, self.learn.ceiling.calls
+        kept = min(max(calls, low), high)
+        bound = ""
+        if kept != calls:  # the server's limit is outside the bounds: say which holds
+            bound = f"; the {'floor' if kept == low else 'ceiling'} is {Rate(kept, self.period)}"
+        with self._lock:
+            old = self.current.rate
+            assert old is not None
+            if kept == old.calls:
+                return False
+            self.current = attrs.evolve(self.quota, rate=Rate(kept, self.period))
+            self.learned = self.current.rate
+            self.version += 1
+            self.said = said if not shared else ""
+            if not shared:
+                self.unshared = (kept, said)
+            self._follow(self.current)
+            logger.info(
+                "quota %s: limit %s -> %s (%s%s)",
+                self.quota.name,
+                old,
+                self.current.rate,
+                said,
+                bound,
+                extra={"quota": self.quota.name, "header": said.partition(":")[0]},
+            )
+        return True
+
+    def take_unshared(self) -> tuple[int, str] | None:
+        with self._lock:
+            found, self.unshared = self.unshared, None
+            return found
+
+
+class LearnedLimits:
+    """The learned limits of one registry's quotas, by name; kept across reloads while the
+    quota is unchanged. `follow(quota)` tells in-memory counters of a quota's new limit."""
+
+    def __init__(self, follow: Callable[[Quota], None]) -> None:
+        self._follow = follow
+        self._limits: dict[str, LearnedLimit] = {}
+        self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def of(self, quota: Quota) -> LearnedLimit:
+        """The state of `quota`, which learns; a changed quota starts again from its limit."""
+        with self._lock:
+            known = self._limits.get(quota.name)
+            if known is not None and known.quota == quota:
+                return known
+            fresh = self._limits[quota.name] = LearnedLimit(quota, self._follow)
+        if known is not None and known.learned is not None:
+            self._follow(quota)  # outside the lock: follow takes the storage's
+        return fresh
+
+    def current(self, quota: Quota) -> Quota:
+        """`quota` with the limit in force (learned, or its own)."""
+        known = self._limits.get(quota.name) if quota.learn is not None else None
+        return known.current if known is not None and known.quota == quota else quota
+
+    def learned(self, names: Iterable[str]) -> dict[str, Rate]:
+        """The limits learned so far, by quota name, of those of `names` that learned one."""
+        found = {name: self._limits.get(name) for name in names}
+        return {name: known.learned for name, known in found.items() if known and known.learned}
