@@ -66,6 +66,8 @@ class Runner:
         self.learner = Learner(learning) if learning else None
         # Whether every answer is read (the pause, learned limits), not only retried ones.
         self.reads_answers = self.pause is not None or self.learner is not None
+        # A returned value ends the call at once: nothing reads it (the success path).
+        self.returns_at_once = not self.reads_answers and not self.checks_results
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
@@ -96,7 +98,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if not self.reads_answers and not self.checks_results:
+            if self.returns_at_once:
                 return result
             cause = self._retries_result(result)
             if cause is None:
@@ -134,7 +136,7 @@ class Runner:
             error: BaseException | None = exc
             result = None
         else:
-            if not self.reads_answers and not self.checks_results:
+            if self.returns_at_once:
                 return result
             cause = self._retries_result(result)
             if cause is None:

@@ -93,10 +93,17 @@ class SlidingWindow:
         return entry
 
     def admit(self, now: float, cost: float) -> Entry | float:
-        """take() if the cost fits now, else wait(): one pass for a lone quota."""
+        """take() if the cost fits now, else wait(): one pass for a lone quota (the hot
+        path: a cost of 1 or more cannot list more entries than the limit allows)."""
         self._expire(now)
-        if self.total + cost <= self.limit and (cost == 0 or len(self.entries) < self.most):
-            return self.take(now, cost)
+        if self.total + cost <= self.limit:
+            if cost >= 1:
+                entry = Entry(now, cost)
+                self.entries.append(entry)
+                self.total += cost
+                return entry
+            if cost == 0 or len(self.entries) < self.most:
+                return self.take(now, cost)
         return self.wait(now, cost)
 
     def refund(self, entry: Entry) -> None:
