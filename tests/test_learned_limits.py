@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from callpolicy import FakeClock, Learn, Rate, Registry
+from callpolicy import FakeClock, Learn, PolicyError, Rate, Registry
 from callpolicy._engine.announced import announced_limit
 from callpolicy._explain import explain
 
@@ -245,3 +245,61 @@ def test_explain_shows_the_bounds(registry_of: RegistryOf) -> None:
         "RateLimit-Policy (item 'default'; RateLimit-Limit per period), within 5/1s..50/1s)"
     ) in explain(reg.get("svc.get"))
     assert reg.quota_counters()["svc.api"].learned is None
+
+
+def test_a_flapping_limit_writes_a_bounded_number_of_lines(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Servers behind one name that disagree: 500 answers alternating 30 and 40 change the
+    limit 500 times, in at most LOG_MOST lines per 10 s, the next line counting the rest."""
+    get = caller(registry(registry_of))
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    start = clock.time
+    for n in range(500):
+        get({"RateLimit_Policy": f'"default";q={30 + 10 * (n % 2)};w=1'})
+    tens = (clock.time - start) // 10 + 1  # the quota's waits move the clock
+    lines = said(caplog)
+    assert len(lines) <= 5 * tens < 100
+    assert any(line.endswith(" more change(s) since the last line)") for line in lines)
+
+
+def test_a_reload_that_keeps_the_limit_and_its_bounds_keeps_what_was_learned(
+    registry_of: RegistryOf, clock: FakeClock, write_policies: Callable[..., Any]
+) -> None:
+    reg = registry(registry_of)
+    caller(reg)({"RateLimit_Policy": '"default";q=8;w=1'})
+    assert reg.quota_counters()["svc.api"].learned == Rate(8, 1.0)
+    reg.load(write_policies(svc=POLICIES.format(extra="", algorithm='max_wait = "2s"')))
+    assert reg.quota_counters()["svc.api"].learned == Rate(8, 1.0)  # max_wait only: kept
+
+
+def test_a_policy_of_another_unit_is_not_a_limit_of_calls(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    reg = registry(registry_of)
+    get = caller(reg)
+    get({"RateLimit_Policy": '"bytes";q=1000000;qu="content-bytes";w=1, "calls";q=12;w=1'})
+    assert reg.quota_counters()["svc.api"].learned == Rate(12, 1.0)
+
+
+def test_what_announced_a_limit_is_kept_on_one_line(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    caller(registry(registry_of))({"RateLimit_Policy": '"a";q=10;w=1,\t"b";q=30;w=1'})
+    assert said(caplog) == [
+        'quota svc.api: limit 20/1s -> 10/1s (RateLimit-Policy: "a";q=10;w=1, "b";q=30;w=1)'
+    ]
+
+
+def test_bounds_the_quota_could_never_hold_are_load_errors(registry_of: RegistryOf) -> None:
+    with pytest.raises(PolicyError) as refused:
+        registry_of(
+            svc='[quotas.api]\nlimit = "20/1s"\n'
+            'learn = { from = "x-ratelimit", floor = "5/1s", ceiling = "5000000/1s" }\n'
+            '[quotas.slow]\nlimit = "20/1m"\n'
+            'learn = { from = "x-ratelimit", floor = "5/1m", ceiling = "50/1m", window = "1s" }\n'
+        )
+    text = str(refused.value)
+    assert "svc.api.learn.ceiling: is too large for an exact sliding window" in text
+    assert "svc.slow.learn.window: must be at least the limit's period, 1m (got 1s" in text

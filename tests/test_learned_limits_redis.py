@@ -114,3 +114,40 @@ def test_async_calls_share_the_learned_limit(
     asyncio.run(main())
     assert client.get(KEY) == "7 X-RateLimit-Limit: 7"
     assert other.quota_counters()["svc.api"].learned == Rate(7, 1.0)
+
+
+def test_calls_racing_a_change_never_bring_back_the_old_limit(
+    registry_of: RegistryOf, redis_server: RedisServer, client: redis.Redis
+) -> None:
+    """Two tasks at once after a change: the one that wrote the change to Redis (waiting on
+    it) must not put back the arguments of before, which the other had already replaced.
+    The quota then admits the learned 10 in a second, not the declared 20."""
+    registry = registry_of(
+        svc=f"""
+        [quotas.api]
+        limit = "20/1h"
+        storage = "{redis_server.url}"
+        max_wait = "0s"
+        learn = {{ from = "x-ratelimit", floor = "5/1h", ceiling = "50/1h" }}
+        [endpoints.get]
+        quotas = ["api"]
+        """
+    )
+
+    @registry.policy("svc.get")
+    async def get(headers: dict[str, str]) -> SimpleNamespace:
+        return answer(**headers)
+
+    async def main() -> int:
+        await get({"X_RateLimit_Limit": "10"})  # learned: 10 from now on
+        admitted = 1
+        for _ in range(15):
+            outcomes = await asyncio.gather(
+                get({"X_RateLimit_Limit": "10"}),
+                get({"X_RateLimit_Limit": "10"}),
+                return_exceptions=True,
+            )
+            admitted += sum(not isinstance(o, BaseException) for o in outcomes)
+        return admitted
+
+    assert asyncio.run(main()) == 10

@@ -102,3 +102,10 @@ def check_learn(learn: Learn, rate: Rate | None, ctx: Context) -> None:
             "limit",
             f"must be within learn's bounds {learn.floor}..{learn.ceiling} (got {rate})",
         )
+    if learn.window is not None and learn.window < rate.period:
+        ctx.report(
+            "learn.window",
+            f"must be at least the limit's period, {format_seconds(rate.period)} (got "
+            f"{format_seconds(learn.window)}: an announcement over a shorter window cannot "
+            "be held to the quota's)",
+        )

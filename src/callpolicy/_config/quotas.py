@@ -113,17 +113,20 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
         )
     exact = algorithm == "sliding-window" and not ("spread" in keys and keys["spread"].value)
     weighted = "weighted" in keys and keys["weighted"].value
-    if rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW and not weighted:
+    largest, where = (rate.value.calls, "limit") if rate is not None else (0, "limit")
+    if "learn" in keys and keys["learn"].value.ceiling.calls > largest:
+        largest, where = keys["learn"].value.ceiling.calls, "learn.ceiling"  # it may get there
+    if exact and largest > MAX_SLIDING_WINDOW and not weighted:
         ctx.report(
-            "limit",
+            where,
             f"is too large for an exact sliding window (more than "
             f'{MAX_SLIDING_WINDOW:,} calls); use algorithm = "leaky-bucket" or "token-bucket"',
         )
-    elif rate is not None and exact and rate.value.calls > MAX_SLIDING_WINDOW:
+    elif exact and largest > MAX_SLIDING_WINDOW:
         # One entry per call of cost > 0, at most MAX_SLIDING_WINDOW: calls of one unit each
         # would be held back below a larger limit.
         ctx.report(
-            "limit",
+            where,
             f"is too large for a weighted sliding window (more than {MAX_SLIDING_WINDOW:,} "
             "cost units: it keeps one entry per call); count in larger units (cost in "
             'thousands of tokens), or use algorithm = "token-bucket", "leaky-bucket" or '

@@ -165,6 +165,10 @@ def _newer(
         members = [m for m in members if m.item == learn.name]
         if not members:
             raise Unusable(f"no policy named {learn.name!r}")
+    # a policy of another unit (content-bytes, concurrent-requests) says nothing of calls
+    members = [m for m in members if str(m.params.get("qu", "requests")) == "requests"]
+    if not members:
+        raise Unusable('no policy counting requests (qu="requests", the default)')
     best: tuple[int, int, float, Member] | None = None
     for member in members:  # the most restrictive: the fewest calls per period
         q = _param(member, "q")

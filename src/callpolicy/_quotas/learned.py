@@ -17,10 +17,23 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from callpolicy._clock import CLOCK
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Rate
 
 logger = logging.getLogger("callpolicy")
+# A limit flapping between announcements (servers behind one name that disagree): at most
+# LOG_MOST lines per LOG_EVERY seconds, then the next line counts the changes in between.
+LOG_EVERY = 10.0
+LOG_MOST = 5
+_MAX_SAID = 200  # characters of what announced a limit, in a log line or in Redis
+
+
+def same_learning(a: Quota, b: Quota) -> bool:
+    """Whether a learned limit of `a` holds for `b` (a reload that changed only max_wait,
+    on_unavailable...): the same limit, algorithm and bounds."""
+    fields = ("rate", "learn", "algorithm", "burst", "weighted", "spread", "storage")
+    return all(getattr(a, name) == getattr(b, name) for name in fields)
 
 
 class LearnedLimit:
@@ -38,6 +51,9 @@ class LearnedLimit:
         self.unshared: tuple[int, str] | None = None  # learned here, not yet sent to Redis
         self.said = ""  # what announced the limit in force (a header, or another process)
         self.read_at = -math.inf  # when the limit was last read from Redis (redis/learned.py)
+        self.write_failed = False  # the last write to Redis failed: tried once a second
+        self._logged: list[float] = []  # when the last lines were written (at most LOG_MOST)
+        self._unlogged = 0  # changes since the last line (a flapping limit)
         self._follow = follow
         self._lock = threading.Lock()
         renew_after_fork(self)
@@ -49,6 +65,7 @@ class LearnedLimit:
         """A response (or, `shared`, another process through Redis) announced `calls` per
         period, by `said`: the limit in force becomes that, within the bounds. True if it
         changed."""
+        said = " ".join(said.split())[:_MAX_SAID]  # one line, as Redis keeps it
         low, high = self.learn.floor.calls, self.learn.ceiling.calls
         kept = min(max(calls, low), high)
         bound = ""
@@ -66,16 +83,33 @@ class LearnedLimit:
             if not shared:
                 self.unshared = (kept, said)
             self._follow(self.current)
+            now = CLOCK.now()
+            self._logged = [at for at in self._logged if now - at < LOG_EVERY]
+            if len(self._logged) >= LOG_MOST:
+                self._unlogged += 1  # said with the next line
+                return True
+            more = (
+                f"; {self._unlogged} more change(s) since the last line" if self._unlogged else ""
+            )
+            self._logged.append(now)
+            self._unlogged = 0
             logger.info(
-                "quota %s: limit %s -> %s (%s%s)",
+                "quota %s: limit %s -> %s (%s%s%s)",
                 self.quota.name,
                 old,
                 self.current.rate,
                 said,
                 bound,
+                more,
                 extra={"quota": self.quota.name, "header": said.partition(":")[0]},
             )
         return True
+
+    def adopt(self, quota: Quota) -> None:
+        """The same quota after a reload (`same_learning`): what it learned still holds."""
+        with self._lock:
+            self.quota = quota
+            self.current = quota if self.learned is None else attrs.evolve(quota, rate=self.learned)
 
     def take_unshared(self) -> tuple[int, str] | None:
         with self._lock:
@@ -102,6 +136,9 @@ class LearnedLimits:
             known = self._limits.get(quota.name)
             if known is not None and known.quota == quota:
                 return known
+            if known is not None and same_learning(known.quota, quota):
+                known.adopt(quota)
+                return known
             fresh = self._limits[quota.name] = LearnedLimit(quota, self._follow)
         if known is not None and known.learned is not None:
             self._follow(quota)  # outside the lock: follow takes the storage's
@@ -110,7 +147,11 @@ class LearnedLimits:
     def current(self, quota: Quota) -> Quota:
         """`quota` with the limit in force (learned, or its own)."""
         known = self._limits.get(quota.name) if quota.learn is not None else None
-        return known.current if known is not None and known.quota == quota else quota
+        if known is None or not same_learning(known.quota, quota):
+            return quota
+        return (
+            known.current if known.quota == quota else attrs.evolve(quota, rate=known.current.rate)
+        )
 
     def learned(self, names: Iterable[str]) -> dict[str, Rate]:
         """The limits learned so far, by quota name, of those of `names` that learned one."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from callpolicy._clock import CLOCK
 from callpolicy._model import Quota
 from callpolicy._quotas.learned import LearnedLimit
-from callpolicy._quotas.redis.errors import FAILED
+from callpolicy._quotas.redis.errors import FAILED, passing, shown
 from callpolicy._quotas.redis.script import Arguments
 from callpolicy._steps import Step, Steps
 from callpolicy._text import Throttled
@@ -61,13 +61,15 @@ class Sharing:
         self.limits = [(learned.of(q), storage.key(q, "learned")) for q in quotas if q.learn]
         self.versions = tuple(limit.version for limit, _ in self.limits)
 
-    def follow(self, arguments: Arguments) -> Steps[Arguments]:
-        """The group's script arguments, built again with the limits in force if one
-        changed (here, or in another process: see sync)."""
+    def follow(self) -> Steps[Arguments | None]:
+        """The group's script arguments built again with the limits in force, if one
+        changed (here, or in another process: see sync) since they were last built; else
+        None. Compared after the I/O, so a call that waited on Redis never brings back the
+        arguments of before a change another call has already followed."""
         yield from self.sync()
         versions = tuple(limit.version for limit, _ in self.limits)
         if versions == self.versions:
-            return arguments
+            return None
         self.versions = versions
         return Arguments([self.storage.memory.learned.current(q) for q in self.quotas])
 
@@ -75,14 +77,15 @@ class Sharing:
         """Write what this process learned, or read what others did (at most once a
         second per quota). Never raises a Redis error: the limit in force stays."""
         for limit, key in self.limits:
-            unshared = limit.take_unshared() if limit.unshared is not None else None
             now = CLOCK.now()
-            if unshared is None and now - limit.read_at < READ_EVERY:
-                continue
+            if now - limit.read_at < READ_EVERY and (limit.unshared is None or limit.write_failed):
+                continue  # a new limit is written at once; a failed write, once a second
+            unshared = limit.take_unshared()
             limit.read_at = now
             try:
                 if unshared is not None:
                     yield from self._write(key, *unshared)
+                    limit.write_failed = False
                     continue
                 raw = yield Command(self.storage, "get", key)
                 if raw is None and limit.learned is not None and limit.said:
@@ -90,12 +93,26 @@ class Sharing:
                     yield from self._write(key, limit.learned.calls, limit.said)
                     continue
             except FAILED as error:
-                if unshared is not None and limit.unshared is None:
-                    limit.unshared = unshared  # written on a later admission
-                self.storage.unreachable(error)
+                # an outage: written later; a refusal (NOPERM, WRONGTYPE...): given up
+                if unshared is not None and limit.unshared is None and passing(error):
+                    limit.unshared, limit.write_failed = unshared, True
+                self._failed(limit, key, error)
                 continue
             if raw is not None:
                 self._adopt(limit, raw)
+
+    def _failed(self, limit: LearnedLimit, key: str, error: BaseException) -> None:
+        _odd.warn(
+            (limit.quota.name, "shared"),
+            "quota %s: its learned limit is not shared through %s (%s on %s); it counts by "
+            "it here, and other processes learn it from their own responses (said at most "
+            "once a minute)",
+            limit.quota.name,
+            self.storage.storage,
+            shown(error, self.storage.storage.url),
+            key,
+            quota=limit.quota.name,
+        )
 
     def _write(self, key: str, calls: int, said: str) -> Steps[None]:
         yield Command(self.storage, "set", key, f"{calls} {said}", ex=LEARNED_TTL)

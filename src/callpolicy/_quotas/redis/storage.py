@@ -203,7 +203,9 @@ class RedisGroup(Shells):
     # -- the operations ----------------------------------------------------------------------
     def take(self, cost: float) -> Steps[RedisTaken | Refusal]:
         if self.sharing is not None:  # limits learned here or by others count from now on
-            self.arguments = yield from self.sharing.follow(self.arguments)
+            renewed = yield from self.sharing.follow()
+            if renewed is not None:
+                self.arguments = renewed
         args = self.arguments.admit(cost)
         try:
             yield from self.storage.catch_up(self)  # fails before this admission is sent
