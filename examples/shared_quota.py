@@ -260,6 +260,7 @@ def report_counters(counters: list[Counters]) -> None:
         total = {
             field: sum(worker[name][field] for worker in counters if name in worker)
             for field in attrs.fields_dict(callpolicy.QuotaCounters)
+            if field != "learned"  # a rate, not a count (None: the declared limit holds)
         }
         print(
             f"  {name:<20}admitted {total['admitted']}, refused {total['refused']}, "
