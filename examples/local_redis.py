@@ -16,13 +16,39 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class RedisMissing(RuntimeError):
     """No redis-server binary on PATH."""
 
 
-class RedisServer:
+class Started:
+    """Servers started for a `with` block and stopped after it (by their PIDs)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(Started):
     """`redis-server` on 127.0.0.1 and a free port, its files (none) kept in `workdir`."""
 
     def __init__(self, workdir: Path, extra: Sequence[str] = ()) -> None:
@@ -79,18 +105,6 @@ class RedisServer:
             if self.process.stderr is not None:
                 self.process.stderr.close()
             self.process = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _wait_until_up(self) -> None:
         assert self.process is not None

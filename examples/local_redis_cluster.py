@@ -15,17 +15,16 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, cast
 
 import redis
-from local_redis import RedisServer, _free_port
+from local_redis import RedisServer, Started, _free_port
 
 SLOTS = 16384
 SERVICE = "primary"
 
 
-class LocalCluster:
+class LocalCluster(Started):
     """A Redis Cluster of `size` masters, slots split evenly; with `replicas`, one replica of
     each (nodes[size + i] replicates nodes[i]), which takes over 2 s after its master is lost."""
 
@@ -136,18 +135,6 @@ class LocalCluster:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class Sentinel(RedisServer):
     """`redis-server <conf> --sentinel` watching one primary, quick to call it down."""
@@ -170,7 +157,7 @@ class Sentinel(RedisServer):
         return [self.binary, str(conf), "--sentinel"]
 
 
-class SentinelGroup:
+class SentinelGroup(Started):
     """A primary, one replica and three sentinels (quorum 2) on loopback ports."""
 
     def __init__(self, workdir: Path, password: str | None = None) -> None:
@@ -262,18 +249,6 @@ class SentinelGroup:
     def stop(self) -> None:
         for server in [*self.sentinels, *self.servers]:
             server.stop()
-
-    def __enter__(self) -> SentinelGroup:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def certificates(workdir: Path) -> tuple[Path, Path, Path]:

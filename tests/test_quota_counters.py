@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
+from test_redis_quotas import noop, outcome
 
 import callpolicy
 from callpolicy import (
     FakeClock,
     QuotaCounters,
     QuotaExceeded,
-    QuotaUnavailable,
     Registry,
     call_options,
 )
@@ -30,20 +30,6 @@ RegistryOf = Callable[..., Registry]
 
 def counts(registry: Registry, name: str = "svc.q") -> QuotaCounters:
     return registry.quota_counters()[name]
-
-
-def outcome(call: Callable[[], object]) -> str:
-    try:
-        call()
-    except QuotaUnavailable:
-        return "unavailable"
-    except QuotaExceeded:
-        return "refused"
-    return "ok"
-
-
-def noop() -> None:
-    return None
 
 
 async def anoop() -> None:
