@@ -258,9 +258,20 @@ def certificates(workdir: Path) -> tuple[Path, Path, Path]:
     ca, ca_key = workdir / "ca.crt", workdir / "ca.key"
     cert, key, request = workdir / "server.crt", workdir / "server.key", workdir / "server.csr"
     names = workdir / "names.ext"
-    names.write_text("subjectAltName = IP:127.0.0.1\n", encoding="utf-8")
+    # The extensions a strict verifier asks for (Python 3.13 sets VERIFY_X509_STRICT): a CA
+    # that says it signs certificates, a certificate naming its issuer's key and its uses.
+    names.write_text(
+        "subjectAltName = IP:127.0.0.1\n"
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth, clientAuth\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid\n",
+        encoding="utf-8",
+    )
     steps = [
-        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-CA -keyout {ca_key} -out {ca}",
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-CA -keyout {ca_key} -out {ca} "
+        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
         "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout {key} -out {request}",
         "x509 -req -in {request} -CA {ca} -CAkey {ca_key} -CAcreateserial -days 1 "
         "-extfile {names} -out {cert}",
