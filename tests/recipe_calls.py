@@ -54,6 +54,13 @@ class Statuses(Counter[int]):
         return self != {200: calls} and self.longest > STALL and attempt + 1 < ATTEMPTS
 
 
+def statuses_in_mode(registry: Registry, url: str, calls: int, mode: str) -> Statuses:
+    """The tests' three modes: "sequential", "3 threads" or "3 tasks"."""
+    if mode == "3 tasks":
+        return statuses_from_tasks(registry, url, calls, 3)
+    return statuses_from_threads(registry, url, calls, 1 if mode == "sequential" else 3)
+
+
 def statuses_from_threads(registry: Registry, url: str, calls: int, threads: int) -> Statuses:
     statuses = Statuses()
     lock = threading.Lock()

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 import requests
 from local_http import running
-from recipe_calls import ATTEMPTS, recipe_policies, statuses_from_tasks, statuses_from_threads
+from recipe_calls import ATTEMPTS, recipe_policies, statuses_from_threads, statuses_in_mode
 
 from callpolicy import Registry
 
@@ -283,12 +283,7 @@ def test_the_recipe_is_never_refused_by_the_documented_limiter(
     for attempt in range(ATTEMPTS):  # again only after a stall beyond the guard (STALL)
         registry = Registry(recipe_policies(write_policies, keys))
         with limited(make()) as server:
-            if mode == "3 tasks":
-                statuses = statuses_from_tasks(registry, server.url, calls, 3)
-            else:
-                statuses = statuses_from_threads(
-                    registry, server.url, calls, 1 if mode == "sequential" else 3
-                )
+            statuses = statuses_in_mode(registry, server.url, calls, mode)
         if not statuses.again(calls, attempt):
             break
     assert statuses == {200: calls}, (server.log, f"longest call {statuses.longest:.3f}s")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from recipe_calls import ATTEMPTS, recipe_policies, statuses_from_tasks, statuses_from_threads
+from recipe_calls import ATTEMPTS, recipe_policies, statuses_in_mode
 
 from callpolicy import Registry
 
@@ -66,12 +66,7 @@ def test_the_recipe_is_never_refused_by_its_server(
     for attempt in range(ATTEMPTS):  # again only after a stall beyond the guard (STALL)
         server = start(kind, parameters)
         registry = Registry(recipe_policies(write_policies, keys))
-        if mode == "3 tasks":
-            statuses = statuses_from_tasks(registry, server.url, CALLS, 3)
-        else:
-            statuses = statuses_from_threads(
-                registry, server.url, CALLS, 1 if mode == "sequential" else 3
-            )
+        statuses = statuses_in_mode(registry, server.url, CALLS, mode)
         if not statuses.again(CALLS, attempt):
             break
     assert statuses == {200: CALLS}, f"longest call {statuses.longest:.3f}s"
