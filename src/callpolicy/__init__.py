@@ -12,6 +12,7 @@ from callpolicy._config import PathLike
 from callpolicy._errors import (
     AccountLimit,
     CallPolicyError,
+    CircuitOpen,
     PolicyError,
     Problem,
     QuotaExceeded,
@@ -20,6 +21,8 @@ from callpolicy._errors import (
 )
 from callpolicy._events import SleepEvent, add_sleep_hook
 from callpolicy._model import (
+    Breaker,
+    Budget,
     Learn,
     Pause,
     Policy,
@@ -56,8 +59,11 @@ def quota_counters() -> dict[str, QuotaCounters]:
 
 __all__ = [
     "AccountLimit",
+    "Breaker",
+    "Budget",
     "CallOptions",
     "CallPolicyError",
+    "CircuitOpen",
     "FakeClock",
     "Learn",
     "Pause",

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
 from callpolicy._engine import Runner
+from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._errors import PolicyError, Problem
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
@@ -32,6 +33,7 @@ class Registry:
         self._policies: dict[str, Policy] | None = None
         self._runners: dict[str, Runner] = {}
         self._quotas = QuotaStore()
+        self._layers = ResilienceStore(self._quotas)  # breakers and budgets
         self._lock = threading.RLock()
         renew_after_fork(self)
         #: Bumped by every successful load; decorated functions re-bind when it changes.
@@ -51,6 +53,7 @@ class Registry:
             self._paths = chosen
             self._policies = policies
             self._runners = {}
+            self._layers.retain(policies.values())
             self.generation += 1
         return self
 
@@ -97,7 +100,7 @@ class Registry:
                 raise self._unknown(name, policies, where)
             found = self._runners.get(name)
             if found is None:
-                found = self._runners[name] = Runner(model, self._quotas)
+                found = self._runners[name] = Runner(model, self._quotas, self._layers)
             return found
 
     def quotas(self) -> list[Quota]:

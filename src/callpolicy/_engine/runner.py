@@ -12,7 +12,6 @@ threads and tasks share a policy freely.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,20 +19,18 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.announced import Learner
+from callpolicy._engine.circuit import Ticket
 from callpolicy._engine.conditions import RetryCondition
+from callpolicy._engine.decisions import RetryDecisions
 from callpolicy._engine.outcomes import (
     DeadlineStop,
-    cannot_repeat,
-    give_up,
     no_quota_for_retry,
-    sleep_event,
 )
 from callpolicy._engine.pause import ServerPause
-from callpolicy._engine.repeat import not_replayable
+from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.rules import Cause, compile_causes
 from callpolicy._engine.waits import compile_wait
 from callpolicy._errors import QuotaExceeded
-from callpolicy._events import emit, listening
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
@@ -41,14 +38,14 @@ from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
-# RetryCallState wants a Retrying to point at; ours is never iterated.
-_STATE_OWNER = tenacity.Retrying()
 
 
-class Runner:
+class Runner(RetryDecisions):
     """Runs calls under one policy. Built once per policy name and registry generation."""
 
-    def __init__(self, policy: Policy, quotas: QuotaStore) -> None:
+    def __init__(
+        self, policy: Policy, quotas: QuotaStore, layers: ResilienceStore | None = None
+    ) -> None:
         self.policy = policy
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
@@ -60,6 +57,9 @@ class Runner:
         self.said_by_server = bool(policy.retry.should_retry_header)
         self.ruled = bool(policy.retry.rules)  # else one cause: the call's attempts are its
         self.admission = quotas.admission(policy)
+        layers = layers or ResilienceStore(quotas)
+        self.breaker = layers.circuit(policy, self.condition)
+        self.budget = None if policy.budget is None else layers.budget(policy.budget)
         pause = policy.pause
         self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
         learning = quotas.learning(policy)
@@ -68,6 +68,7 @@ class Runner:
         self.reads_answers = self.pause is not None or self.learner is not None
         # A returned value ends the call at once: nothing reads it (the success path).
         self.returns_at_once = not self.reads_answers and not self.checks_results
+        self.returns_at_once &= self.breaker is None and self.budget is None
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
@@ -78,12 +79,16 @@ class Runner:
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
-        admission, pause = self.admission, self.pause
-        grant = None
-        if pause is not None:
-            pause.wait(1, deadline_at)
-        if admission is not None:
-            grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+        admission, pause, breaker = self.admission, self.pause, self.breaker
+        grant, ticket = None, None if breaker is None else breaker.enter()
+        try:
+            if pause is not None:
+                pause.wait(1, deadline_at)
+            if admission is not None:
+                grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+        except BaseException:
+            self._cancel(ticket)
+            raise
         try:
             if pause is not None:
                 pause.enter()
@@ -92,7 +97,7 @@ class Runner:
             else:
                 result = grant.run(fn, args, kwargs, costing)
         except BaseException as exc:
-            cause = self._retries_error(exc)
+            cause = self._retries_error(exc, ticket)
             if cause is None:
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
@@ -100,7 +105,7 @@ class Runner:
         else:
             if self.returns_at_once:
                 return result
-            cause = self._retries_result(result)
+            cause = self._retries_result(result, ticket)
             if cause is None:
                 return result
             error = None
@@ -116,12 +121,16 @@ class Runner:
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
-        admission, pause = self.admission, self.pause
-        grant = None
-        if pause is not None:
-            await pause.async_wait(1, deadline_at)
-        if admission is not None:
-            grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+        admission, pause, breaker = self.admission, self.pause, self.breaker
+        grant, ticket = None, None if breaker is None else breaker.enter()
+        try:
+            if pause is not None:
+                await pause.async_wait(1, deadline_at)
+            if admission is not None:
+                grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+        except BaseException:
+            self._cancel(ticket)
+            raise
         try:
             if pause is not None:
                 pause.enter()
@@ -130,7 +139,7 @@ class Runner:
             else:
                 result = await grant.async_run(fn, args, kwargs, costing)
         except BaseException as exc:
-            cause = self._retries_error(exc)
+            cause = self._retries_error(exc, ticket)
             if cause is None:
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
@@ -138,7 +147,7 @@ class Runner:
         else:
             if self.returns_at_once:
                 return result
-            cause = self._retries_result(result)
+            cause = self._retries_result(result, ticket)
             if cause is None:
                 return result
             error = None
@@ -146,13 +155,18 @@ class Runner:
         return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _retries_result(self, result: Any) -> Cause | None:
+    def _retries_result(self, result: Any, ticket: Ticket | None = None) -> Cause | None:
         """The cause a returned value is retried by; None: it ends the call."""
+        if ticket is not None:
+            self.breaker.returned(ticket, result)  # type: ignore[union-attr]
         if self.pause is not None:
             self.pause.note(result)
         if self.learner is not None:
             self.learner.note(result)
-        return self.condition.retries_result(result) if self.checks_results else None
+        cause = self.condition.retries_result(result) if self.checks_results else None
+        if cause is None and self.budget is not None:
+            self.budget.succeeded()
+        return cause
 
     def _retries(
         self,
@@ -167,12 +181,9 @@ class Runner:
     ) -> Steps[Any]:
         """After the first attempt raised a retryable `error` (or returned a retryable
         `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
-        admission, pause = self.admission, self.pause
+        admission, pause, breaker = self.admission, self.pause, self.breaker
         deadline_at = None if self.deadline is None else start + self.deadline
-        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
-        state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
-        if self.ruled:
-            state.callpolicy_counts = [0] * len(self.condition.causes)  # type: ignore[attr-defined]
+        state = self._retry_state(fn, args, kwargs, start)
         try:
             while True:
                 if error is not None:
@@ -182,6 +193,7 @@ class Runner:
                 last = state.outcome
                 yield Sleep(self._next_sleep(state, cause))
                 attempt, grant, token = state.attempt_number, None, None
+                ticket = None if breaker is None else breaker.enter_retry(last)
                 try:
                     left = 0.0 if pause is None else pause.left(attempt, deadline_at)
                     if left:
@@ -190,7 +202,11 @@ class Runner:
                         call = (costing, args, kwargs)
                         grant = yield Method(admission, "admit", attempt, deadline_at, call)
                 except QuotaExceeded as refused:
+                    self._cancel(ticket)
                     no_quota_for_retry(self.name, refused, last, state)
+                except BaseException:
+                    self._cancel(ticket)
+                    raise
                 if pause is not None:
                     pause.enter()
                 try:
@@ -200,7 +216,7 @@ class Runner:
                 except BaseException as exc:
                     if grant is not None:
                         yield from grant.leave(token)
-                    found = self._retries_error(exc)
+                    found = self._retries_error(exc, ticket)
                     if found is None:
                         raise
                     cause, error = found, exc
@@ -208,15 +224,17 @@ class Runner:
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
-                found = self._retries_result(result)
+                found = self._retries_result(result, ticket)
                 if found is None:
                     return result
                 cause, error = found, None
         except StopIteration as stop:  # the user's, or the last attempt's: see Raised
             return Raised(stop)
 
-    def _retries_error(self, error: BaseException) -> Cause | None:
+    def _retries_error(self, error: BaseException, ticket: Ticket | None = None) -> Cause | None:
         """The cause an attempt's error calls for another attempt by; interrupts never do."""
+        if ticket is not None:
+            self.breaker.failed(ticket, error)  # type: ignore[union-attr]
         pause = self.pause
         if not isinstance(error, Exception):  # KeyboardInterrupt, CancelledError, ...
             if pause is not None:
@@ -228,51 +246,6 @@ class Runner:
             self.learner.note(error)
         return self.condition.retries_exception(error)
 
-    def _next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
-        """After an outcome `cause` retries: how long to sleep before the next attempt, which
-        it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
-        or the cause's attempts say to give up."""
-        if self.ruled:
-            count = self._rule_count(state, cause)
-            sleep = self._rule_wait(state, cause, count)
-        else:  # one cause, whose attempts are the call's
-            count, sleep = state.attempt_number, float(self.wait(state))
-        state.upcoming_sleep = sleep
-        if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
-            give_up(self.name, self.max_attempts, self.deadline, state)
-        why = not_replayable(state.args, state.kwargs)
-        if why is not None:
-            cannot_repeat(self.name, state, why)
-        state.idle_for += sleep
-        if listening():  # describing the cause costs more than the rest of a retry
-            said = self._said(state) if self.said_by_server else None
-            emit(sleep_event(self.name, self.max_attempts, cause, count, state, said))
-        state.prepare_for_next_attempt()
-        return sleep
-
-    def _said(self, state: tenacity.RetryCallState) -> str | None:
-        outcome = state.outcome
-        assert outcome is not None
-        return self.condition.said(outcome.exception() if outcome.failed else outcome.result())
-
-    def _rule_count(self, state: tenacity.RetryCallState, cause: Cause) -> int:
-        """One more attempt ended in `cause`: its count, the first included; gives up when
-        the cause has had its attempts."""
-        counts: list[int] = state.callpolicy_counts  # type: ignore[attr-defined]
-        count = counts[cause.index] = counts[cause.index] + 1
-        if count >= cause.attempts:  # the plain keys' attempts are stop.attempts: say so
-            rule = cause if cause.name is not None else None
-            give_up(self.name, self.max_attempts, self.deadline, state, rule)
-        return count
-
-    def _rule_wait(self, state: tenacity.RetryCallState, cause: Cause, count: int) -> float:
-        """The cause's wait, counting the cause's own attempts (an exponential wait starts
-        at its initial for the first failure of each cause)."""
-        assert cause.wait is not None
-        attempt = state.attempt_number
-        state.callpolicy_sleep = None  # type: ignore[attr-defined]  # another cause's
-        state.attempt_number = count
-        try:
-            return float(cause.wait(state))
-        finally:
-            state.attempt_number = attempt
+    def _cancel(self, ticket: Ticket | None) -> None:
+        if ticket is not None:
+            self.breaker.cancel(ticket)  # type: ignore[union-attr]

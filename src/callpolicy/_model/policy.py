@@ -10,6 +10,7 @@ import attrs
 from attrs import validators as v
 
 from callpolicy._model.quotas import Quota
+from callpolicy._model.resilience import Breaker, Budget
 
 WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
@@ -221,3 +222,5 @@ class Policy:
     description: str = ""
     source: str = ""
     pause: Pause | None = None
+    breaker: Breaker | None = None
+    budget: Budget | None = None
