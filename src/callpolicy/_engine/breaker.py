@@ -40,19 +40,20 @@ def opening_reason(model: Breaker, calls: int, failures: int, slow: int) -> str 
     """Why a closed breaker with these counts opens; None: it stays closed."""
     if calls < model.min_calls:
         return None
+    failing = failures >= model.failure_ratio * calls
+    if not failing and slow < model.slow_call_ratio * calls:
+        return None
     window = (
         f"the last {model.window_calls} calls"
         if model.window_calls is not None
         else f"the last {format_seconds(model.window_seconds or 0.0)}"
     )
-    if failures >= model.failure_ratio * calls:
+    if failing:
         share = f"{failures / calls:.0%} >= failure_ratio {model.failure_ratio:g}"
         return f"{failures} of {calls} calls failed ({share}) over {window}"
-    if slow >= model.slow_call_ratio * calls:
-        share = f"{slow / calls:.0%} >= slow_call_ratio {model.slow_call_ratio:g}"
-        shown = format_seconds(model.slow_call)
-        return f"{slow} of {calls} calls took {shown} or more ({share}) over {window}"
-    return None
+    share = f"{slow / calls:.0%} >= slow_call_ratio {model.slow_call_ratio:g}"
+    shown = format_seconds(model.slow_call)
+    return f"{slow} of {calls} calls took {shown} or more ({share}) over {window}"
 
 
 class LocalBreaker:
@@ -62,6 +63,8 @@ class LocalBreaker:
         self.model = model
         self.name = model.name
         self.window = make_window(model)
+        self.min_calls, self.failing = model.min_calls, model.failure_ratio
+        self.slowing = model.slow_call_ratio
         self.state = CLOSED
         self.generation = 0
         self.probe_at = 0.0  # open: when trial calls may go
@@ -108,9 +111,12 @@ class LocalBreaker:
             if self.state is CLOSED:
                 window = self.window
                 window.add(outcome, now)
-                why = opening_reason(self.model, window.calls, window.failures, window.slow)
-                if why is None:
+                calls = window.calls
+                if calls < self.min_calls or (
+                    window.failures < self.failing * calls and window.slow < self.slowing * calls
+                ):
                     return
+                why = opening_reason(self.model, calls, window.failures, window.slow) or ""
                 state = OPEN
             elif outcome:  # half-open: a trial call failed (or was slow)
                 what = "failed" if outcome & FAILED else "was slow"

@@ -71,6 +71,8 @@ class LocalBudget:
 
     def succeeded(self) -> None:
         """A call succeeded: give token_ratio back."""
+        if self.tokens == self.most:  # full: nothing to give back (read without the lock:
+            return  # this success is ordered before any failure racing with it)
         with self.lock:
             self.tokens = tokens = min(self.most, self.tokens + self.gain)
             changed = self.exhausted and tokens > self.half

@@ -90,8 +90,11 @@ class Circuit:
 
     def returned(self, ticket: Ticket, result: Any) -> None:
         """The attempt returned `result`."""
-        failed = bool(self.statuses) and status_of(result) in self.statuses
-        self._record(ticket, FAILED if failed else 0)
+        now = CLOCK.now()
+        outcome = SLOW if now - ticket[1] >= self.slow_call else 0
+        if self.statuses and status_of(result) in self.statuses:
+            outcome |= FAILED
+        self.breaker.record(ticket[0], outcome, now)
 
     def cancel(self, ticket: Ticket) -> None:
         """The attempt was not made (its quota refused it)."""

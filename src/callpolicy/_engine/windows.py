@@ -14,7 +14,7 @@ from typing import Protocol
 from callpolicy._model import TIME_BUCKETS
 
 FAILED = 1
-SLOW = 2
+SLOW = 2  # the bit above FAILED: `outcome >> 1` is 1 for a slow call
 
 
 class Window(Protocol):
@@ -42,17 +42,20 @@ class CountWindow:
         self.calls = self.failures = self.slow = 0
 
     def add(self, outcome: int, now: float) -> None:
-        index = self.next
+        index, ring = self.next, self.ring
         if self.calls == self.size:  # full: the oldest leaves
-            old = self.ring[index]
-            self.failures -= old & FAILED
-            self.slow -= (old & SLOW) >> 1
+            old = ring[index]
+            if old:
+                self.failures -= old & FAILED
+                self.slow -= old >> 1
         else:
             self.calls += 1
-        self.ring[index] = outcome
-        self.failures += outcome & FAILED
-        self.slow += (outcome & SLOW) >> 1
-        self.next = index + 1 if index + 1 < self.size else 0
+        ring[index] = outcome
+        if outcome:
+            self.failures += outcome & FAILED
+            self.slow += outcome >> 1
+        index += 1
+        self.next = 0 if index == self.size else index
 
     def expire(self, now: float) -> None:
         pass  # a count window forgets nothing by time
