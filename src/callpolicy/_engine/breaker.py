@@ -56,6 +56,23 @@ def opening_reason(model: Breaker, calls: int, failures: int, slow: int) -> str 
     return f"{slow} of {calls} calls took {shown} or more ({share}) over {window}"
 
 
+def half_open_reason(model: Breaker) -> str:
+    probes = f"{model.probes} trial call{'s' if model.probes != 1 else ''}"
+    return f"open_for {format_seconds(model.open_for)} passed; letting {probes}"
+
+
+def trial_failed_reason(outcome: int) -> str:
+    return f"a trial call {'failed' if outcome & FAILED else 'was slow'}"
+
+
+def closed_reason(passed: int) -> str:
+    return f"{passed} trial call{'s' if passed != 1 else ''} succeeded"
+
+
+def log_opened(model: Breaker, why: str) -> None:
+    log_change(model.name, OPEN, f"{why}; probing again in {format_seconds(model.open_for)}")
+
+
 class LocalBreaker:
     """One breaker's state, shared by every policy of this process that names it."""
 
@@ -87,8 +104,7 @@ class LocalBreaker:
             if self.state is OPEN:
                 if now < self.probe_at:
                     return None
-                why = f"open_for {format_seconds(self.model.open_for)} passed; letting "
-                why += f"{self.model.probes} trial call{'s' if self.model.probes != 1 else ''}"
+                why = half_open_reason(self.model)
                 self._change(HALF_OPEN, now)
             if self.probes_taken >= self.model.probes:
                 entered = None
@@ -119,20 +135,19 @@ class LocalBreaker:
                 why = opening_reason(self.model, calls, window.failures, window.slow) or ""
                 state = OPEN
             elif outcome:  # half-open: a trial call failed (or was slow)
-                what = "failed" if outcome & FAILED else "was slow"
-                why = f"a trial call {what}"
+                why = trial_failed_reason(outcome)
                 state = OPEN
             else:
                 self.probes_passed += 1
                 if self.probes_passed < self.model.probes:
                     return
-                why = f"{self.probes_passed} trial call{'s' if self.probes_passed != 1 else ''} "
-                why += "succeeded"
+                why = closed_reason(self.probes_passed)
                 state = CLOSED
             self._change(state, now)
         if state == OPEN:
-            why += f"; probing again in {format_seconds(self.model.open_for)}"
-        log_change(self.name, state, why)
+            log_opened(self.model, why)
+        else:
+            log_change(self.name, state, why)
 
     def cancel(self, generation: int) -> None:
         """An attempt entered in `generation` was not made, or ended without an outcome

@@ -59,6 +59,6 @@ class ResilienceStore:
     def _new_breaker(self, model: Breaker) -> BreakerState:
         if model.storage.is_memory:
             return LocalBreaker(model)
-        from callpolicy._quotas.redis.breaker import RedisBreaker  # noqa: PLC0415 (optional)
+        from callpolicy._engine.redis_breaker import RedisBreaker  # noqa: PLC0415 (optional)
 
         return RedisBreaker(model)
