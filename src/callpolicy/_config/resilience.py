@@ -39,7 +39,8 @@ KINDS = {"breaker": "breakers", "budget": "budgets"}  # policy key -> table of n
 
 @attrs.frozen
 class LayerRef:
-    """A policy's `breaker` or `budget`: a name, or an inline table (`spec`)."""
+    """A policy's `breaker` or `budget`: a name, an inline table (`spec`), or neither
+    (`false`: none, dropping an inherited one)."""
 
     name: str | None
     spec: dict[str, Any] | None
@@ -51,8 +52,10 @@ def parse_ref(value: Any, ctx: Context, key: str) -> LayerRef:
         return LayerRef(None, value, ctx.service)
     if isinstance(value, str) and value:
         return LayerRef(value, None, ctx.service)
+    if value is False:
+        return LayerRef(None, None, ctx.service)
     raise UnitError(
-        f"must be the name of a [{KINDS[key]}.<name>] table or an inline table "
+        f"must be the name of a [{KINDS[key]}.<name>] table, an inline table or false "
         f"(got {shown_value(value)})"
     )
 
@@ -186,12 +189,15 @@ class NamedLayers:
         if leaf is None:
             return None
         kind, ref = KINDS[key], leaf.value
+        if ref.name is None and ref.spec is None:
+            return None  # false
         if ref.spec is not None:
             ctx = Context(leaf.path, {}, (), leaf.key, ref.service, [])
             keys = read_layer(kind, ref.spec, ctx)
             problems.extend(Problem(p.path, leaf.line, p.key, p.message) for p in ctx.problems)
             return None if keys is None else build_layer(kind, policy, keys)
-        full = ref.name if "." in ref.name else f"{ref.service}.{ref.name}"
+        name: str = ref.name
+        full = name if "." in name else f"{ref.service}.{name}"
         found = self.built.get(kind, {}).get(full)
         if found is None and (kind, full) not in self.broken:
             known = [*self.built.get(kind, {}), *(n for k, n in self.broken if k == kind)]
