@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from callpolicy import Breaker, CircuitOpen, FakeClock, Registry, RetryExhausted
+from callpolicy import Breaker, CircuitOpen, FakeClock, Registry, RetryExhausted, fake_time
 from callpolicy._engine.breaker import CLOSED, HALF_OPEN, OPEN, LocalBreaker
 from callpolicy._engine.windows import FAILED, SLOW, CountWindow, TimeWindow
 
@@ -346,3 +346,51 @@ async def test_async_calls_pass_the_breaker_the_same_way(
     with pytest.raises(CircuitOpen):
         await get()
     assert calls == 4
+
+
+def test_a_breaker_opened_by_other_calls_during_the_sleep_refuses_the_retry(
+    registry_of: RegistryOf,
+) -> None:
+    registry = registry_of(svc=POLICY.format(extra="", attempts=5))
+    flaky = Flaky()
+    get = registry.policy("svc.get")(flaky)
+    circuit = registry.runner("svc.get").breaker
+    assert circuit is not None
+    state = circuit.breaker
+    assert isinstance(state, LocalBreaker)
+
+    class OthersFailMeanwhile(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            for _ in range(4):  # other calls fail while this one sleeps: it opens
+                state.record(state.generation, FAILED, self.now())
+
+    clock = OthersFailMeanwhile()
+    with fake_time(clock), pytest.raises(CircuitOpen) as raised:
+        get()
+    assert flaky.calls == 1  # the retry was refused, not made
+    assert clock.sleeps == [1.0]
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    assert registry.quota_counters()["svc.q"].admitted == 1
+
+
+def test_slow_calls_through_a_policy_open_it_at_the_slow_call_ratio(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    extra = 'slow_call = "2s"\nslow_call_ratio = 0.5'
+    registry = registry_of(svc=POLICY.format(extra=extra, attempts=1))
+
+    def slow() -> str:
+        clock.advance(2.0)  # exactly slow_call: slow
+        return "ok"
+
+    def quick() -> str:
+        clock.advance(1.999)
+        return "ok"
+
+    slow_get, quick_get = registry.policy("svc.get")(slow), registry.policy("svc.get")(quick)
+    for fn in (quick_get, slow_get, quick_get):
+        assert fn() == "ok"
+    assert slow_get() == "ok"  # 2 of 4 slow: 50%
+    with pytest.raises(CircuitOpen):
+        quick_get()
