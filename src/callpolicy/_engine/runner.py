@@ -12,7 +12,6 @@ threads and tasks share a policy freely.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,23 +19,27 @@ import tenacity
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.announced import Learner
+from callpolicy._engine.between import Between
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.outcomes import (
     DeadlineStop,
-    cannot_repeat,
-    give_up,
     no_quota_for_retry,
-    sleep_event,
 )
 from callpolicy._engine.pause import ServerPause
-from callpolicy._engine.repeat import not_replayable
 from callpolicy._engine.rules import Cause, compile_causes
+from callpolicy._engine.traced import (
+    async_traced_call,
+    attempt_begins,
+    attempt_retried,
+    traced_call,
+)
 from callpolicy._engine.waits import compile_wait
 from callpolicy._errors import QuotaExceeded
-from callpolicy._events import emit, listening
+from callpolicy._events import HOOKS, current_trace
 from callpolicy._model import Policy
 from callpolicy._options import Costing
-from callpolicy._quotas import QuotaStore
+from callpolicy._quotas import Grant, QuotaStore
+from callpolicy._stats import Tally
 from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
@@ -48,8 +51,9 @@ _STATE_OWNER = tenacity.Retrying()
 class Runner:
     """Runs calls under one policy. Built once per policy name and registry generation."""
 
-    def __init__(self, policy: Policy, quotas: QuotaStore) -> None:
+    def __init__(self, policy: Policy, quotas: QuotaStore, tally: Tally | None = None) -> None:
         self.policy = policy
+        self.tally = Tally() if tally is None else tally
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
@@ -71,19 +75,42 @@ class Runner:
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
-        self.stop = stop
+        self.between = Between(
+            self.name,
+            self.max_attempts,
+            self.deadline,
+            self.condition,
+            self.wait,
+            stop,
+            self.tally,
+            self.ruled,
+            self.said_by_server,
+        )
 
     def call(
-        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
+        self,
+        fn: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        costing: Costing | None = None,
+        traced: bool = False,
     ) -> Any:
+        if HOOKS.on and not traced:
+            return traced_call(self, fn, args, kwargs, costing)
+        tally = self.tally
+        tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
         grant = None
-        if pause is not None:
-            pause.wait(1, deadline_at)
-        if admission is not None:
-            grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+        try:
+            if pause is not None:
+                pause.wait(1, deadline_at)
+            if admission is not None:
+                grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+        except BaseException:
+            tally.fail()
+            raise
         try:
             if pause is not None:
                 pause.enter()
@@ -94,18 +121,22 @@ class Runner:
         except BaseException as exc:
             cause = self._retries_error(exc)
             if cause is None:
+                tally.fail()
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
             if self.returns_at_once:
+                tally.succeed()
                 return result
             cause = self._retries_result(result)
             if cause is None:
+                tally.succeed()
                 return result
             error = None
         # Outside the except block, so a later failure is not chained to this one.
-        return run(self._retries(start, fn, args, kwargs, costing, cause, error, result))
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        return run(steps)
 
     async def async_call(
         self,
@@ -113,15 +144,24 @@ class Runner:
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
+        traced: bool = False,
     ) -> Any:
+        if HOOKS.on and not traced:
+            return await async_traced_call(self, fn, args, kwargs, costing)
+        tally = self.tally
+        tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
         grant = None
-        if pause is not None:
-            await pause.async_wait(1, deadline_at)
-        if admission is not None:
-            grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+        try:
+            if pause is not None:
+                await pause.async_wait(1, deadline_at)
+            if admission is not None:
+                grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+        except BaseException:
+            tally.fail()
+            raise
         try:
             if pause is not None:
                 pause.enter()
@@ -132,14 +172,17 @@ class Runner:
         except BaseException as exc:
             cause = self._retries_error(exc)
             if cause is None:
+                tally.fail()
                 raise  # unchanged, chain and all
             error: BaseException | None = exc
             result = None
         else:
             if self.returns_at_once:
+                tally.succeed()
                 return result
             cause = self._retries_result(result)
             if cause is None:
+                tally.succeed()
                 return result
             error = None
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
@@ -167,7 +210,9 @@ class Runner:
     ) -> Steps[Any]:
         """After the first attempt raised a retryable `error` (or returned a retryable
         `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
-        admission, pause = self.admission, self.pause
+        pause, tally, between = self.pause, self.tally, self.between
+        trace = current_trace()
+        attempt_retried(trace, error, result)
         deadline_at = None if self.deadline is None else start + self.deadline
         state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
         state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
@@ -180,17 +225,11 @@ class Runner:
                 else:
                     state.set_result(result)
                 last = state.outcome
-                yield Sleep(self._next_sleep(state, cause))
-                attempt, grant, token = state.attempt_number, None, None
-                try:
-                    left = 0.0 if pause is None else pause.left(attempt, deadline_at)
-                    if left:
-                        yield Sleep(left)
-                    if admission is not None:
-                        call = (costing, args, kwargs)
-                        grant = yield Method(admission, "admit", attempt, deadline_at, call)
-                except QuotaExceeded as refused:
-                    no_quota_for_retry(self.name, refused, last, state)
+                yield Sleep(between.next_sleep(state, cause))
+                token = None
+                tally.retry()
+                attempt_begins(trace, state.attempt_number)
+                grant = yield from self._admitted(state, last, deadline_at, costing)
                 if pause is not None:
                     pause.enter()
                 try:
@@ -204,16 +243,46 @@ class Runner:
                     if found is None:
                         raise
                     cause, error = found, exc
+                    attempt_retried(trace, error, None)
                     continue
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
                 found = self._retries_result(result)
                 if found is None:
+                    tally.succeed()
                     return result
                 cause, error = found, None
+                attempt_retried(trace, None, result)
         except StopIteration as stop:  # the user's, or the last attempt's: see Raised
+            tally.fail()
             return Raised(stop)
+        except BaseException:
+            tally.fail()
+            raise
+
+    def _admitted(
+        self,
+        state: tenacity.RetryCallState,
+        last: tenacity.Future | None,
+        deadline_at: float | None,
+        costing: Costing | None,
+    ) -> Steps[Grant | None]:
+        """The next attempt waits out the server's pause, then takes its quotas (None: the
+        policy has none); a quota that cannot admit it in time ends the call."""
+        attempt, admission, pause = state.attempt_number, self.admission, self.pause
+        try:
+            left = 0.0 if pause is None else pause.left(attempt, deadline_at)
+            if left:
+                yield Sleep(left)
+            if admission is None:
+                return None
+            call = (costing, state.args, state.kwargs)
+            grant: Grant = yield Method(admission, "admit", attempt, deadline_at, call)
+            return grant
+        except QuotaExceeded as refused:
+            self.between.gives_up(state, "quota")
+            no_quota_for_retry(self.name, refused, last, state)
 
     def _retries_error(self, error: BaseException) -> Cause | None:
         """The cause an attempt's error calls for another attempt by; interrupts never do."""
@@ -227,52 +296,3 @@ class Runner:
         if self.learner is not None:
             self.learner.note(error)
         return self.condition.retries_exception(error)
-
-    def _next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
-        """After an outcome `cause` retries: how long to sleep before the next attempt, which
-        it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
-        or the cause's attempts say to give up."""
-        if self.ruled:
-            count = self._rule_count(state, cause)
-            sleep = self._rule_wait(state, cause, count)
-        else:  # one cause, whose attempts are the call's
-            count, sleep = state.attempt_number, float(self.wait(state))
-        state.upcoming_sleep = sleep
-        if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
-            give_up(self.name, self.max_attempts, self.deadline, state)
-        why = not_replayable(state.args, state.kwargs)
-        if why is not None:
-            cannot_repeat(self.name, state, why)
-        state.idle_for += sleep
-        if listening():  # describing the cause costs more than the rest of a retry
-            said = self._said(state) if self.said_by_server else None
-            emit(sleep_event(self.name, self.max_attempts, cause, count, state, said))
-        state.prepare_for_next_attempt()
-        return sleep
-
-    def _said(self, state: tenacity.RetryCallState) -> str | None:
-        outcome = state.outcome
-        assert outcome is not None
-        return self.condition.said(outcome.exception() if outcome.failed else outcome.result())
-
-    def _rule_count(self, state: tenacity.RetryCallState, cause: Cause) -> int:
-        """One more attempt ended in `cause`: its count, the first included; gives up when
-        the cause has had its attempts."""
-        counts: list[int] = state.callpolicy_counts  # type: ignore[attr-defined]
-        count = counts[cause.index] = counts[cause.index] + 1
-        if count >= cause.attempts:  # the plain keys' attempts are stop.attempts: say so
-            rule = cause if cause.name is not None else None
-            give_up(self.name, self.max_attempts, self.deadline, state, rule)
-        return count
-
-    def _rule_wait(self, state: tenacity.RetryCallState, cause: Cause, count: int) -> float:
-        """The cause's wait, counting the cause's own attempts (an exponential wait starts
-        at its initial for the first failure of each cause)."""
-        assert cause.wait is not None
-        attempt = state.attempt_number
-        state.callpolicy_sleep = None  # type: ignore[attr-defined]  # another cause's
-        state.attempt_number = count
-        try:
-            return float(cause.wait(state))
-        finally:
-            state.attempt_number = attempt

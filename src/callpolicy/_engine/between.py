@@ -1,0 +1,119 @@
+"""Between two attempts: whether the call goes on, and how long it sleeps first.
+
+After an attempt's outcome calls for another attempt (its `Cause`), tenacity's stop and
+wait strategies decide from the call's `RetryCallState`; with retry rules, each cause counts
+its own attempts and has its own wait. A call that goes on sleeps (counted, and said to the
+log and hooks); one that stops raises its last error (or RetryExhausted), counted and said
+to hooks as a give-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tenacity
+
+from callpolicy._engine.conditions import RetryCondition
+from callpolicy._engine.outcomes import (
+    cannot_repeat,
+    describe_exception,
+    describe_result,
+    give_up,
+    sleep_event,
+)
+from callpolicy._engine.repeat import not_replayable
+from callpolicy._engine.rules import Cause
+from callpolicy._events import GaveUp, emit, listening, wants
+from callpolicy._stats import Tally
+
+
+class Between:
+    """The decisions between attempts of one policy's calls (built once per runner)."""
+
+    def __init__(
+        self,
+        name: str,
+        max_attempts: int,
+        deadline: float | None,
+        condition: RetryCondition,
+        wait: tenacity.wait.wait_base,
+        stop: tenacity.stop.stop_base,
+        tally: Tally,
+        ruled: bool,
+        said_by_server: bool,
+    ) -> None:
+        self.name = name
+        self.max_attempts = max_attempts
+        self.deadline = deadline
+        self.condition = condition
+        self.wait = wait
+        self.stop = stop
+        self.tally = tally
+        self.ruled = ruled  # else one cause: the call's attempts are its
+        self.said_by_server = said_by_server
+
+    def next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
+        """After an outcome `cause` retries: how long to sleep before the next attempt, which
+        it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
+        or the cause's attempts say to give up."""
+        if self.ruled:
+            count = self._rule_count(state, cause)
+            sleep = self._rule_wait(state, cause, count)
+        else:  # one cause, whose attempts are the call's
+            count, sleep = state.attempt_number, float(self.wait(state))
+        state.upcoming_sleep = sleep
+        if math.isinf(sleep) or self.stop(state):  # inf: a server hint above its cap
+            self.gives_up(state, "hint above its cap" if math.isinf(sleep) else "stop")
+            give_up(self.name, self.max_attempts, self.deadline, state)
+        why = not_replayable(state.args, state.kwargs)
+        if why is not None:
+            self.gives_up(state, "not repeatable")
+            cannot_repeat(self.name, state, why)
+        state.idle_for += sleep
+        self.tally.slept(sleep)
+        if listening():  # describing the cause costs more than the rest of a retry
+            said = self._said(state) if self.said_by_server else None
+            emit(sleep_event(self.name, self.max_attempts, cause, count, state, said))
+        state.prepare_for_next_attempt()
+        return sleep
+
+    def gives_up(self, state: tenacity.RetryCallState, reason: str) -> None:
+        """Counted, and said to hooks: the call stops retrying the outcome `state` holds."""
+        self.tally.give_up()
+        if wants("give_up"):
+            emit(GaveUp(self.name, state.attempt_number, reason, _described(state)))
+
+    def _said(self, state: tenacity.RetryCallState) -> str | None:
+        outcome = state.outcome
+        assert outcome is not None
+        return self.condition.said(outcome.exception() if outcome.failed else outcome.result())
+
+    def _rule_count(self, state: tenacity.RetryCallState, cause: Cause) -> int:
+        """One more attempt ended in `cause`: its count, the first included; gives up when
+        the cause has had its attempts."""
+        counts: list[int] = state.callpolicy_counts  # type: ignore[attr-defined]
+        count = counts[cause.index] = counts[cause.index] + 1
+        if count >= cause.attempts:  # the plain keys' attempts are stop.attempts: say so
+            rule = cause if cause.name is not None else None
+            self.gives_up(state, "stop" if rule is None else f"rule {rule.name}")
+            give_up(self.name, self.max_attempts, self.deadline, state, rule)
+        return count
+
+    def _rule_wait(self, state: tenacity.RetryCallState, cause: Cause, count: int) -> float:
+        """The cause's wait, counting the cause's own attempts (an exponential wait starts
+        at its initial for the first failure of each cause)."""
+        assert cause.wait is not None
+        attempt = state.attempt_number
+        state.callpolicy_sleep = None  # type: ignore[attr-defined]  # another cause's
+        state.attempt_number = count
+        try:
+            return float(cause.wait(state))
+        finally:
+            state.attempt_number = attempt
+
+
+def _described(state: tenacity.RetryCallState) -> str:
+    outcome = state.outcome
+    assert outcome is not None
+    error = outcome.exception()
+    return describe_result(outcome.result()) if error is None else describe_exception(error)
