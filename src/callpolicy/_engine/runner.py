@@ -103,37 +103,36 @@ class Runner:
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
         grant = None
-        try:
+        try:  # the first attempt; the retries count their own outcome
             if pause is not None:
                 pause.wait(1, deadline_at)
             if admission is not None:
                 grant = admission.admit(1, deadline_at, (costing, args, kwargs))
+            try:
+                if pause is not None:
+                    pause.enter()
+                if grant is None or grant.plain:
+                    result = fn(*args, **kwargs)
+                else:
+                    result = grant.run(fn, args, kwargs, costing)
+            except BaseException as exc:
+                cause = self._retries_error(exc)
+                if cause is None:
+                    raise  # unchanged, chain and all
+                error: BaseException | None = exc
+                result = None
+            else:
+                if self.returns_at_once:
+                    tally.succeed()
+                    return result
+                cause = self._retries_result(result)  # may raise AccountLimit
+                if cause is None:
+                    tally.succeed()
+                    return result
+                error = None
         except BaseException:
             tally.fail()
             raise
-        try:
-            if pause is not None:
-                pause.enter()
-            if grant is None or grant.plain:
-                result = fn(*args, **kwargs)
-            else:
-                result = grant.run(fn, args, kwargs, costing)
-        except BaseException as exc:
-            cause = self._retries_error(exc)
-            if cause is None:
-                tally.fail()
-                raise  # unchanged, chain and all
-            error: BaseException | None = exc
-            result = None
-        else:
-            if self.returns_at_once:
-                tally.succeed()
-                return result
-            cause = self._retries_result(result)
-            if cause is None:
-                tally.succeed()
-                return result
-            error = None
         # Outside the except block, so a later failure is not chained to this one.
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
         return run(steps)
@@ -154,37 +153,36 @@ class Runner:
         deadline_at = None if self.deadline is None else start + self.deadline
         admission, pause = self.admission, self.pause
         grant = None
-        try:
+        try:  # the first attempt; the retries count their own outcome
             if pause is not None:
                 await pause.async_wait(1, deadline_at)
             if admission is not None:
                 grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+            try:
+                if pause is not None:
+                    pause.enter()
+                if grant is None or grant.plain:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await grant.async_run(fn, args, kwargs, costing)
+            except BaseException as exc:
+                cause = self._retries_error(exc)
+                if cause is None:
+                    raise  # unchanged, chain and all
+                error: BaseException | None = exc
+                result = None
+            else:
+                if self.returns_at_once:
+                    tally.succeed()
+                    return result
+                cause = self._retries_result(result)  # may raise AccountLimit
+                if cause is None:
+                    tally.succeed()
+                    return result
+                error = None
         except BaseException:
             tally.fail()
             raise
-        try:
-            if pause is not None:
-                pause.enter()
-            if grant is None or grant.plain:
-                result = await fn(*args, **kwargs)
-            else:
-                result = await grant.async_run(fn, args, kwargs, costing)
-        except BaseException as exc:
-            cause = self._retries_error(exc)
-            if cause is None:
-                tally.fail()
-                raise  # unchanged, chain and all
-            error: BaseException | None = exc
-            result = None
-        else:
-            if self.returns_at_once:
-                tally.succeed()
-                return result
-            cause = self._retries_result(result)
-            if cause is None:
-                tally.succeed()
-                return result
-            error = None
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
         return await async_run(steps)
 
