@@ -9,8 +9,11 @@ def track(track_id): ...
 from __future__ import annotations
 
 from callpolicy._config import PathLike
+from callpolicy._engine.deadline import time_left
+from callpolicy._engine.fallback_used import FallbackEvent, add_fallback_hook, last_fallback
 from callpolicy._errors import (
     AccountLimit,
+    AttemptTimeout,
     CallPolicyError,
     PolicyError,
     Problem,
@@ -20,6 +23,7 @@ from callpolicy._errors import (
 )
 from callpolicy._events import SleepEvent, add_sleep_hook
 from callpolicy._model import (
+    Fallback,
     Learn,
     Pause,
     Policy,
@@ -56,9 +60,12 @@ def quota_counters() -> dict[str, QuotaCounters]:
 
 __all__ = [
     "AccountLimit",
+    "AttemptTimeout",
     "CallOptions",
     "CallPolicyError",
     "FakeClock",
+    "Fallback",
+    "FallbackEvent",
     "Learn",
     "Pause",
     "Policy",
@@ -78,12 +85,15 @@ __all__ = [
     "Stop",
     "Storage",
     "Wait",
+    "add_fallback_hook",
     "add_sleep_hook",
     "call_options",
     "default_registry",
     "fake_time",
+    "last_fallback",
     "load",
     "policy",
     "pool_key",
     "quota_counters",
+    "time_left",
 ]

@@ -21,6 +21,7 @@ import tenacity
 from callpolicy._clock import CLOCK
 from callpolicy._engine.announced import Learner
 from callpolicy._engine.conditions import RetryCondition
+from callpolicy._engine.deadline import Timing
 from callpolicy._engine.outcomes import (
     DeadlineStop,
     cannot_repeat,
@@ -72,12 +73,15 @@ class Runner:
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
         self.stop = stop
+        self.timing = Timing.of(policy.name, policy.stop)  # None: no deadline, no timeout
 
     def call(
         self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.attempts(fn, deadline_at)
         admission, pause = self.admission, self.pause
         grant = None
         if pause is not None:
@@ -116,6 +120,8 @@ class Runner:
     ) -> Any:
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.async_attempts(fn, deadline_at)
         admission, pause = self.admission, self.pause
         grant = None
         if pause is not None:
