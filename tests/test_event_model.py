@@ -362,3 +362,27 @@ def test_event_ids_from_100_threads_are_distinct_per_call(registry_of: RegistryO
         remove()
     assert len({e.call_id for e in ends}) == len(ends) == 1000
     assert {e.call_id for e in starts} == {e.call_id for e in ends}
+
+
+FALLBACK = """
+[endpoints.get]
+retry.on_exceptions = ["ConnectionError"]
+wait.strategy = "none"
+stop.attempts = 2
+fallback = { call = "test_event_model.ok" }
+"""
+
+
+def test_a_fallback_is_an_event_of_its_call_and_counted(
+    registry_of: RegistryOf, clock: FakeClock, seen: list[Any]
+) -> None:
+    registry = registry_of(api=FALLBACK)
+    fn = registry.policy("api.get")(Script(ConnectionError("a"), ConnectionError("b")))
+    assert fn() == "ok"
+    assert [e.kind for e in seen][-3:] == ["give_up", "fallback", "call_end"]
+    fallback, end = seen[-2], seen[-1]
+    assert (fallback.give_up, fallback.source, fallback.attempt) == ("retries", "call", 2)
+    assert fallback.call_id == end.call_id == seen[0].call_id > 0
+    assert not end.failed  # the caller got a value
+    stats = registry.stats()["api.get"]
+    assert (stats.calls, stats.failures, stats.fallbacks, stats.give_ups) == (1, 1, 1, 1)

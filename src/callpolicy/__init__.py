@@ -8,11 +8,14 @@ def track(track_id): ...
 
 from __future__ import annotations
 
-from typing import Any
+import typing
 
 from callpolicy._config import PathLike
+from callpolicy._engine.deadline import time_left
+from callpolicy._engine.fallback_used import FallbackEvent, last_fallback
 from callpolicy._errors import (
     AccountLimit,
+    AttemptTimeout,
     CallPolicyError,
     PolicyError,
     Problem,
@@ -32,6 +35,7 @@ from callpolicy._events import (
     add_sleep_hook,
 )
 from callpolicy._model import (
+    Fallback,
     Learn,
     Pause,
     Policy,
@@ -73,7 +77,7 @@ def policy_stats() -> dict[str, PolicyStats]:
     return default_registry.stats()
 
 
-def prometheus_collector(registry: Registry | None = None) -> Any:
+def prometheus_collector(registry: Registry | None = None) -> typing.Any:
     """A Prometheus collector of `registry`'s statistics (the default registry's by default):
     `prometheus_client.REGISTRY.register(callpolicy.prometheus_collector())`. Needs the
     `prometheus` extra (prometheus-client)."""
@@ -82,7 +86,9 @@ def prometheus_collector(registry: Registry | None = None) -> Any:
     return PolicyCollector(default_registry if registry is None else registry)
 
 
-def opentelemetry_hook(tracer_provider: Any = None, meter_provider: Any = None) -> Any:
+def opentelemetry_hook(
+    tracer_provider: typing.Any = None, meter_provider: typing.Any = None
+) -> typing.Any:
     """A hook making a span per call (with an event per attempt, sleep and give-up) and
     metrics: `callpolicy.add_hook(callpolicy.opentelemetry_hook())`. Needs the
     `opentelemetry` extra (opentelemetry-api)."""
@@ -95,11 +101,14 @@ __all__ = [
     "AccountLimit",
     "AttemptEnded",
     "AttemptStarted",
+    "AttemptTimeout",
     "CallEnded",
     "CallOptions",
     "CallPolicyError",
     "Event",
     "FakeClock",
+    "Fallback",
+    "FallbackEvent",
     "GaveUp",
     "Learn",
     "Pause",
@@ -127,6 +136,7 @@ __all__ = [
     "call_options",
     "default_registry",
     "fake_time",
+    "last_fallback",
     "load",
     "opentelemetry_hook",
     "policy",
@@ -134,4 +144,5 @@ __all__ = [
     "pool_key",
     "prometheus_collector",
     "quota_counters",
+    "time_left",
 ]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
-from callpolicy._engine import Runner
+from callpolicy._engine import Runner, build_runner
 from callpolicy._errors import PolicyError, Problem
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
@@ -99,7 +99,8 @@ class Registry:
                 raise self._unknown(name, policies, where)
             found = self._runners.get(name)
             if found is None:
-                found = self._runners[name] = Runner(model, self._quotas, self._stats.of(name))
+                tally = self._stats.of(name)
+                found = self._runners[name] = build_runner(model, self._quotas, tally)
             return found
 
     def quotas(self) -> list[Quota]:

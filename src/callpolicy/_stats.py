@@ -35,6 +35,7 @@ class PolicyStats:
     (after any retries); `failures`: calls that raised (a give-up, an error not retried, a
     quota refusal, an open circuit...); `retries`: attempts after the first; `give_ups`:
     calls that stopped retrying a retryable outcome (attempts, deadline, rule, budget);
+    `fallbacks`: failed calls a fallback served (counted in `failures` too);
     `sleeps` and `sleep_seconds`: backoff sleeps between attempts, and `sleep_buckets` their
     count per upper bound of `sleep_bounds` (not cumulative). Quota waits are in each
     quota's `QuotaCounters`.
@@ -45,6 +46,7 @@ class PolicyStats:
     failures: int = 0
     retries: int = 0
     give_ups: int = 0
+    fallbacks: int = 0
     sleeps: int = 0
     sleep_seconds: float = 0.0
     sleep_buckets: tuple[int, ...] = (0,) * len(SLEEP_BUCKETS)
@@ -74,6 +76,7 @@ class Tally:
         "_started",
         "_succeeded",
         "failures",
+        "fallbacks",
         "give_ups",
         "retries",
         "sleep_seconds",
@@ -92,7 +95,7 @@ class Tally:
         # Called through the tally (never kept elsewhere): rebound here after a fork.
         self.start = self._started.__next__
         self.succeed = self._succeeded.__next__
-        self.failures = self.retries = self.give_ups = self.sleeps = 0
+        self.failures = self.retries = self.give_ups = self.fallbacks = self.sleeps = 0
         self.sleep_seconds = 0.0
         self._buckets = [0] * len(SLEEP_BUCKETS)
 
@@ -108,6 +111,10 @@ class Tally:
         with self._lock:
             self.give_ups += 1
 
+    def fell_back(self) -> None:
+        with self._lock:
+            self.fallbacks += 1
+
     def slept(self, seconds: float) -> None:
         index = min(bisect.bisect_left(SLEEP_BUCKETS, seconds), len(SLEEP_BUCKETS) - 1)
         with self._lock:
@@ -118,6 +125,7 @@ class Tally:
     def snapshot(self) -> PolicyStats:
         with self._lock:
             failures, retries, give_ups = self.failures, self.retries, self.give_ups
+            fallbacks = self.fallbacks
             sleeps, seconds, buckets = self.sleeps, self.sleep_seconds, tuple(self._buckets)
         # Read in this order, each count no older than those it is compared with: a call
         # counted as ended was counted as started before.
@@ -128,6 +136,7 @@ class Tally:
             failures=failures,
             retries=retries,
             give_ups=give_ups,
+            fallbacks=fallbacks,
             sleeps=sleeps,
             sleep_seconds=seconds,
             sleep_buckets=buckets,

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from callpolicy._config.context import Located
+from callpolicy._config.fallback import build_fallback
 from callpolicy._config.quotas import resolve_quotas
 from callpolicy._errors import Problem
 from callpolicy._model import (
@@ -49,6 +50,8 @@ def build_policy(
     given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
     if "pause" in layers:  # an empty table is a pause with every default
         given["pause"] = Pause(**_given(layers["pause"]))
+    if "fallback" in layers:
+        given["fallback"] = build_fallback(layers["fallback"], problems, order or (name,))
     return Policy(name=name, source=source, **given)
 
 

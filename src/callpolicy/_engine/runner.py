@@ -1,13 +1,11 @@
 """A `Policy` compiled into a runner: quotas, then the call, then tenacity's strategies on
-failure. One attempt loop per flavour (sync, async); every decision is shared.
+failure. The first attempt in a thin shell per flavour (sync, async), the retries as steps.
 
 The success path takes the quotas, calls the function and checks the outcome, nothing more.
-Only when an attempt's outcome calls for a retry do tenacity's pieces take over: the policy's
-retry condition, wait and stop strategies (built once per policy) decide from a
-`RetryCallState` that starts with the failed first attempt already recorded. The loop that
-drives them is ours, not `Retrying.iter()`: it keeps no state outside the call's own
-`RetryCallState`, so calls may nest (a predicate calling another decorated function), and
-threads and tasks share a policy freely.
+Only when an attempt's outcome calls for a retry do tenacity's pieces take over (between.py)
+from a `RetryCallState` that starts with the failed first attempt already recorded. The loop
+is ours, not `Retrying.iter()`: it keeps no state outside the call's own `RetryCallState`,
+so calls may nest and threads and tasks share a policy freely.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from callpolicy._clock import CLOCK
 from callpolicy._engine.announced import Learner
 from callpolicy._engine.between import Between
 from callpolicy._engine.conditions import RetryCondition
+from callpolicy._engine.deadline import Timing
 from callpolicy._engine.outcomes import (
     DeadlineStop,
     no_quota_for_retry,
@@ -86,6 +85,7 @@ class Runner:
             self.ruled,
             self.said_by_server,
         )
+        self.timing = Timing.of(policy.name, policy.stop)  # None: no deadline, no timeout
 
     def call(
         self,
@@ -101,6 +101,8 @@ class Runner:
         tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.attempts(fn, deadline_at)
         admission, pause = self.admission, self.pause
         grant = None
         try:  # the first attempt; the retries count their own outcome
@@ -151,6 +153,8 @@ class Runner:
         tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.async_attempts(fn, deadline_at)
         admission, pause = self.admission, self.pause
         grant = None
         try:  # the first attempt; the retries count their own outcome

@@ -52,3 +52,9 @@ def current_call_id() -> int:
     """The id of the call in progress in this thread or task; 0 when none is traced."""
     trace = CURRENT.get()
     return 0 if trace is None else trace.call_id
+
+
+def current_attempt() -> int:
+    """The attempt in progress of the call traced in this thread or task; 0 when none is."""
+    trace = CURRENT.get()
+    return 0 if trace is None else trace.attempt

@@ -50,6 +50,9 @@ class PolicyCollector:
         give_ups = CounterMetricFamily(
             f"{p}_give_ups", "Calls that stopped retrying a retryable outcome", labels=["policy"]
         )
+        fallbacks = CounterMetricFamily(
+            f"{p}_fallbacks", "Failed calls a fallback served", labels=["policy"]
+        )
         in_flight = GaugeMetricFamily(f"{p}_in_flight", "Calls in progress", labels=["policy"])
         sleeps = HistogramMetricFamily(
             f"{p}_sleep_seconds", "Backoff sleeps between attempts", labels=["policy"], unit=""
@@ -60,13 +63,14 @@ class PolicyCollector:
             attempts.add_metric([name], stats.calls + stats.retries)
             retries.add_metric([name], stats.retries)
             give_ups.add_metric([name], stats.give_ups)
+            fallbacks.add_metric([name], stats.fallbacks)
             in_flight.add_metric([name], stats.in_flight)
             cumulative, running = [], 0
             for bound, count in zip(SLEEP_BUCKETS, stats.sleep_buckets, strict=True):
                 running += count
                 cumulative.append((_le(bound), running))
             sleeps.add_metric([name], cumulative, stats.sleep_seconds)
-        yield from (calls, attempts, retries, give_ups, in_flight, sleeps)
+        yield from (calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps)
         yield from self._quotas()
 
     def _quotas(self) -> Iterator[Metric]:

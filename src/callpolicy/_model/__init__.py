@@ -6,6 +6,13 @@ files with line numbers and all problems at once, passing only the keys a file s
 validators here guard objects built by hand, with attrs' message grammar.
 """
 
+from callpolicy._model.fallback import (
+    DEFAULT_FALLBACK_ON,
+    DEFAULT_MAX_ENTRIES,
+    FALLBACK_ON,
+    MAX_ENTRIES,
+    Fallback,
+)
 from callpolicy._model.policy import (
     DEFAULT_RULE_NAME,
     HEADER_FORMATS,
@@ -66,9 +73,12 @@ __all__ = [
     "BUCKETS",
     "CLUSTER",
     "DEFAULT_BUCKET_GUARD",
+    "DEFAULT_FALLBACK_ON",
     "DEFAULT_GUARD",
     "DEFAULT_LEASE",
+    "DEFAULT_MAX_ENTRIES",
     "DEFAULT_RULE_NAME",
+    "FALLBACK_ON",
     "HEADER_FORMATS",
     "HINT_ACTIONS",
     "HINT_FIELD",
@@ -77,6 +87,7 @@ __all__ = [
     "LEARN_SOURCES",
     "MAX_ATTEMPTS",
     "MAX_BURST",
+    "MAX_ENTRIES",
     "MAX_LEASE",
     "MAX_MULTIPLIER",
     "MAX_SECONDS",
@@ -92,6 +103,7 @@ __all__ = [
     "UNAVAILABLE_MODES",
     "WAIT_STRATEGIES",
     "ConditionOp",
+    "Fallback",
     "GiveUp",
     "Learn",
     "Match",
