@@ -4,14 +4,16 @@ The Vast.ai seed hand-wrote a client with `min_delay` between requests, a loop o
 Retry-After (else doubling the wait), a poll loop growing its interval x1.5, `sleep(1)`
 between searches, and advised serving cached search results while throttled. Here every
 rule lives in examples/policies/vastai.toml (delays scaled down so the demo takes seconds),
-and the client keeps only the cache:
+the cache included, and the client keeps only the requests:
 
 * one request per 100 ms (the seed's min_delay, scaled) is the quota `vastai.requests`;
 * a 429 waits what its Retry-After says, else 100 ms, 200 ms, 400 ms...;
 * a batch search takes one search per 200 ms from the quota `vastai.search`;
 * polling an instance until it runs is `retry.until`, waiting 100 ms growing x1.5;
 * a dashboard refresh never waits for the quota (`call_options(blocking=False)`) and gives
-  up on a long Retry-After: then it serves the cached offers, and says how old they are.
+  up on a long Retry-After: then the policy's fallback serves the last offers found for the
+  same query (`fallback.last_good`, at most 24 s old), and `callpolicy.last_fallback()`
+  tells the dashboard why and how old they are.
 
 The mock API (examples/mock_api.py with the routes below) counts the requests of one API key
 and answers 429 beyond its limits: 20 requests and 5 searches per second with `Retry-After`
@@ -52,7 +54,6 @@ GPU_CONFIGS: list[dict[str, Any]] = [  # the seed's batch search, plus one
     {"gpu_name": "H100_SXM", "max_dph": 4.00},
     {"gpu_name": "L40S", "max_dph": 1.20},
 ]
-CACHE_MAX_AGE = 24.0  # the seed caches offers 60-120 s; scaled by 5, at most 24 s
 OTHER_SEARCHES = 5  # the other script's bursts: as many as the server allows per second
 
 
@@ -229,7 +230,9 @@ class VastClient:
         return offers
 
     @policy("vastai.refresh_offers")
-    def refresh_offers(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+    def refresh_offers(self, gpu_name: str, max_dph: float) -> list[dict[str, Any]]:
+        """Its arguments are the key of the last good offers its fallback serves."""
+        query = search_query({"gpu_name": gpu_name, "max_dph": max_dph})
         offers: list[dict[str, Any]] = self._request(
             "GET", "/bundles/", params={"q": json.dumps(query)}
         )["offers"]
@@ -254,81 +257,49 @@ class VastClient:
             session.close()
 
 
-@dataclass
-class Cached:
-    offers: list[dict[str, Any]]
-    fetched_at: float
-
-
-class OfferCache:
-    """Search results by GPU type, served while they are at most `max_age` seconds old."""
-
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._entries: dict[str, Cached] = {}
-
-    def put(self, key: str, offers: list[dict[str, Any]]) -> None:
-        self._entries[key] = Cached(offers, time.monotonic())
-
-    def get(self, key: str) -> Cached | None:
-        entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry.fetched_at > self.max_age:
-            return None
-        return entry
-
-
 class Dashboard:
-    """Offers for the dashboard: fresh when the API allows it now, else cached."""
+    """Offers for the dashboard: fresh when the API allows it now, else what the policy's
+    fallback serves (the last offers found, at most 24 s old), said as such."""
 
-    def __init__(self, client: VastClient, cache: OfferCache) -> None:
+    def __init__(self, client: VastClient) -> None:
         self.client = client
-        self.cache = cache
         self.fresh = 0
-        self.cached: Counter[str] = Counter()  # served from cache, by what throttled us
+        self.cached: Counter[str] = Counter()  # served by the fallback, by what throttled us
 
     def refresh(self, config: dict[str, Any]) -> list[dict[str, Any]]:
         gpu = config["gpu_name"]
-        try:
-            with callpolicy.call_options(blocking=False):  # never wait for our own quota
-                offers = self.client.refresh_offers(search_query(config))
-        except callpolicy.QuotaExceeded as exc:
-            when = "later" if exc.wait == float("inf") else f"in {exc.wait:.2f}s"
-            return self._cached(config, "quota", f"quota {exc.quota} frees {when}", exc)
-        except requests.HTTPError as exc:
-            if exc.response is None or exc.response.status_code != 429:
-                raise
-            said = exc.response.headers.get("Retry-After", "nothing")
+        with callpolicy.call_options(blocking=False):  # never wait for our own quota
+            offers = self.client.refresh_offers(gpu, config["max_dph"])
+        used = callpolicy.last_fallback()
+        if used is None:
+            self.fresh += 1
+            print(f"refresh {gpu}: {len(offers)} offers (fresh)")
+            return offers
+        error = used.error
+        if isinstance(error, callpolicy.QuotaExceeded):
+            kind = "quota"
+            when = "later" if error.wait == float("inf") else f"in {error.wait:.2f}s"
+            why = f"quota {error.quota} frees {when}"
+        else:  # the 429 whose Retry-After was longer than a refresh may wait
+            kind = "server"
+            response = getattr(error, "response", None)
+            said = "nothing" if response is None else response.headers.get("Retry-After")
             why = f"the server answered 429, Retry-After: {said}"
-            return self._cached(config, "server", why, exc)
-        self.cache.put(gpu, offers)
-        self.fresh += 1
-        print(f"refresh {gpu}: {len(offers)} offers (fresh)")
-        return offers
-
-    def _cached(
-        self, config: dict[str, Any], kind: str, why: str, error: Exception
-    ) -> list[dict[str, Any]]:
-        gpu = config["gpu_name"]
-        entry = self.cache.get(gpu)
-        if entry is None:  # nothing to fall back on: the caller sees the throttling
-            raise error
         self.cached[kind] += 1
-        age = time.monotonic() - entry.fetched_at
         print(
-            f"refresh {gpu}: served {len(entry.offers)} cached offers, {age:.1f}s old, "
+            f"refresh {gpu}: served {len(offers)} cached offers, {used.age or 0.0:.1f}s old, "
             f"while throttled ({why})"
         )
-        return entry.offers
+        return offers
 
 
 def batch_search(
-    client: VastClient, cache: OfferCache, configs: list[dict[str, Any]]
+    client: VastClient, configs: list[dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
     """The seed's batch_search without `time.sleep(1)`: the search quota paces the calls."""
     results = {}
     for config in configs:
         offers = client.search(search_query(config))
-        cache.put(config["gpu_name"], offers)
         cheapest = f", cheapest ${offers[0]['dph_total']:.3f}/h" if offers else ""
         print(f"search {config['gpu_name']}: {len(offers)} offers{cheapest}")
         results[config["gpu_name"]] = offers
@@ -387,7 +358,7 @@ def run(base_url: str, client: VastClient, dashboard: Dashboard) -> Outcome:
     started = time.monotonic()
     print("1. batch search, right after another script's searches")
     other_script_searches(base_url, OTHER_SEARCHES)
-    offers = batch_search(client, dashboard.cache, GPU_CONFIGS)
+    offers = batch_search(client, GPU_CONFIGS)
 
     print("\n2. create an instance on the cheapest offer of two GPU types")
     instance_ids = []
@@ -401,11 +372,15 @@ def run(base_url: str, client: VastClient, dashboard: Dashboard) -> Outcome:
     with ThreadPoolExecutor(max_workers=2) as pool:
         infos = list(pool.map(lambda i: wait_until_running(client, i), instance_ids))
 
-    print("\n4. the dashboard refreshes every GPU type, never waiting for the quota")
-    time.sleep(0.2)  # the user opens the dashboard: our quotas have room again
+    print("\n4. the dashboard opens: every GPU type, one per 250 ms (the last good offers)")
+    for config in GPU_CONFIGS:
+        time.sleep(0.25)  # our search quota (1 per 200 ms) has room again
+        dashboard.refresh(config)
+    print("   the user refreshes them all at once, never waiting for the quota")
     for config in GPU_CONFIGS:
         dashboard.refresh(config)
-    print("   another script searches; 0.25 s later the dashboard refreshes again")
+    print("   a second later another script searches; 0.25 s later the dashboard refreshes")
+    time.sleep(1.0)  # the server's search window (5 per second) forgets our refreshes
     other_script_searches(base_url, OTHER_SEARCHES)
     time.sleep(0.25)  # our search quota (1 per 200 ms) has room again
     dashboard.refresh(GPU_CONFIGS[0])
@@ -457,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with MockAPI(routes=vast.routes()) as api:
             client = VastClient(api.url, API_KEY)
-            dashboard = Dashboard(client, OfferCache(CACHE_MAX_AGE))
+            dashboard = Dashboard(client)
             try:
                 outcome = run(api.url, client, dashboard)
             finally:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+import callpolicy
 from callpolicy import Breaker, CircuitOpen, FakeClock, Registry, RetryExhausted, fake_time
 from callpolicy._engine.breaker import CLOSED, HALF_OPEN, OPEN, LocalBreaker
 from callpolicy._engine.windows import FAILED, SLOW, CountWindow, TimeWindow
@@ -391,3 +392,46 @@ def test_slow_calls_through_a_policy_open_it_at_the_slow_call_ratio(
     assert slow_get() == "ok"  # 2 of 4 slow: 50%
     with pytest.raises(CircuitOpen):
         quick_get()
+
+
+def test_give_ups_by_the_breaker_and_the_budget_are_events_and_counted(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    text = POLICY.format(extra="", attempts=10) + "\n[budgets.b]\nmax_tokens = 4\n"
+    text = text.replace('breaker = "api"\nquotas', 'breaker = "api"\nbudget = "b"\nquotas')
+    registry = registry_of(svc=text)
+    events: list[callpolicy.GaveUp] = []
+    remove = callpolicy.add_hook(events.append, ["give_up"])
+    try:
+        with pytest.raises(ConnectionError):
+            registry.policy("svc.get")(Flaky())()  # 4 tokens: one retry, then the budget
+    finally:
+        remove()
+    assert [(e.policy, e.attempt, e.reason) for e in events] == [("svc.get", 2, "budget")]
+    assert events[0].error == "ConnectionError: refused"
+    assert registry.stats()["svc.get"].give_ups == 1
+
+
+def test_a_retry_refused_after_its_sleep_is_a_give_up_event(registry_of: RegistryOf) -> None:
+    registry = registry_of(svc=POLICY.format(extra="", attempts=5))
+    get = registry.policy("svc.get")(Flaky())
+    circuit = registry.runner("svc.get").breaker
+    assert circuit is not None and isinstance(circuit.breaker, LocalBreaker)
+    state: LocalBreaker = circuit.breaker
+
+    class OthersFailMeanwhile(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            for _ in range(4):
+                state.record(state.generation, FAILED, self.now())
+
+    events: list[callpolicy.GaveUp] = []
+    remove = callpolicy.add_hook(events.append, ["give_up"])
+    try:
+        with fake_time(OthersFailMeanwhile()), pytest.raises(CircuitOpen):
+            get()
+    finally:
+        remove()
+    assert [(e.attempt, e.reason, e.error) for e in events] == [
+        (1, "circuit open", "ConnectionError: refused")
+    ]

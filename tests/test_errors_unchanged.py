@@ -449,7 +449,8 @@ def test_account_limit_keeps_the_http_error_as_its_context(
 ) -> None:
     gone = HTTPError("insufficient_quota")
     script = Script(*[HTTPError("rate_limit")] * retries_before, gone)
-    fn = registry_of(svc=GIVE_UP).policy("svc.e")(sync_of(script))
+    registry = registry_of(svc=GIVE_UP)
+    fn = registry.policy("svc.e")(sync_of(script))
 
     def caller() -> None:
         try:
@@ -464,6 +465,13 @@ def test_account_limit_keeps_the_http_error_as_its_context(
     assert raised.value.policy == "svc.e"
     assert script.calls == retries_before + 1
     assert clock.sleeps == [1.0] * retries_before
+    stats = registry.stats()["svc.e"]  # an account limit is a failure, from any attempt
+    assert (stats.calls, stats.failures, stats.in_flight, stats.retries) == (
+        1,
+        1,
+        0,
+        retries_before,
+    )
 
 
 @pytest.mark.parametrize("retries_before", [0, 1], ids=["first attempt", "after a retry"])

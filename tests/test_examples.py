@@ -87,6 +87,20 @@ def test_retry_rules(tmp_path: Path) -> None:
     assert len(backoffs) == unavailable
 
 
+def test_metrics(tmp_path: Path) -> None:
+    output = run_example("metrics.py", "--tracks", "20", cwd=tmp_path)
+    values = summary(output)
+    assert values["tracks fetched"] == "20 of 20"
+    assert values["calls"] == values["successes"] == "20"
+    retries = int(values["retries"])
+    assert retries >= 1  # the server's quota is tighter than the policy's, and 503s
+    # the Prometheus scrape says what the snapshot says
+    assert 'callpolicy_calls_total{outcome="success",policy="spotify.tracks"} 20.0' in output
+    assert f'callpolicy_retries_total{{policy="spotify.tracks"}} {retries}.0' in output
+    assert "opentelemetry span 'callpolicy spotify.tracks'" in output
+    assert "  attempt end: attempt=1, outcome=HTTPError: " in output
+
+
 def test_circuit_breaker(tmp_path: Path) -> None:
     """The breaker opens during the outage, refuses at once, probes every 10 s (a trial call
     failing opens it again) and closes once the service is back."""

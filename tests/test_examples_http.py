@@ -58,6 +58,13 @@ def test_vastai_client(tmp_path: Path) -> None:
     )
     assert any(re.fullmatch(r"quota vastai\.\w+ frees in [\d.]+s", why) for why in cached)
     assert any(why.startswith("the server answered 429, Retry-After: ") for why in cached)
+    # ...by the policy's fallback (last_good), which logged each kind of give-up once.
+    for kind, error in (("quota", r"QuotaExceeded: "), ("retries", r"HTTPError: 429 ")):
+        said = (
+            rf"vastai\.refresh_offers: gave up \({kind}: {error}.*\); served the last good "
+            r"result for these arguments, [\d.]+s old \(fallback\)"
+        )
+        assert len(re.findall(said, output)) == 1, output
     assert re.search(r"^refresh RTX_4090: \d+ offers \(fresh\)$", output, re.MULTILINE)
     fresh, from_cache = numbers(values["searches"])[1:3]
     assert fresh >= 1 and from_cache == len(cached) >= 2

@@ -264,6 +264,7 @@ EVENT_FIELDS = [
     "rule_attempt",
     "rule_max_attempts",
     "gave_up",
+    "call_id",
 ]
 # The record's `extra`: the event's fields, `source` and `seconds` under other names.
 RECORD_FIELDS = {field: field for field in EVENT_FIELDS} | {
@@ -309,6 +310,8 @@ def test_a_hook_gets_these_fields_and_the_log_record_carries_them(
     ]
     assert seen[2].hint is not None and "Retry-After: 2" in seen[2].hint
     assert seen[1].quota is not None
+    # A hook is registered: the calls are traced, each sleep carries its call's id
+    assert seen[0].call_id == seen[1].call_id == seen[2].call_id != seen[3].call_id > 0
     records = [r for r in caplog.records if r.name == "callpolicy" and r.levelno == logging.INFO]
     assert len(records) == len(seen)
     for event, record in zip(seen, records, strict=True):

@@ -3,6 +3,7 @@ derive from `CallPolicyError`."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
@@ -161,6 +162,36 @@ class AccountLimit(CallPolicyError):
         super().__init__(
             f"{policy}: the server says the account's limit is reached ({rule}); not retrying"
         )
+
+
+class AttemptTimeout(CallPolicyError, TimeoutError):
+    """One attempt of a coroutine ran out of its time: `stop.attempt_timeout`, or the time
+    left before `stop.deadline` when that was shorter. The attempt was cancelled. A
+    `TimeoutError`, so `retry.on_exceptions = ["TimeoutError"]` retries it (when the request
+    may be sent again); its cause is the cancellation, with the attempt's frames."""
+
+    def __init__(self, policy: str, seconds: float, by_deadline: bool) -> None:
+        self.policy = policy
+        self.seconds = seconds
+        self.by_deadline = by_deadline
+        limit = "the time left before stop.deadline" if by_deadline else "stop.attempt_timeout"
+        super().__init__(f"{policy}: the attempt did not end within {seconds:.3f}s ({limit})")
+
+
+_GAVE_UP = "_callpolicy_gave_up"
+
+
+def mark_gave_up(error: BaseException, policy: str) -> None:
+    """Note on `error` that policy `policy` gave up with it (its retries are over), so a
+    fallback can tell it from an error that was never retried."""
+    with contextlib.suppress(Exception):  # no __dict__: no fallback stands in for it
+        setattr(error, _GAVE_UP, policy)
+
+
+def gave_up_by(error: BaseException) -> str | None:
+    """The policy that gave up with `error`, if one did."""
+    policy = getattr(error, _GAVE_UP, None)
+    return policy if isinstance(policy, str) else None
 
 
 class CircuitOpen(CallPolicyError):

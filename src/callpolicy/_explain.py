@@ -5,10 +5,12 @@ from __future__ import annotations
 import attrs
 
 from callpolicy._model import (
+    FALLBACK_ON,
     HINT_FIELD,
     PROGRESS_FORMATS,
     Breaker,
     Budget,
+    Fallback,
     GiveUp,
     Learn,
     Match,
@@ -54,6 +56,11 @@ def explain(policy: Policy) -> str:
     stop = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
     if policy.stop.deadline is not None:
         stop += f", or before a wait that would end past {format_seconds(policy.stop.deadline)}"
+    if policy.stop.attempt_timeout is not None:
+        stop += (
+            f"; each attempt at most {format_seconds(policy.stop.attempt_timeout)} "
+            "(a coroutine is cancelled: AttemptTimeout; time_left() tells the function)"
+        )
     lines.append(f"  stop:     {stop}")
     if retry.give_up:
         rules = "; ".join(describe_give_up(rule) for rule in retry.give_up)
@@ -77,7 +84,30 @@ def explain(policy: Policy) -> str:
         lines.append(f"  breaker:  {describe_breaker(policy.breaker, policy.name)}")
     quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
     lines.append(f"  quotas:   {quotas}")
+    if policy.fallback is not None:
+        lines.append(f"  fallback: {describe_fallback(policy.fallback)}")
     return "\n".join(lines)
+
+
+def describe_fallback(fallback: Fallback) -> str:
+    """ "on giving up (retries, quota): the last good result ..., else f(...)"."""
+    kinds = ", ".join(kind for kind in FALLBACK_ON if kind in fallback.on)
+    served = []
+    if fallback.last_good is not None:
+        key = f" (keyed by {_qualified(fallback.key)})" if fallback.key else ""
+        served.append(
+            f"the last good result for the same arguments{key}, at most "
+            f"{format_seconds(fallback.last_good)} old, {fallback.max_entries:,} kept"
+        )
+    if fallback.call is not None:
+        served.append(f"{_qualified(fallback.call)}(same arguments)")
+    return f"on giving up ({kinds}): {', else '.join(served)}"
+
+
+def _qualified(function: object) -> str:
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{module}.{name}" if module else str(name)
 
 
 def _triggers(match: Match) -> list[str]:

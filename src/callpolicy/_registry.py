@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 
 from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
-from callpolicy._engine import Runner
+from callpolicy._engine import Runner, build_runner
 from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._errors import PolicyError, Problem
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaCounters, QuotaStore
+from callpolicy._stats import PolicyStats, StatsBook
 from callpolicy._text import suggestion
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +35,7 @@ class Registry:
         self._runners: dict[str, Runner] = {}
         self._quotas = QuotaStore()
         self._layers = ResilienceStore(self._quotas)  # breakers and budgets
+        self._stats = StatsBook()
         self._lock = threading.RLock()
         renew_after_fork(self)
         #: Bumped by every successful load; decorated functions re-bind when it changes.
@@ -100,7 +102,8 @@ class Registry:
                 raise self._unknown(name, policies, where)
             found = self._runners.get(name)
             if found is None:
-                found = self._runners[name] = Runner(model, self._quotas, self._layers)
+                tally = self._stats.of(name)
+                found = self._runners[name] = build_runner(model, self._quotas, tally, self._layers)
             return found
 
     def quotas(self) -> list[Quota]:
@@ -112,6 +115,11 @@ class Registry:
         members each by theirs): admitted, refused, waited... (see `QuotaCounters`)."""
         names = {member.name for q in self.quotas() for member in (q.pool or (q,))}
         return self._quotas.snapshot(names)
+
+    def stats(self) -> dict[str, PolicyStats]:
+        """What each loaded policy's calls did in this process, by name: calls, successes,
+        failures, retries, give-ups, sleeps, failure rate (see `PolicyStats`)."""
+        return self._stats.snapshot(self._loaded())
 
     def _loaded(self) -> dict[str, Policy]:
         if self._policies is None:

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from callpolicy._config.context import Located
+from callpolicy._config.fallback import build_fallback
 from callpolicy._config.quotas import resolve_quotas
 from callpolicy._config.resilience import NamedLayers
 from callpolicy._errors import Problem
@@ -54,6 +55,8 @@ def build_policy(
         given[key] = named.resolve(key, name, layers.get(key), problems)
     if "pause" in layers:  # an empty table is a pause with every default
         given["pause"] = Pause(**_given(layers["pause"]))
+    if "fallback" in layers:
+        given["fallback"] = build_fallback(layers["fallback"], problems, order or (name,))
     return Policy(name=name, source=source, **given)
 
 

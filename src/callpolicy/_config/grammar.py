@@ -18,6 +18,7 @@ from callpolicy._config.context import (
     read_section,
     report_unknown,
 )
+from callpolicy._config.fallback import FALLBACK_KEYS, NEEDS_ONE
 from callpolicy._config.resilience import parse_ref
 from callpolicy._config.rules import parse_rule_name, read_rules, table_of
 from callpolicy._config.values import (
@@ -234,6 +235,7 @@ PAUSE_KEYS: dict[str, Parser] = {
 STOP_KEYS: dict[str, Parser] = {
     "attempts": atom(parse_attempts),
     "deadline": atom(parse_positive_duration),
+    "attempt_timeout": atom(parse_positive_duration),
 }
 
 
@@ -262,7 +264,13 @@ RETRY_KEYS: dict[str, Parser] = {
     "give_up": _give_up,
     "rules": _rules,
 }
-SECTIONS = {"retry": RETRY_KEYS, "wait": WAIT_KEYS, "stop": STOP_KEYS, "pause": PAUSE_KEYS}
+SECTIONS = {
+    "retry": RETRY_KEYS,
+    "wait": WAIT_KEYS,
+    "stop": STOP_KEYS,
+    "pause": PAUSE_KEYS,
+    "fallback": FALLBACK_KEYS,
+}
 POLICY_KEYS: dict[str, Parser] = {
     "extends": atom(parse_text),
     "description": atom(parse_text),
@@ -282,7 +290,9 @@ def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         if name not in table:
             continue
         value = table[name]
-        if isinstance(value, dict):
+        if name == "fallback" and value == {}:
+            ctx.report(name, NEEDS_ONE)
+        elif isinstance(value, dict):
             policy[name] = read_section(value, ctx.child(name), keys)
         else:
             ctx.report(name, f"must be a table (got {shown_value(value)})")

@@ -2,10 +2,10 @@
 
 A policy `service.endpoint` is its file's `[defaults]`, then what its `extends` names
 (itself resolved the same way), then its own keys. Merge rule (per key): a later layer's key
-replaces the earlier one's; `retry`, `wait`, `stop` and `pause` merge key by key, except that
-a `wait` with a different `strategy` replaces the whole `wait` table (an inherited `initial`
-means nothing to a `fixed` wait). Lists and inline tables (`quotas`, `on_status`, `until`,
-`retry.rules`) are replaced whole, never concatenated.
+replaces the earlier one's; `retry`, `wait`, `stop`, `pause` and `fallback` merge key by
+key, except that a `wait` with a different `strategy` replaces the whole `wait` table (an
+inherited `initial` means nothing to a `fixed` wait). Lists and inline tables (`quotas`,
+`on_status`, `until`, `retry.rules`) are replaced whole, never concatenated.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from callpolicy._errors import Problem
 from callpolicy._model import Wait
 from callpolicy._text import suggestion
 
-SECTION_NAMES = ("retry", "wait", "stop", "pause")
+SECTION_NAMES = ("retry", "wait", "stop", "pause", "fallback")
 DEFAULT_STRATEGY = attrs.fields(Wait).strategy.default
 Node = tuple[str, str | None]  # (service, endpoint); None is the file's [defaults]
 

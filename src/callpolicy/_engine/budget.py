@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import tenacity
 
-from callpolicy._errors import RetryExhausted, reraise
+from callpolicy._errors import RetryExhausted, mark_gave_up, reraise
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import TOKEN_SCALE, Budget
 
@@ -101,5 +101,6 @@ def budget_stop(policy: str, budget: LocalBudget, state: tenacity.RetryCallState
         assert error is not None
         if hasattr(error, "add_note"):  # Python 3.11+
             error.add_note(f"callpolicy: {policy} did not retry: {why}")
+        mark_gave_up(error, policy)  # a give-up: a fallback may stand in for it
         reraise(error)
     raise RetryExhausted(policy, outcome.result(), state.attempt_number, why)

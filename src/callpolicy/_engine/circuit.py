@@ -23,7 +23,10 @@ from callpolicy._engine.windows import FAILED, SLOW
 from callpolicy._errors import CircuitOpen
 from callpolicy._model import Breaker
 
-Ticket = tuple[int, float]  # the generation the attempt counts in, and when it started
+# An attempt's ticket: [the generation it counts in, when it started]; once its outcome is
+# recorded (or it is given back), the generation is DONE, so nothing is counted twice.
+Ticket = list[Any]
+DONE = -2
 
 
 class BreakerState(Protocol):
@@ -63,7 +66,7 @@ class Circuit:
         generation = self.breaker.enter(now)
         if generation is None:
             raise CircuitOpen(self.policy, self.name, self.breaker.retry_in(now))
-        return generation, now
+        return [generation, now]
 
     def enter_retry(self, last: tenacity.Future | None) -> Ticket:
         """Before a retry: its ticket, or CircuitOpen raised from the last error."""
@@ -72,33 +75,42 @@ class Circuit:
         except CircuitOpen as refused:
             _refuse(refused, last)
 
-    def before_sleep(self, sleep: float, last: tenacity.Future | None) -> None:
-        """Fail now rather than sleep `sleep` seconds for a retry the breaker, open, will
-        still refuse then."""
+    def open_past(self, sleep: float) -> CircuitOpen | None:
+        """The refusal a retry after `sleep` seconds would meet (the breaker open, and
+        still open then); None: it may go."""
         breaker = self.breaker
         if breaker.state == OPEN:
             retry_in = breaker.retry_in(CLOCK.now())
             if retry_in > sleep:
-                _refuse(CircuitOpen(self.policy, self.name, retry_in), last)
+                return CircuitOpen(self.policy, self.name, retry_in)
+        return None
+
+    def refuse(self, refused: CircuitOpen, last: tenacity.Future | None) -> NoReturn:
+        _refuse(refused, last)
 
     def failed(self, ticket: Ticket, error: BaseException) -> None:
         """The attempt raised `error`."""
         if not isinstance(error, Exception) or isinstance(error, CancelledError):
-            self.breaker.cancel(ticket[0])
+            self.cancel(ticket)
             return
         self._record(ticket, FAILED if self._fails(error) else 0)
 
     def returned(self, ticket: Ticket, result: Any) -> None:
         """The attempt returned `result`."""
-        now = CLOCK.now()
-        outcome = SLOW if now - ticket[1] >= self.slow_call else 0
+        now, (generation, start) = CLOCK.now(), ticket
+        outcome = SLOW if now - start >= self.slow_call else 0
         if self.statuses and status_of(result) in self.statuses:
             outcome |= FAILED
-        self.breaker.record(ticket[0], outcome, now)
+        ticket[0] = DONE
+        if generation >= 0:
+            self.breaker.record(generation, outcome, now)
 
     def cancel(self, ticket: Ticket) -> None:
-        """The attempt was not made (its quota refused it)."""
-        self.breaker.cancel(ticket[0])
+        """The attempt was not made (its quota refused it), or ended without an outcome;
+        after its outcome was recorded, nothing."""
+        generation, ticket[0] = ticket[0], DONE
+        if generation >= 0:
+            self.breaker.cancel(generation)
 
     def _fails(self, error: Exception) -> bool:
         judge = self.judge
@@ -109,10 +121,12 @@ class Circuit:
         return bool(self.statuses) and status_of(error) in self.statuses
 
     def _record(self, ticket: Ticket, outcome: int) -> None:
-        now = CLOCK.now()
-        if now - ticket[1] >= self.slow_call:
+        now, (generation, start) = CLOCK.now(), ticket
+        if now - start >= self.slow_call:
             outcome |= SLOW
-        self.breaker.record(ticket[0], outcome, now)
+        ticket[0] = DONE
+        if generation >= 0:
+            self.breaker.record(generation, outcome, now)
 
 
 def _refuse(refused: CircuitOpen, last: tenacity.Future | None) -> NoReturn:

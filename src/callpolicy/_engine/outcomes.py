@@ -13,7 +13,7 @@ from callpolicy._clock import CLOCK
 from callpolicy._engine.http import status_of
 from callpolicy._engine.rules import Cause
 from callpolicy._engine.waits import SleepParts
-from callpolicy._errors import QuotaExceeded, RetryExhausted, reraise
+from callpolicy._errors import QuotaExceeded, RetryExhausted, mark_gave_up, reraise
 from callpolicy._events import SleepEvent, SleepTrigger
 from callpolicy._text import Throttled, format_seconds, shown_value
 
@@ -89,6 +89,7 @@ def give_up(
     if outcome.failed:
         error = outcome.exception()
         assert error is not None
+        mark_gave_up(error, policy)
         reraise(error)  # the last original exception, its chain as it was
     parts: SleepParts | None = getattr(state, "callpolicy_sleep", None)
     hint = None if parts is None else parts.hint
@@ -117,6 +118,7 @@ def cannot_repeat(policy: str, state: tenacity.RetryCallState, why: str) -> NoRe
         assert error is not None
         if hasattr(error, "add_note"):  # Python 3.11+
             error.add_note(f"callpolicy: {policy} did not retry: {why}")
+        mark_gave_up(error, policy)
         reraise(error)
     raise RetryExhausted(policy, outcome.result(), state.attempt_number, f"not retried: {why}")
 
@@ -137,6 +139,7 @@ def no_quota_for_retry(
         if refused.reason == "deadline":  # the deadline rule: fail at once with the last error
             if error.__context__ is None and not error.__suppress_context__:
                 error.__context__ = refused  # why, unless the error has a context of its own
+            mark_gave_up(error, policy)
             reraise(error)
         raise refused from error
     raise RetryExhausted(policy, last.result(), attempts, str(refused)) from refused

@@ -1,13 +1,11 @@
 """A `Policy` compiled into a runner: quotas, then the call, then tenacity's strategies on
-failure. One attempt loop per flavour (sync, async); every decision is shared.
+failure. The first attempt in a thin shell per flavour (sync, async), the retries as steps.
 
 The success path takes the quotas, calls the function and checks the outcome, nothing more.
-Only when an attempt's outcome calls for a retry do tenacity's pieces take over: the policy's
-retry condition, wait and stop strategies (built once per policy) decide from a
-`RetryCallState` that starts with the failed first attempt already recorded. The loop that
-drives them is ours, not `Retrying.iter()`: it keeps no state outside the call's own
-`RetryCallState`, so calls may nest (a predicate calling another decorated function), and
-threads and tasks share a policy freely.
+Only when an attempt's outcome calls for a retry do tenacity's pieces take over (between.py)
+from a `RetryCallState` that starts with the failed first attempt already recorded. The loop
+is ours, not `Retrying.iter()`: it keeps no state outside the call's own `RetryCallState`,
+so calls may nest and threads and tasks share a policy freely.
 """
 
 from __future__ import annotations
@@ -18,35 +16,46 @@ from typing import Any
 import tenacity
 
 from callpolicy._clock import CLOCK
+from callpolicy._engine.admitted import admitted
 from callpolicy._engine.announced import Learner
-from callpolicy._engine.circuit import Ticket
+from callpolicy._engine.between import Between
 from callpolicy._engine.conditions import RetryCondition
-from callpolicy._engine.decisions import RetryDecisions
-from callpolicy._engine.outcomes import (
-    DeadlineStop,
-    no_quota_for_retry,
-)
+from callpolicy._engine.deadline import Timing
+from callpolicy._engine.noted import Noted
+from callpolicy._engine.outcomes import DeadlineStop
 from callpolicy._engine.pause import ServerPause
 from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.rules import Cause, compile_causes
+from callpolicy._engine.traced import (
+    async_traced_call,
+    attempt_begins,
+    attempt_retried,
+    traced_call,
+)
 from callpolicy._engine.waits import compile_wait
-from callpolicy._errors import QuotaExceeded
+from callpolicy._events import HOOKS, current_trace
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
-from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
+from callpolicy._stats import Tally
+from callpolicy._steps import Call, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 
-class Runner(RetryDecisions):
+class Runner(Noted):
     """Runs calls under one policy. Built once per policy name and registry generation."""
 
     def __init__(
-        self, policy: Policy, quotas: QuotaStore, layers: ResilienceStore | None = None
+        self,
+        policy: Policy,
+        quotas: QuotaStore,
+        tally: Tally | None = None,
+        layers: ResilienceStore | None = None,
     ) -> None:
         self.policy = policy
+        self.tally = Tally() if tally is None else tally
         self.name = policy.name
         self.max_attempts = policy.stop.attempts
         self.deadline = policy.stop.deadline
@@ -72,45 +81,75 @@ class Runner(RetryDecisions):
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
-        self.stop = stop
+        self.between = Between(
+            self.name,
+            self.max_attempts,
+            self.deadline,
+            self.condition,
+            self.wait,
+            stop,
+            self.tally,
+            self.ruled,
+            self.said_by_server,
+            self.breaker,
+            self.budget,
+        )
+        self.timing = Timing.of(policy.name, policy.stop)  # None: no deadline, no timeout
 
     def call(
-        self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None = None
+        self,
+        fn: Callable[..., Any],
+        args: Args,
+        kwargs: Kwargs,
+        costing: Costing | None = None,
+        traced: bool = False,
     ) -> Any:
+        if HOOKS.on and not traced:
+            return traced_call(self, fn, args, kwargs, costing)
+        tally = self.tally
+        tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.attempts(fn, deadline_at)
         admission, pause, breaker = self.admission, self.pause, self.breaker
-        grant, ticket = None, None if breaker is None else breaker.enter()
-        try:
+        grant, ticket = None, None
+        try:  # the first attempt; the retries count their own outcome
+            if breaker is not None:
+                ticket = breaker.enter()
             if pause is not None:
                 pause.wait(1, deadline_at)
             if admission is not None:
                 grant = admission.admit(1, deadline_at, (costing, args, kwargs))
-        except BaseException:
-            self._cancel(ticket)
-            raise
-        try:
-            if pause is not None:
-                pause.enter()
-            if grant is None or grant.plain:
-                result = fn(*args, **kwargs)
+            try:
+                if pause is not None:
+                    pause.enter()
+                if grant is None or grant.plain:
+                    result = fn(*args, **kwargs)
+                else:
+                    result = grant.run(fn, args, kwargs, costing)
+            except BaseException as exc:
+                cause = self._retries_error(exc, ticket)
+                if cause is None:
+                    raise  # unchanged, chain and all
+                error: BaseException | None = exc
+                result = None
             else:
-                result = grant.run(fn, args, kwargs, costing)
-        except BaseException as exc:
-            cause = self._retries_error(exc, ticket)
-            if cause is None:
-                raise  # unchanged, chain and all
-            error: BaseException | None = exc
-            result = None
-        else:
-            if self.returns_at_once:
-                return result
-            cause = self._retries_result(result, ticket)
-            if cause is None:
-                return result
-            error = None
+                if self.returns_at_once:
+                    tally.succeed()
+                    return result
+                cause = self._retries_result(result, ticket)  # may raise AccountLimit
+                if cause is None:
+                    tally.succeed()
+                    return result
+                error = None
+        except BaseException:
+            tally.fail()
+            self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
+            raise
         # Outside the except block, so a later failure is not chained to this one.
-        return run(self._retries(start, fn, args, kwargs, costing, cause, error, result))
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        return run(steps)
 
     async def async_call(
         self,
@@ -118,56 +157,55 @@ class Runner(RetryDecisions):
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
+        traced: bool = False,
     ) -> Any:
+        if HOOKS.on and not traced:
+            return await async_traced_call(self, fn, args, kwargs, costing)
+        tally = self.tally
+        tally.start()
         start = CLOCK.now() if self.deadline is not None else 0.0
         deadline_at = None if self.deadline is None else start + self.deadline
+        if self.timing is not None:
+            fn = self.timing.async_attempts(fn, deadline_at)
         admission, pause, breaker = self.admission, self.pause, self.breaker
-        grant, ticket = None, None if breaker is None else breaker.enter()
-        try:
+        grant, ticket = None, None
+        try:  # the first attempt; the retries count their own outcome
+            if breaker is not None:
+                ticket = breaker.enter()
             if pause is not None:
                 await pause.async_wait(1, deadline_at)
             if admission is not None:
                 grant = await admission.async_admit(1, deadline_at, (costing, args, kwargs))
+            try:
+                if pause is not None:
+                    pause.enter()
+                if grant is None or grant.plain:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await grant.async_run(fn, args, kwargs, costing)
+            except BaseException as exc:
+                cause = self._retries_error(exc, ticket)
+                if cause is None:
+                    raise  # unchanged, chain and all
+                error: BaseException | None = exc
+                result = None
+            else:
+                if self.returns_at_once:
+                    tally.succeed()
+                    return result
+                cause = self._retries_result(result, ticket)  # may raise AccountLimit
+                if cause is None:
+                    tally.succeed()
+                    return result
+                error = None
         except BaseException:
+            tally.fail()
             self._cancel(ticket)
             raise
-        try:
-            if pause is not None:
-                pause.enter()
-            if grant is None or grant.plain:
-                result = await fn(*args, **kwargs)
-            else:
-                result = await grant.async_run(fn, args, kwargs, costing)
-        except BaseException as exc:
-            cause = self._retries_error(exc, ticket)
-            if cause is None:
-                raise  # unchanged, chain and all
-            error: BaseException | None = exc
-            result = None
-        else:
-            if self.returns_at_once:
-                return result
-            cause = self._retries_result(result, ticket)
-            if cause is None:
-                return result
-            error = None
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
         return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _retries_result(self, result: Any, ticket: Ticket | None = None) -> Cause | None:
-        """The cause a returned value is retried by; None: it ends the call."""
-        if ticket is not None:
-            self.breaker.returned(ticket, result)  # type: ignore[union-attr]
-        if self.pause is not None:
-            self.pause.note(result)
-        if self.learner is not None:
-            self.learner.note(result)
-        cause = self.condition.retries_result(result) if self.checks_results else None
-        if cause is None and self.budget is not None:
-            self.budget.succeeded()
-        return cause
-
     def _retries(
         self,
         start: float,
@@ -181,9 +219,11 @@ class Runner(RetryDecisions):
     ) -> Steps[Any]:
         """After the first attempt raised a retryable `error` (or returned a retryable
         `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
-        admission, pause, breaker = self.admission, self.pause, self.breaker
+        pause, tally, between = self.pause, self.tally, self.between
+        trace = current_trace()
+        attempt_retried(trace, error, result)
         deadline_at = None if self.deadline is None else start + self.deadline
-        state = self._retry_state(fn, args, kwargs, start)
+        state, ticket = between.new_state(fn, args, kwargs, start), None
         try:
             while True:
                 if error is not None:
@@ -191,22 +231,11 @@ class Runner(RetryDecisions):
                 else:
                     state.set_result(result)
                 last = state.outcome
-                yield Sleep(self._next_sleep(state, cause))
-                attempt, grant, token = state.attempt_number, None, None
-                ticket = None if breaker is None else breaker.enter_retry(last)
-                try:
-                    left = 0.0 if pause is None else pause.left(attempt, deadline_at)
-                    if left:
-                        yield Sleep(left)
-                    if admission is not None:
-                        call = (costing, args, kwargs)
-                        grant = yield Method(admission, "admit", attempt, deadline_at, call)
-                except QuotaExceeded as refused:
-                    self._cancel(ticket)
-                    no_quota_for_retry(self.name, refused, last, state)
-                except BaseException:
-                    self._cancel(ticket)
-                    raise
+                yield Sleep(between.next_sleep(state, cause))
+                token = None
+                tally.retry()
+                attempt_begins(trace, state.attempt_number)
+                ticket, grant = yield from admitted(self, state, last, deadline_at, costing)
                 if pause is not None:
                     pause.enter()
                 try:
@@ -220,32 +249,22 @@ class Runner(RetryDecisions):
                     if found is None:
                         raise
                     cause, error = found, exc
+                    attempt_retried(trace, error, None)
                     continue
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
                 found = self._retries_result(result, ticket)
                 if found is None:
+                    tally.succeed()
                     return result
                 cause, error = found, None
+                attempt_retried(trace, None, result)
         except StopIteration as stop:  # the user's, or the last attempt's: see Raised
+            tally.fail()
+            self._cancel(ticket)
             return Raised(stop)
-
-    def _retries_error(self, error: BaseException, ticket: Ticket | None = None) -> Cause | None:
-        """The cause an attempt's error calls for another attempt by; interrupts never do."""
-        if ticket is not None:
-            self.breaker.failed(ticket, error)  # type: ignore[union-attr]
-        pause = self.pause
-        if not isinstance(error, Exception):  # KeyboardInterrupt, CancelledError, ...
-            if pause is not None:
-                pause.leave()
-            return None
-        if pause is not None:
-            pause.note(error)
-        if self.learner is not None:
-            self.learner.note(error)
-        return self.condition.retries_exception(error)
-
-    def _cancel(self, ticket: Ticket | None) -> None:
-        if ticket is not None:
-            self.breaker.cancel(ticket)  # type: ignore[union-attr]
+        except BaseException:
+            tally.fail()
+            self._cancel(ticket)
+            raise

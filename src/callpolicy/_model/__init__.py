@@ -6,6 +6,13 @@ files with line numbers and all problems at once, passing only the keys a file s
 validators here guard objects built by hand, with attrs' message grammar.
 """
 
+from callpolicy._model.fallback import (
+    DEFAULT_FALLBACK_ON,
+    DEFAULT_MAX_ENTRIES,
+    FALLBACK_ON,
+    MAX_ENTRIES,
+    Fallback,
+)
 from callpolicy._model.policy import (
     DEFAULT_RULE_NAME,
     HEADER_FORMATS,
@@ -77,9 +84,12 @@ __all__ = [
     "BUCKETS",
     "CLUSTER",
     "DEFAULT_BUCKET_GUARD",
+    "DEFAULT_FALLBACK_ON",
     "DEFAULT_GUARD",
     "DEFAULT_LEASE",
+    "DEFAULT_MAX_ENTRIES",
     "DEFAULT_RULE_NAME",
+    "FALLBACK_ON",
     "HEADER_FORMATS",
     "HINT_ACTIONS",
     "HINT_FIELD",
@@ -89,6 +99,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_BUDGET_TOKENS",
     "MAX_BURST",
+    "MAX_ENTRIES",
     "MAX_LEASE",
     "MAX_MULTIPLIER",
     "MAX_PROBES",
@@ -110,6 +121,7 @@ __all__ = [
     "Breaker",
     "Budget",
     "ConditionOp",
+    "Fallback",
     "GiveUp",
     "Learn",
     "Match",

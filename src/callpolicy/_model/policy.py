@@ -9,6 +9,7 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
+from callpolicy._model.fallback import Fallback
 from callpolicy._model.quotas import Quota
 from callpolicy._model.resilience import Breaker, Budget
 
@@ -189,10 +190,13 @@ class Wait:
 
 @attrs.frozen
 class Stop:
-    """When to give up: after `attempts` calls, or before a wait that would end past `deadline`."""
+    """When to give up: after `attempts` calls, or before a wait that would end past
+    `deadline`. `attempt_timeout`: the most one attempt may run (a coroutine is cancelled;
+    a sync function reads it through `time_left()`), never past the deadline."""
 
     attempts: int = attrs.field(default=3, validator=v.ge(1))
     deadline: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
+    attempt_timeout: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
 
 
 @attrs.frozen
@@ -224,3 +228,4 @@ class Policy:
     pause: Pause | None = None
     breaker: Breaker | None = None
     budget: Budget | None = None
+    fallback: Fallback | None = None

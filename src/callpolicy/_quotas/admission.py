@@ -13,7 +13,7 @@ from typing import Any
 
 from callpolicy._clock import CLOCK
 from callpolicy._errors import QuotaExceeded, QuotaUnavailable
-from callpolicy._events import SleepEvent, emit
+from callpolicy._events import QuotaRefused, SleepEvent, emit, wants
 from callpolicy._explain import quota_cause
 from callpolicy._model import Quota
 from callpolicy._options import CallArgs, CallOptions, Costing, current_options
@@ -70,14 +70,14 @@ class Admission:
         if first is PLAIN:
             return PLAIN
         steps = self.acquire(attempt, deadline_at, *self._request(call), first, False)
-        return run(self._counted(steps))
+        return run(self._counted(steps, attempt))
 
     async def async_admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
         first = self._fast(may_block=False)
         if first is PLAIN:
             return PLAIN
         steps = self.acquire(attempt, deadline_at, *self._request(call), first, True)
-        return await async_run(self._counted(steps))
+        return await async_run(self._counted(steps, attempt))
 
     def _request(self, call: CallArgs) -> tuple[float, CallOptions]:
         """The call's cost and options. (The cost function is the user's: called here, not
@@ -184,13 +184,15 @@ class Admission:
             self.queue.leave(ticket)
             self._said(held, attempt)
 
-    def _counted(self, steps: Steps[Grant]) -> Steps[Grant]:
-        """`steps`, counting a refusal for the quotas it names."""
+    def _counted(self, steps: Steps[Grant], attempt: int) -> Steps[Grant]:
+        """`steps`, counting a refusal for the quotas it names (an event for hooks)."""
         try:
             return (yield from steps)
         except QuotaExceeded as error:
             if not isinstance(error, QuotaUnavailable):  # counted where Redis failed
                 self.counters.add(self._refusers(error.quota), "refused")
+            if wants("quota_refused"):
+                emit(QuotaRefused(self.policy, attempt, error.quota, error.reason))
             raise
 
     def _refusers(self, named: str) -> list[str]:
@@ -239,7 +241,8 @@ class Admission:
         if wait is not None and math.isinf(wait):
             raise QuotaExceeded(self.policy, quota.name, wait, quota.max_wait, "cost")
         if not blocking:
-            raise QuotaExceeded(self.policy, quota.name, _shown(wait), 0.0, "non-blocking")
+            never = math.inf if wait is None else wait
+            raise QuotaExceeded(self.policy, quota.name, never, 0.0, "non-blocking")
         left_max = quota.max_wait - waited
         if wait is not None and wait > left_max:
             raise QuotaExceeded(self.policy, quota.name, wait, max(left_max, 0.0), "max_wait")
@@ -294,7 +297,3 @@ def _cost(chosen: float | None, costing: Costing | None, args: Any, kwargs: Any)
     if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost < math.inf:
         raise ValueError(f"a call's cost must be a finite number >= 0 (got {cost!r})")
     return float(cost)
-
-
-def _shown(wait: float | None) -> float:
-    return math.inf if wait is None else wait

@@ -1,16 +1,13 @@
-"""One event for every sleep a policy makes, logged and passed to hooks (metrics, tests)."""
+"""The event of every sleep a policy makes: a backoff, a quota wait, a server's pause."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import attrs
 
-from callpolicy._text import Throttled
-
-logger = logging.getLogger("callpolicy")
+from callpolicy._events.trace import current_call_id
 
 SleepSource = Literal["backoff", "quota", "pause"]
 # Why: an exception was raised, a response came back with a retried status, a returned value
@@ -18,10 +15,7 @@ SleepSource = Literal["backoff", "quota", "pause"]
 # A quota wait is said once, when over, by what it waited for most: the quota's time
 # ("quota"), a call in flight to end ("slot"), or calls waiting ahead of it ("turn").
 SleepTrigger = Literal["exception", "status", "result", "quota", "slot", "turn"]
-SleepHook = Callable[["SleepEvent"], None]
 SHORTEST_INFO = 0.001  # shorter sleeps (retrying at once) are logged at DEBUG
-_hooks: list[SleepHook] = []
-_hook_failures = Throttled(60.0)
 
 
 @attrs.frozen
@@ -49,6 +43,34 @@ class SleepEvent:
     rule_attempt: int | None = None
     rule_max_attempts: int | None = None
     gave_up: bool = False  # a quota wait that ended without admission (max_wait, cancelled)
+    call_id: int = attrs.field(factory=current_call_id, kw_only=True)
+    kind: ClassVar[str] = "sleep"
+
+    @property
+    def level(self) -> int:
+        return logging.INFO if self.seconds >= SHORTEST_INFO else logging.DEBUG
+
+    def extra(self) -> dict[str, object]:
+        """The fields a log record carries (`extra=`), as today's log lines have them."""
+        return {
+            "policy": self.policy,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "sleep_source": self.source,
+            "sleep_seconds": self.seconds,
+            "cause": self.cause,
+            "trigger": self.trigger,
+            "quota": self.quota,
+            "hint": self.hint,
+            "backoff": self.backoff,
+            "jitter": self.jitter,
+            "hint_seconds": self.hint_seconds,
+            "rule": self.rule,
+            "rule_attempt": self.rule_attempt,
+            "rule_max_attempts": self.rule_max_attempts,
+            "gave_up": self.gave_up,
+            "call_id": self.call_id,
+        }
 
     def message(self) -> str:
         if self.source == "pause":
@@ -91,62 +113,3 @@ class SleepEvent:
         if self.hint is not None:  # a hint not used
             return f"backoff {backoff:.3f}s{jitter}; {self.hint}"
         return f"backoff {backoff:.3f}s{jitter}" if jitter else "backoff"
-
-
-def add_sleep_hook(hook: SleepHook) -> Callable[[], None]:
-    """Call `hook(event)` before every sleep of every policy; returns a function removing it."""
-    _hooks.append(hook)
-
-    def remove() -> None:
-        if hook in _hooks:
-            _hooks.remove(hook)
-
-    return remove
-
-
-def listening() -> bool:
-    """Whether an event would reach anyone: a hook, or a logger enabled for INFO."""
-    return bool(_hooks) or logger.isEnabledFor(logging.INFO)
-
-
-def emit(event: SleepEvent) -> None:
-    level = logging.INFO if event.seconds >= SHORTEST_INFO else logging.DEBUG
-    if logger.isEnabledFor(level):
-        logger.log(
-            level,
-            event.message(),
-            extra={
-                "policy": event.policy,
-                "attempt": event.attempt,
-                "max_attempts": event.max_attempts,
-                "sleep_source": event.source,
-                "sleep_seconds": event.seconds,
-                "cause": event.cause,
-                "trigger": event.trigger,
-                "quota": event.quota,
-                "hint": event.hint,
-                "backoff": event.backoff,
-                "jitter": event.jitter,
-                "hint_seconds": event.hint_seconds,
-                "rule": event.rule,
-                "rule_attempt": event.rule_attempt,
-                "rule_max_attempts": event.rule_max_attempts,
-                "gave_up": event.gave_up,
-            },
-        )
-    for hook in tuple(_hooks):
-        try:
-            hook(event)
-        except Exception as error:  # a hook never changes what the call returns or raises
-            _hook_failures.warn(
-                (
-                    id(hook),
-                    getattr(hook, "__qualname__", None),
-                    type(error),
-                ),
-                "sleep hook %r raised %s: %s (ignored; said at most once a minute per hook)",
-                getattr(hook, "__qualname__", hook),
-                type(error).__name__,
-                error,
-                policy=event.policy,
-            )
