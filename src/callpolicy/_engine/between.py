@@ -10,6 +10,8 @@ to hooks as a give-up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import tenacity
 
@@ -25,6 +27,9 @@ from callpolicy._engine.repeat import not_replayable
 from callpolicy._engine.rules import Cause
 from callpolicy._events import GaveUp, emit, listening, wants
 from callpolicy._stats import Tally
+
+# RetryCallState wants a Retrying to point at; ours is never iterated.
+_STATE_OWNER = tenacity.Retrying()
 
 
 class Between:
@@ -52,6 +57,16 @@ class Between:
         self.ruled = ruled  # else one cause: the call's attempts are its
         self.said_by_server = said_by_server
 
+    def new_state(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], start: float
+    ) -> tenacity.RetryCallState:
+        """The state of a call's retries, its first attempt started at `start`."""
+        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
+        state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
+        if self.ruled:
+            state.callpolicy_counts = [0] * len(self.condition.causes)  # type: ignore[attr-defined]
+        return state
+
     def next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
         """After an outcome `cause` retries: how long to sleep before the next attempt, which
         it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
@@ -77,11 +92,16 @@ class Between:
         state.prepare_for_next_attempt()
         return sleep
 
-    def gives_up(self, state: tenacity.RetryCallState, reason: str) -> None:
-        """Counted, and said to hooks: the call stops retrying the outcome `state` holds."""
+    def gives_up(
+        self, state: tenacity.RetryCallState, reason: str, last: tenacity.Future | None = None
+    ) -> None:
+        """Counted, and said to hooks: the call stops retrying the outcome `state` holds
+        (`last`: the last attempt's, when `state` is already past it)."""
         self.tally.give_up()
         if wants("give_up"):
-            emit(GaveUp(self.name, state.attempt_number, reason, _described(state)))
+            outcome = state.outcome if last is None else last
+            attempt = state.attempt_number if last is None else state.attempt_number - 1
+            emit(GaveUp(self.name, attempt, reason, _described(outcome)))
 
     def _said(self, state: tenacity.RetryCallState) -> str | None:
         outcome = state.outcome
@@ -112,8 +132,8 @@ class Between:
             state.attempt_number = attempt
 
 
-def _described(state: tenacity.RetryCallState) -> str:
-    outcome = state.outcome
-    assert outcome is not None
+def _described(outcome: tenacity.Future | None) -> str:
+    if outcome is None:
+        return "no outcome"
     error = outcome.exception()
     return describe_result(outcome.result()) if error is None else describe_exception(error)

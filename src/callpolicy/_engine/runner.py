@@ -27,14 +27,16 @@ from callpolicy._engine.outcomes import (
 from callpolicy._engine.pause import ServerPause
 from callpolicy._engine.rules import Cause, compile_causes
 from callpolicy._engine.traced import (
+    Traced,
     async_traced_call,
     attempt_begins,
+    attempt_refused,
     attempt_retried,
     traced_call,
 )
 from callpolicy._engine.waits import compile_wait
 from callpolicy._errors import QuotaExceeded
-from callpolicy._events import HOOKS, current_trace
+from callpolicy._events import HOOKS, Trace
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import Grant, QuotaStore
@@ -43,8 +45,6 @@ from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
-# RetryCallState wants a Retrying to point at; ours is never iterated.
-_STATE_OWNER = tenacity.Retrying()
 
 
 class Runner:
@@ -93,9 +93,9 @@ class Runner:
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:
+        if trace is None and HOOKS.traced:
             return traced_call(self, fn, args, kwargs, costing)
         tally = self.tally
         tally.start()
@@ -136,7 +136,7 @@ class Runner:
             tally.fail()
             raise
         # Outside the except block, so a later failure is not chained to this one.
-        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return run(steps)
 
     async def async_call(
@@ -145,9 +145,9 @@ class Runner:
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:
+        if trace is None and HOOKS.traced:
             return await async_traced_call(self, fn, args, kwargs, costing)
         tally = self.tally
         tally.start()
@@ -187,7 +187,7 @@ class Runner:
         except BaseException:
             tally.fail()
             raise
-        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
@@ -208,19 +208,17 @@ class Runner:
         costing: Costing | None,
         cause: Cause,
         error: BaseException | None,
-        result: Any = None,
+        result: Any,
+        traced: Traced,
     ) -> Steps[Any]:
         """After the first attempt raised a retryable `error` (or returned a retryable
         `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
         pause, tally, between = self.pause, self.tally, self.between
-        trace = current_trace()
-        attempt_retried(trace, error, result)
+        trace = traced or None  # this call's own trace (None: untraced)
         deadline_at = None if self.deadline is None else start + self.deadline
-        state = tenacity.RetryCallState(_STATE_OWNER, fn, args, kwargs)
-        state.start_time = start  # on CLOCK's timeline, read by DeadlineStop
-        if self.ruled:
-            state.callpolicy_counts = [0] * len(self.condition.causes)  # type: ignore[attr-defined]
+        state = between.new_state(fn, args, kwargs, start)
         try:
+            attempt_retried(trace, error, result)  # the first attempt's
             while True:
                 if error is not None:
                     state.set_exception((type(error), error, error.__traceback__))
@@ -231,7 +229,7 @@ class Runner:
                 token = None
                 tally.retry()
                 attempt_begins(trace, state.attempt_number)
-                grant = yield from self._admitted(state, last, deadline_at, costing)
+                grant = yield from self._admitted(state, last, deadline_at, costing, trace)
                 if pause is not None:
                     pause.enter()
                 try:
@@ -269,6 +267,7 @@ class Runner:
         last: tenacity.Future | None,
         deadline_at: float | None,
         costing: Costing | None,
+        trace: Trace | None,
     ) -> Steps[Grant | None]:
         """The next attempt waits out the server's pause, then takes its quotas (None: the
         policy has none); a quota that cannot admit it in time ends the call."""
@@ -283,7 +282,8 @@ class Runner:
             grant: Grant = yield Method(admission, "admit", attempt, deadline_at, call)
             return grant
         except QuotaExceeded as refused:
-            self.between.gives_up(state, "quota")
+            attempt_refused(trace, refused)
+            self.between.gives_up(state, "quota", last)
             no_quota_for_retry(self.name, refused, last, state)
 
     def _retries_error(self, error: BaseException) -> Cause | None:
