@@ -388,28 +388,125 @@ def test_a_fallback_is_an_event_of_its_call_and_counted(
     assert (stats.calls, stats.failures, stats.fallbacks, stats.give_ups) == (1, 1, 1, 1)
 
 
-def test_a_retry_its_quota_refuses_is_a_give_up_event_of_the_attempt_before(
-    registry_of: Callable[..., Registry], clock: FakeClock
+# -- found by review: each of these once broke a call or a count --------------------------
+
+NO_QUOTA_FOR_RETRY = """
+[endpoints.get]
+quotas = [{ limit = "2/10s", max_wait = "1s" }]
+retry.on_exceptions = ["ConnectionError"]
+wait.strategy = "none"
+stop.attempts = 5
+"""
+
+
+def test_a_give_up_hook_sees_a_retry_refused_by_its_quota(
+    registry_of: RegistryOf, clock: FakeClock, seen: list[Any]
 ) -> None:
-    registry = registry_of(
-        svc="""
-        [endpoints.q]
-        quotas = [{ limit = "1/1m", max_wait = "0s" }]
-        retry.on_exceptions = ["ConnectionError"]
-        wait.strategy = "none"
-        """
-    )
-    events: list[Any] = []
-    remove = add_hook(events.append, ["give_up"])
+    registry = registry_of(api=NO_QUOTA_FOR_RETRY)
+    fn = registry.policy("api.get")(Script(*[ConnectionError("down")] * 5))
+    with pytest.raises(QuotaExceeded):
+        fn()
+    told = story(seen)
+    assert told[-4:] == [
+        ("quota_refused", 3, told[-4][2], "max_wait"),
+        ("attempt_end", 3, told[-3][2], False),
+        ("give_up", 2, "quota", "ConnectionError: down"),  # the last attempt that ran
+        ("call_end", 3, True, told[-1][3]),
+    ]
+    assert told[-3][2].startswith("QuotaExceeded: ")  # the third attempt was refused
+    stats = registry.stats()["api.get"]
+    assert (stats.calls, stats.failures, stats.give_ups, stats.in_flight) == (1, 1, 1, 0)
 
-    def down() -> None:
-        raise ConnectionError("refused")
 
+class Unprintable(ConnectionError):
+    def __str__(self) -> str:
+        raise RuntimeError("str broke")
+
+
+def test_an_error_whose_str_fails_changes_nothing_for_traced_calls(
+    registry_of: RegistryOf, clock: FakeClock, seen: list[Any]
+) -> None:
+    registry = registry_of(api=POLICY)
+    assert registry.policy("api.get")(Script(Unprintable(), "ok"))() == "ok"
+    with pytest.raises(Unprintable):
+        registry.policy("api.get")(Script(*[Unprintable()] * 3))()
+    ended = [e for e in seen if isinstance(e, AttemptEnded)]
+    assert ended[0].outcome == "Unprintable: (its message could not be read)"
+    assert registry.stats()["api.get"].in_flight == 0
+
+
+@pytest.mark.parametrize("kind", ["attempt_start", "attempt_end", "call_end"])
+def test_a_hook_raising_an_interrupt_leaves_the_counts_whole(
+    registry_of: RegistryOf, clock: FakeClock, kind: str
+) -> None:
+    def interrupt(event: Any) -> None:
+        raise KeyboardInterrupt
+
+    registry = registry_of(api=POLICY)
+    remove = add_hook(interrupt, [kind])
     try:
-        with pytest.raises(QuotaExceeded):
-            registry.policy("svc.q")(down)()
+        with pytest.raises(KeyboardInterrupt):  # interrupts are not swallowed
+            registry.policy("api.get")(Script(ConnectionError("x"), "ok"))()
     finally:
         remove()
-    assert [(e.attempt, e.reason, e.error) for e in events] == [
-        (1, "quota", "ConnectionError: refused")
+    stats = registry.stats()["api.get"]
+    assert stats.in_flight == 0
+    assert stats.calls == stats.successes + stats.failures
+
+
+def test_hooks_of_sleeps_only_do_not_trace_calls(registry_of: RegistryOf, clock: FakeClock) -> None:
+    from callpolicy._events import HOOKS  # noqa: PLC0415
+
+    sleeps: list[SleepEvent] = []
+    remove = add_hook(sleeps.append, ["sleep", "give_up", "fallback"])
+    try:
+        assert not HOOKS.traced
+        registry_of(api=POLICY).policy("api.get")(Script(ConnectionError("x"), "ok"))()
+    finally:
+        remove()
+    assert [e.call_id for e in sleeps] == [0]  # untraced: the id is 0
+
+
+def test_a_hook_is_removed_one_registration_at_a_time_and_async_hooks_are_refused() -> None:
+    from callpolicy._events import HOOKS  # noqa: PLC0415
+
+    def hook(event: Any) -> None:
+        return None
+
+    first = add_hook(hook, ["give_up"])
+    second = add_hook(hook, ["give_up"])
+    first()
+    first()  # twice: still only the first registration
+    assert HOOKS.by_kind["give_up"] == (hook,)
+    second()
+    assert len(HOOKS.by_kind["give_up"]) == 0
+
+    async def ahook(event: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        add_hook(ahook)
+
+
+def test_an_untraced_call_inside_a_traced_one_leaves_its_attempts_alone(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(api=POLICY)
+    got: list[Any] = []
+    removers = [add_hook(got.append)]
+    inner = registry.policy("api.get")(Script(ConnectionError("a"), ConnectionError("b"), "in"))
+
+    @registry.policy("api.plain")
+    def outer() -> str:
+        removers.pop()()  # the last hook goes: the inner call is not traced
+        result: str = inner()
+        removers.append(add_hook(got.append))
+        return result
+
+    assert outer() == "in"
+    removers.pop()()
+    assert [(e.kind, e.attempt) for e in got if e.policy == "api.plain"] == [
+        ("attempt_start", 1),
+        ("attempt_end", 1),
+        ("call_end", 1),
     ]

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 
+import callpolicy
 from callpolicy import FakeClock, Registry, RetryExhausted, SleepEvent, add_sleep_hook
 
 RegistryOf = Callable[..., Registry]
@@ -288,6 +289,7 @@ def test_a_hook_gets_these_fields_and_the_log_record_carries_them(
     assert [f.name for f in attrs.fields(SleepEvent)] == EVENT_FIELDS
     seen: list[SleepEvent] = []
     remove = add_sleep_hook(seen.append)
+    untrace = callpolicy.add_hook(lambda event: None, ["call_end"])  # calls get ids
     caplog.set_level(logging.INFO, logger="callpolicy")
     try:
         fn = registry_of(svc=HINTED_AND_PAUSED).policy("svc.e")(
@@ -302,6 +304,7 @@ def test_a_hook_gets_these_fields_and_the_log_record_carries_them(
         fn()  # by the last answer
     finally:
         remove()
+        untrace()
     assert [(e.source, e.trigger) for e in seen] == [
         ("backoff", "exception"),
         ("quota", "quota"),
@@ -310,7 +313,7 @@ def test_a_hook_gets_these_fields_and_the_log_record_carries_them(
     ]
     assert seen[2].hint is not None and "Retry-After: 2" in seen[2].hint
     assert seen[1].quota is not None
-    # A hook is registered: the calls are traced, each sleep carries its call's id
+    # A hook of call ends is registered: calls are traced, each sleep carries its call's id
     assert seen[0].call_id == seen[1].call_id == seen[2].call_id != seen[3].call_id > 0
     records = [r for r in caplog.records if r.name == "callpolicy" and r.levelno == logging.INFO]
     assert len(records) == len(seen)

@@ -151,3 +151,41 @@ def test_opentelemetry_span_is_current_inside_the_call(
     assert trace.get_current_span().get_span_context().span_id == 0  # detached after
     (span,) = spans.get_finished_spans()
     assert span.context is not None and seen == [span.context.span_id]
+
+
+def test_prometheus_before_a_lazy_registry_loads_says_nothing_and_loads_nothing(
+    tmp_path: Any,
+) -> None:
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    lazy = Registry(tmp_path / "not there yet", lazy=True)
+    prom = CollectorRegistry()
+    prom.register(callpolicy.prometheus_collector(lazy))
+    assert b"callpolicy_calls_total{" not in generate_latest(prom)  # no error, no load
+    assert not lazy.loaded()
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        prom.register(callpolicy.prometheus_collector(lazy))
+    prom.register(callpolicy.prometheus_collector(lazy, prefix="other"))
+
+
+def test_opentelemetry_span_ends_when_the_hook_is_removed_during_the_call(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    from opentelemetry import trace  # noqa: PLC0415
+
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    hook = callpolicy.opentelemetry_hook(tracing)
+    remove = add_hook(hook)
+
+    @registry_of(api=POLICY).policy("api.get")
+    def fn() -> str:
+        remove()
+        return "ok"
+
+    assert fn() == "ok"
+    (span,) = spans.get_finished_spans()
+    assert span.name == "callpolicy api.get"
+    assert trace.get_current_span().get_span_context().span_id == 0  # detached
+    assert hook._open == {}

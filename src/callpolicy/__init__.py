@@ -80,13 +80,16 @@ def policy_stats() -> dict[str, PolicyStats]:
     return default_registry.stats()
 
 
-def prometheus_collector(registry: Registry | None = None) -> typing.Any:
-    """A Prometheus collector of `registry`'s statistics (the default registry's by default):
+def prometheus_collector(
+    registry: Registry | None = None, prefix: str = "callpolicy"
+) -> typing.Any:
+    """A Prometheus collector of `registry`'s statistics (the default registry's by default),
+    its metrics named `<prefix>_...`:
     `prometheus_client.REGISTRY.register(callpolicy.prometheus_collector())`. Needs the
     `prometheus` extra (prometheus-client)."""
     from callpolicy._metrics.prometheus import PolicyCollector  # noqa: PLC0415 (an extra)
 
-    return PolicyCollector(default_registry if registry is None else registry)
+    return PolicyCollector(default_registry if registry is None else registry, prefix)
 
 
 def opentelemetry_hook(

@@ -116,6 +116,10 @@ class Registry:
         names = {member.name for q in self.quotas() for member in (q.pool or (q,))}
         return self._quotas.snapshot(names)
 
+    def loaded(self) -> bool:
+        """Whether policies are loaded (a lazy registry loads them at its first use)."""
+        return self._policies is not None
+
     def stats(self) -> dict[str, PolicyStats]:
         """What each loaded policy's calls did in this process, by name: calls, successes,
         failures, retries, give-ups, sleeps, failure rate (see `PolicyStats`)."""

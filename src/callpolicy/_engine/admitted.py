@@ -11,7 +11,9 @@ import tenacity
 
 from callpolicy._engine.circuit import Ticket
 from callpolicy._engine.outcomes import no_quota_for_retry
+from callpolicy._engine.traced import attempt_refused
 from callpolicy._errors import CircuitOpen, QuotaExceeded
+from callpolicy._events import Trace
 from callpolicy._options import Costing
 from callpolicy._quotas import Grant
 from callpolicy._steps import Method, Sleep, Steps
@@ -26,6 +28,7 @@ def admitted(
     last: tenacity.Future | None,
     deadline_at: float | None,
     costing: Costing | None,
+    trace: Trace | None,
 ) -> Steps[tuple[Ticket | None, Grant | None]]:
     """The next attempt's breaker ticket and quota grant (None: the policy has none)."""
     attempt, admission, pause, breaker = (
@@ -36,7 +39,8 @@ def admitted(
     )
     try:
         ticket = None if breaker is None else breaker.enter_retry(last)
-    except CircuitOpen:  # opened while this call slept
+    except CircuitOpen as refused:  # opened while this call slept
+        attempt_refused(trace, refused)
         runner.between.gives_up(state, "circuit open", last)
         raise
     try:
@@ -50,6 +54,7 @@ def admitted(
         return ticket, grant
     except QuotaExceeded as refused:
         runner._cancel(ticket)
+        attempt_refused(trace, refused)
         runner.between.gives_up(state, "quota", last)
         no_quota_for_retry(runner.name, refused, last, state)
     except BaseException:

@@ -109,16 +109,13 @@ class Between:
     def gives_up(
         self, state: tenacity.RetryCallState, reason: str, last: tenacity.Future | None = None
     ) -> None:
-        """Counted, and said to hooks: the call stops retrying the outcome `state` holds, or
-        (`last`, once the next attempt was prepared) the outcome of the attempt before."""
+        """Counted, and said to hooks: the call stops retrying the outcome `state` holds
+        (`last`: the last attempt's, when `state` is already past it)."""
         self.tally.give_up()
         if wants("give_up"):
+            outcome = state.outcome if last is None else last
             attempt = state.attempt_number if last is None else state.attempt_number - 1
-            emit(
-                GaveUp(
-                    self.name, attempt, reason, _described(state.outcome if last is None else last)
-                )
-            )
+            emit(GaveUp(self.name, attempt, reason, _described(outcome)))
 
     def _said(self, state: tenacity.RetryCallState) -> str | None:
         outcome = state.outcome
@@ -150,6 +147,7 @@ class Between:
 
 
 def _described(outcome: tenacity.Future | None) -> str:
-    assert outcome is not None
+    if outcome is None:
+        return "no outcome"
     error = outcome.exception()
     return describe_result(outcome.result()) if error is None else describe_exception(error)

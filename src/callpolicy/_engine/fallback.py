@@ -22,7 +22,7 @@ from callpolicy._engine.last_good import LastGood
 from callpolicy._engine.outcomes import describe_exception
 from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.runner import Args, Kwargs, Runner
-from callpolicy._engine.traced import async_traced_call, traced_call
+from callpolicy._engine.traced import Traced, async_traced_call, traced_call
 from callpolicy._errors import (
     AccountLimit,
     CircuitOpen,
@@ -106,13 +106,13 @@ class FallbackRunner(Runner):
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:  # the trace covers the fallback too
+        if trace is None and HOOKS.traced:  # the trace covers the fallback too
             return traced_call(self, fn, args, kwargs, costing)
         fallback_used.forget()
         try:
-            result = Runner.call(self, fn, args, kwargs, costing, traced=True)
+            result = Runner.call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
             plan = self._plan(error, args, kwargs)
             if plan is None:
@@ -143,13 +143,13 @@ class FallbackRunner(Runner):
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:
+        if trace is None and HOOKS.traced:
             return await async_traced_call(self, fn, args, kwargs, costing)
         fallback_used.forget()
         try:
-            result = await Runner.async_call(self, fn, args, kwargs, costing, traced=True)
+            result = await Runner.async_call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
             plan = self._plan(error, args, kwargs)
             if plan is None:

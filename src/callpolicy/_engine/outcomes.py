@@ -147,7 +147,11 @@ def no_quota_for_retry(
 
 def describe_exception(exc: BaseException) -> str:
     status = status_of(exc)
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        said = str(exc)
+    except Exception:  # an error whose __str__ fails is still described, never raised
+        said = "(its message could not be read)"
+    text = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
     return f"{text} (HTTP {status})" if status is not None and str(status) not in text else text
 
 

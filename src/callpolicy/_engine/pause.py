@@ -16,7 +16,7 @@ from callpolicy._clock import CLOCK
 from callpolicy._engine.hints import read_hint
 from callpolicy._engine.http import header_values
 from callpolicy._errors import QuotaExceeded
-from callpolicy._events import SleepEvent, emit
+from callpolicy._events import QuotaRefused, SleepEvent, emit, wants
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Pause
 
@@ -69,6 +69,8 @@ class ServerPause:
             return 0.0
         if deadline_at is not None and now + left > deadline_at:
             name = f"{self.policy} (paused by the server)"
+            if wants("quota_refused"):
+                emit(QuotaRefused(self.policy, attempt, name, "deadline"))
             raise QuotaExceeded(self.policy, name, left, max(deadline_at - now, 0.0), "deadline")
         cause = f"{self.pause.remaining}: 0 until {self.pause.reset}"
         emit(SleepEvent(self.policy, attempt, self.max_attempts, "pause", left, cause, "quota"))

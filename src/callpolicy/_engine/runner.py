@@ -27,13 +27,14 @@ from callpolicy._engine.pause import ServerPause
 from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.rules import Cause, compile_causes
 from callpolicy._engine.traced import (
+    Traced,
     async_traced_call,
     attempt_begins,
     attempt_retried,
     traced_call,
 )
 from callpolicy._engine.waits import compile_wait
-from callpolicy._events import HOOKS, current_trace
+from callpolicy._events import HOOKS
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
@@ -102,9 +103,9 @@ class Runner(Noted):
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:
+        if trace is None and HOOKS.traced:
             return traced_call(self, fn, args, kwargs, costing)
         tally = self.tally
         tally.start()
@@ -148,7 +149,7 @@ class Runner(Noted):
             self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
             raise
         # Outside the except block, so a later failure is not chained to this one.
-        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return run(steps)
 
     async def async_call(
@@ -157,9 +158,9 @@ class Runner(Noted):
         args: Args,
         kwargs: Kwargs,
         costing: Costing | None = None,
-        traced: bool = False,
+        trace: Traced = None,
     ) -> Any:
-        if HOOKS.on and not traced:
+        if trace is None and HOOKS.traced:
             return await async_traced_call(self, fn, args, kwargs, costing)
         tally = self.tally
         tally.start()
@@ -202,7 +203,7 @@ class Runner(Noted):
             tally.fail()
             self._cancel(ticket)
             raise
-        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result)
+        steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
@@ -215,16 +216,17 @@ class Runner(Noted):
         costing: Costing | None,
         cause: Cause,
         error: BaseException | None,
-        result: Any = None,
+        result: Any,
+        traced: Traced,
     ) -> Steps[Any]:
         """After the first attempt raised a retryable `error` (or returned a retryable
         `result`): the retries, as steps. Errors that are not retried propagate unchanged."""
         pause, tally, between = self.pause, self.tally, self.between
-        trace = current_trace()
-        attempt_retried(trace, error, result)
+        trace = traced or None  # this call's own trace (None: untraced)
         deadline_at = None if self.deadline is None else start + self.deadline
         state, ticket = between.new_state(fn, args, kwargs, start), None
         try:
+            attempt_retried(trace, error, result)  # the first attempt's
             while True:
                 if error is not None:
                     state.set_exception((type(error), error, error.__traceback__))
@@ -235,7 +237,7 @@ class Runner(Noted):
                 token = None
                 tally.retry()
                 attempt_begins(trace, state.attempt_number)
-                ticket, grant = yield from admitted(self, state, last, deadline_at, costing)
+                ticket, grant = yield from admitted(self, state, last, deadline_at, costing, trace)
                 if pause is not None:
                     pause.enter()
                 try:

@@ -1,16 +1,17 @@
-"""Calls followed by hooks: while a hook is registered, each call gets an id (the events of
-its quotas, sleeps and attempts carry it), and its attempts and end are events.
+"""Calls followed by hooks: while calls are traced (a hook of attempts or call ends is
+registered), each call gets an id (the events of its quotas, sleeps and attempts carry it),
+and its attempts and end are events.
 
 The runner's own path is unchanged: `traced_call` wraps it, sets the call's `Trace` in a
 context variable, says the first attempt begins, and when the call is over, closes whatever
-attempt is still open and says how the call ended. The retries (runner.py) say when each
-later attempt begins, and when an attempt's outcome is retried.
+attempt is still open, says how the call ended and runs the hooks' clean-ups. The retries
+(runner.py) say when each later attempt begins, and how each attempt they run ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from callpolicy._clock import CLOCK
 from callpolicy._engine.outcomes import describe_exception, describe_result
@@ -31,22 +32,27 @@ if TYPE_CHECKING:
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
+# A call's trace: None: trace it if hooks follow calls; a Trace: traced (by traced_call);
+# False: untraced (the caller decided, e.g. a fallback runner's shell).
+Traced = Trace | Literal[False] | None
 
 
 def traced_call(
     runner: Runner, fn: Callable[..., Any], args: Args, kwargs: Kwargs, costing: Costing | None
 ) -> Any:
-    trace = _begin(runner.name)
+    trace = new_trace(runner.name)
     token = CURRENT.set(trace)
     try:
+        _begin(trace)
         try:
-            result = runner.call(fn, args, kwargs, costing, traced=True)
+            result = runner.call(fn, args, kwargs, costing, trace)
         except BaseException as error:
             _end(trace, error)
             raise
         _end(trace, None)
         return result
     finally:
+        trace.finish()
         CURRENT.reset(token)
 
 
@@ -57,17 +63,19 @@ async def async_traced_call(
     kwargs: Kwargs,
     costing: Costing | None,
 ) -> Any:
-    trace = _begin(runner.name)
+    trace = new_trace(runner.name)
     token = CURRENT.set(trace)
     try:
+        _begin(trace)
         try:
-            result = await runner.async_call(fn, args, kwargs, costing, traced=True)
+            result = await runner.async_call(fn, args, kwargs, costing, trace)
         except BaseException as error:
             _end(trace, error)
             raise
         _end(trace, None)
         return result
     finally:
+        trace.finish()
         CURRENT.reset(token)
 
 
@@ -85,11 +93,15 @@ def attempt_retried(trace: Trace | None, error: BaseException | None, result: An
         _attempt_ended(trace, error, result, retried=True)
 
 
-def _begin(policy: str) -> Trace:
-    trace = new_trace(policy)
+def attempt_refused(trace: Trace | None, error: BaseException) -> None:
+    """The attempt in progress was refused before its call (no quota, no time left)."""
+    if trace is not None:
+        _attempt_ended(trace, error, None, retried=False)
+
+
+def _begin(trace: Trace) -> None:
     if wants("attempt_start"):
-        emit(AttemptStarted(policy, 1, call_id=trace.call_id))
-    return trace
+        emit(AttemptStarted(trace.policy, 1, call_id=trace.call_id))
 
 
 def _end(trace: Trace, error: BaseException | None) -> None:

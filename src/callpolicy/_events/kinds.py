@@ -84,8 +84,9 @@ class CallEnded(_Quiet):
 
 @attrs.frozen
 class GaveUp(_Quiet):
-    """The call gives up after `attempt` (`reason`: "attempts", "deadline", "rule ...",
-    "budget", ...) with `error`, which it raises."""
+    """The call gives up after `attempt`, the last that ran (`reason`: "stop" for its
+    attempts or deadline, "rule <name>", "quota", "not repeatable", "hint above its cap"),
+    with `error` (the outcome, described), which it raises."""
 
     policy: str
     attempt: int

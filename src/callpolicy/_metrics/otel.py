@@ -2,9 +2,10 @@
 an event on it per attempt, sleep, quota refusal and give-up, and metrics.
 
 The span is started when the call's first attempt begins and made current for the call, so
-the spans of an instrumented HTTP client inside it are its children; it ends with the call,
-its status an error if the call raised. Spans open at once are bounded: past
-`MAX_OPEN_SPANS` (calls in flight), further calls are not traced, said once a minute.
+the spans of an instrumented HTTP client inside it are its children; it ends with the call
+(the call's trace runs the clean-up, even if the hook was removed meanwhile), its status an
+error if the call raised. Spans open at once are bounded: past `MAX_OPEN_SPANS` (calls in
+flight), further calls are not traced, said once a minute.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ except ImportError as missing:  # imported only when asked for: say what to inst
         "pip install 'callpolicy[opentelemetry]'"
     ) from missing
 
+from callpolicy._events import current_trace
+from callpolicy._forks import renew_after_fork
 from callpolicy._text import Throttled
 
 MAX_OPEN_SPANS = 10_000
@@ -40,8 +43,14 @@ class OpenTelemetryHook:
         self.sleeps = meter.create_histogram(
             "callpolicy.sleep.duration", "s", "Sleeps between attempts and quota waits"
         )
-        self._open: dict[int, tuple[Span, object]] = {}
+        self._open: dict[int, Span] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's calls in flight are not the child's."""
+        self._lock = threading.Lock()
+        self._open = {}
 
     def __call__(self, event: Any) -> None:
         kind = event.kind
@@ -56,9 +65,9 @@ class OpenTelemetryHook:
             self.retries.add(1, {"policy": event.policy})
         if opened is None:
             return
-        span = opened[0]
+        span = opened
         if kind == "call_end":
-            self._end(event, span, opened[1])
+            self._end(event, span)
         elif kind == "attempt_start":
             span.add_event("attempt", {"attempt": event.attempt})
         elif kind == "attempt_end":
@@ -80,6 +89,9 @@ class OpenTelemetryHook:
             span.add_event(kind.replace("_", " "), _attributes(event))
 
     def _start(self, event: Any) -> None:
+        call = current_trace()
+        if call is None or call.call_id != event.call_id:
+            return  # not in the call's own thread or task: nothing to make current
         with self._lock:
             if len(self._open) >= MAX_OPEN_SPANS:
                 _too_many.warn(
@@ -88,26 +100,32 @@ class OpenTelemetryHook:
                     MAX_OPEN_SPANS,
                 )
                 return
-        span = self.tracer.start_span(
-            f"callpolicy {event.policy}",
-            attributes={"callpolicy.policy": event.policy, "callpolicy.call_id": event.call_id},
-        )
+            span = self.tracer.start_span(
+                f"callpolicy {event.policy}",
+                attributes={
+                    "callpolicy.policy": event.policy,
+                    "callpolicy.call_id": event.call_id,
+                },
+            )
+            self._open[event.call_id] = span
         token = context.attach(trace.set_span_in_context(span))
-        with self._lock:
-            self._open[event.call_id] = (span, token)
 
-    def _end(self, event: Any, span: Span, token: object) -> None:
-        with self._lock:
-            self._open.pop(event.call_id, None)
+        def close() -> None:  # when the call is over, whether or not call_end reached us
+            with self._lock:
+                self._open.pop(event.call_id, None)
+            try:
+                context.detach(token)
+            finally:
+                span.end()
+
+        call.at_end(close)
+
+    def _end(self, event: Any, span: Span) -> None:
         span.set_attribute("callpolicy.attempts", event.attempt)
         outcome = "failure" if event.failed else "success"
         if event.failed:
             span.set_status(Status(StatusCode.ERROR, event.error))
         self.calls.add(1, {"policy": event.policy, "outcome": outcome})
-        try:
-            context.detach(token)  # type: ignore[arg-type]
-        finally:
-            span.end()
 
 
 def _attributes(event: Any) -> dict[str, Any]:

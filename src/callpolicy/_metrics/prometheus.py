@@ -9,7 +9,7 @@ anyway, lock-free on the success path.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client.core import (
@@ -38,9 +38,19 @@ class PolicyCollector:
         self.prefix = prefix
 
     def describe(self) -> list[Metric]:
-        return []  # no description: collected at each scrape, like a custom collector
+        """The families without samples: lets prometheus_client refuse a second collector
+        of the same names in one registry (two callpolicy registries: give each a prefix)."""
+        return [*self._families(), *self._quota_families().values()]
 
     def collect(self) -> Iterator[Metric]:
+        if not self.registry.loaded():
+            # A lazy registry before its first call: nothing to say, and a scrape must not
+            # load policy files (nor fail the application's other metrics).
+            return
+        yield from self._policies()
+        yield from self._quotas()
+
+    def _families(self) -> tuple[Any, ...]:  # the *MetricFamily classes (add_metric)
         p = self.prefix
         calls = CounterMetricFamily(
             f"{p}_calls", "Calls ended, by outcome", labels=["policy", "outcome"]
@@ -57,6 +67,11 @@ class PolicyCollector:
         sleeps = HistogramMetricFamily(
             f"{p}_sleep_seconds", "Backoff sleeps between attempts", labels=["policy"], unit=""
         )
+        return (calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps)
+
+    def _policies(self) -> Iterator[Metric]:
+        families = self._families()
+        calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps = families
         for name, stats in self.registry.stats().items():
             calls.add_metric([name, "success"], stats.successes)
             calls.add_metric([name, "failure"], stats.failures)
@@ -70,12 +85,11 @@ class PolicyCollector:
                 running += count
                 cumulative.append((_le(bound), running))
             sleeps.add_metric([name], cumulative, stats.sleep_seconds)
-        yield from (calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps)
-        yield from self._quotas()
+        yield from families
 
-    def _quotas(self) -> Iterator[Metric]:
+    def _quota_families(self) -> dict[str, Any]:
         p = self.prefix
-        families = {
+        return {
             "admitted": CounterMetricFamily(
                 f"{p}_quota_admitted", "Attempts admitted", labels=["quota"]
             ),
@@ -89,6 +103,9 @@ class PolicyCollector:
                 f"{p}_quota_wait_seconds", "Seconds attempts waited", labels=["quota"]
             ),
         }
+
+    def _quotas(self) -> Iterator[Metric]:
+        families = self._quota_families()
         for quota, counts in self.registry.quota_counters().items():
             for field, family in families.items():
                 family.add_metric([quota], getattr(counts, field))
