@@ -59,6 +59,7 @@ Context = Callable[[], AbstractContextManager[object]]
 BASELINE = "baseline"
 CALLPOLICY = "callpolicy_quota"
 CALLPOLICY_PLAIN = "callpolicy_plain"
+CALLPOLICY_GUARDED = "callpolicy_guarded"
 TENACITY = "tenacity"
 
 
@@ -267,6 +268,7 @@ async def check(case: Case) -> None:
 def build_sections(registry: callpolicy.Registry) -> list[Section]:
     quota = registry.policy("bench.quota")
     plain = registry.policy("bench.plain")
+    guarded = registry.policy("bench.guarded")
 
     sync_success = Section(
         "sync_success",
@@ -275,6 +277,11 @@ def build_sections(registry: callpolicy.Registry) -> list[Section]:
             Case(BASELINE, "undecorated function", sync_measure(target)),
             Case(CALLPOLICY, "callpolicy, 1 quota", sync_measure(quota(target))),
             Case(CALLPOLICY_PLAIN, "callpolicy, no quota", sync_measure(plain(target))),
+            Case(
+                CALLPOLICY_GUARDED,
+                "callpolicy, breaker+budget+quota",
+                sync_measure(guarded(target)),
+            ),
             Case(TENACITY, "tenacity @retry", sync_measure(with_tenacity(target))),
             Case("stamina", "stamina @retry", sync_measure(with_stamina(target))),
             Case("backoff", "backoff @on_exception", sync_measure(with_backoff(target))),
@@ -288,6 +295,11 @@ def build_sections(registry: callpolicy.Registry) -> list[Section]:
             Case(BASELINE, "undecorated coroutine", async_measure(atarget)),
             Case(CALLPOLICY, "callpolicy, 1 quota", async_measure(quota(atarget))),
             Case(CALLPOLICY_PLAIN, "callpolicy, no quota", async_measure(plain(atarget))),
+            Case(
+                CALLPOLICY_GUARDED,
+                "callpolicy, breaker+budget+quota",
+                async_measure(guarded(atarget)),
+            ),
             Case(TENACITY, "tenacity @retry (async)", async_measure(with_tenacity(atarget))),
             Case("stamina", "stamina @retry", async_measure(with_stamina(atarget))),
             Case("backoff", "backoff @on_exception", async_measure(with_backoff(atarget))),

@@ -99,3 +99,27 @@ def test_metrics(tmp_path: Path) -> None:
     assert f'callpolicy_retries_total{{policy="spotify.tracks"}} {retries}.0' in output
     assert "opentelemetry span 'callpolicy spotify.tracks'" in output
     assert "  attempt end: attempt=1, outcome=HTTPError: " in output
+
+
+def test_circuit_breaker(tmp_path: Path) -> None:
+    """The breaker opens during the outage, refuses at once, probes every 10 s (a trial call
+    failing opens it again) and closes once the service is back."""
+    output = run_example("circuit_breaker.py", cwd=tmp_path)
+    values = summary(output)
+    assert values["breaker changes"] == (
+        "open, half-open, open, half-open, open, half-open, closed"
+    )
+    refused = int(number(values["refused at once"]))
+    assert refused >= 25
+    served, failed = int(number(values["served"])), int(number(values["failed"]))
+    assert served + failed + refused == 60
+    assert served == 20 + 4  # before the outage, and from the first trial calls after it
+    # Of the 30 s down, the requests that reached it: the calls before it opened (with
+    # their retries, until the budget stopped them) and one trial call per probe.
+    assert int(number(values["during the outage"])) == 7
+    assert "CircuitOpen: inventory.stock: circuit breaker inventory.backend is open" in output
+    assert "circuit breaker inventory.backend half-open: open_for 10s passed" in output
+    assert "circuit breaker inventory.backend closed: 2 trial calls succeeded" in output
+    assert "retry budget inventory.backend exhausted" in output
+    quiet = run_example("circuit_breaker.py", "--quiet", cwd=tmp_path)
+    assert quiet.lstrip().startswith("summary (60 calls")

@@ -13,6 +13,7 @@ import pytest
 import callpolicy
 from callpolicy import (
     AccountLimit,
+    CircuitOpen,
     FakeClock,
     FallbackEvent,
     QuotaExceeded,
@@ -113,6 +114,15 @@ fallback.call = "{HERE}.async_answer_from_fallback"
 
 [endpoints.broken]
 fallback.call = "{HERE}.broken_fallback"
+
+[endpoints.guarded]
+breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
+stop.attempts = 1
+
+[endpoints.guarded_other]
+breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
+stop.attempts = 1
+fallback.on = ["quota"]
 """
 
 
@@ -178,20 +188,26 @@ def test_a_kind_that_on_does_not_name_is_raised(api: Registry) -> None:
     assert raised.value is error
 
 
-def test_an_open_circuit_is_served(api: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The breaker's `CircuitOpen` (added beside this feature) is matched by class."""
-
-    class CircuitOpen(Exception):
-        def __init__(self, policy: str) -> None:
-            super().__init__(f"{policy}: circuit open")
-            self.policy = policy
-
-    monkeypatch.setattr(fallback_engine, "_CIRCUIT", CircuitOpen)
-    assert api.policy("api.get")(failing(CircuitOpen("api.get")))() == "from fallback"
+def test_an_open_circuit_is_served(api: Registry) -> None:
+    """The breaker's `CircuitOpen` is a give-up of the kind "circuit"."""
+    fn = failing(ConnectionError("refused"))
+    guarded = api.policy("api.guarded")(fn)
+    assert guarded() == "from fallback"  # retries exhausted (one attempt), then opens
+    assert guarded() == "from fallback"
+    assert guarded() == "from fallback"  # open: no call made
+    assert len(fn.calls) == 2  # type: ignore[attr-defined]
     event = callpolicy.last_fallback()
     assert event is not None and event.give_up == "circuit"
-    with pytest.raises(CircuitOpen):  # another policy's breaker: not this call's give-up
-        api.policy("api.get")(failing(CircuitOpen("api.other")))()
+    assert isinstance(event.error, CircuitOpen) and event.error.policy == "api.guarded"
+
+
+def test_an_open_circuit_not_in_on_is_raised(api: Registry) -> None:
+    guarded = api.policy("api.guarded_other")(failing(ConnectionError("refused")))
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            guarded()
+    with pytest.raises(CircuitOpen):
+        guarded()
 
 
 # -- never on what is not a give-up --------------------------------------------------------------

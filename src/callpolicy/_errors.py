@@ -192,3 +192,22 @@ def gave_up_by(error: BaseException) -> str | None:
     """The policy that gave up with `error`, if one did."""
     policy = getattr(error, _GAVE_UP, None)
     return policy if isinstance(policy, str) else None
+
+
+class CircuitOpen(CallPolicyError):
+    """A circuit breaker refused the attempt: the endpoint failed too often, so no call is
+    made (and no quota taken) until it probes again. `breaker` names it, `retry_in` is how
+    many seconds from now it lets trial calls through (0: it is probing now and all its
+    trial calls are taken). Raised from the last error when it stops a call's retries."""
+
+    def __init__(self, policy: str, breaker: str, retry_in: float) -> None:
+        self.policy = policy
+        self.breaker = breaker
+        self.retry_in = retry_in
+        when = (
+            f"probes again in {retry_in:.3f}s"
+            if retry_in > 0
+            else "is probing, its trial calls all taken"
+        )
+        shown = "its circuit breaker" if breaker == policy else f"circuit breaker {breaker}"
+        super().__init__(f"{policy}: {shown} is open and {when}; call not made")

@@ -8,6 +8,8 @@ from callpolicy._model import (
     FALLBACK_ON,
     HINT_FIELD,
     PROGRESS_FORMATS,
+    Breaker,
+    Budget,
     Fallback,
     GiveUp,
     Learn,
@@ -76,6 +78,10 @@ def explain(policy: Policy) -> str:
             f"  pause:    when {pause.remaining} is no more than the calls in flight, until "
             f"{pause.reset} ({pause.format}), at most {format_seconds(pause.max)}"
         )
+    if policy.budget is not None:
+        lines.append(f"  budget:   {describe_budget(policy.budget, policy.name)}")
+    if policy.breaker is not None:
+        lines.append(f"  breaker:  {describe_breaker(policy.breaker, policy.name)}")
     quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
     lines.append(f"  quotas:   {quotas}")
     if policy.fallback is not None:
@@ -120,6 +126,38 @@ def _triggers(match: Match) -> list[str]:
         if predicate is not None:
             triggers.append(f"{label} predicate {getattr(predicate, '__qualname__', predicate)}")
     return triggers
+
+
+def describe_breaker(breaker: Breaker, policy: str) -> str:
+    """A circuit breaker in words (`policy`: the policy it is shown for)."""
+    whose = "its own" if breaker.name == policy else f"{breaker.name}, shared by name"
+    window = (
+        f"the last {breaker.window_calls} calls"
+        if breaker.window_calls is not None
+        else f"the last {format_seconds(breaker.window_seconds or 0.0)}"
+    )
+    slow = f"{breaker.slow_call_ratio:.0%} slower than {format_seconds(breaker.slow_call)}"
+    probes = f"{breaker.probes} trial call{'s' if breaker.probes != 1 else ''}"
+    failures = "what the policy retries on"
+    if breaker.judged:
+        match = Match(on_exceptions=breaker.on_exceptions, on_status=breaker.on_status)
+        failures = ", ".join(_triggers(match)) or "nothing"
+    where = "" if breaker.storage.is_memory else f", shared in {breaker.storage}"
+    return (
+        f"{whose}: opens at {breaker.failure_ratio:.0%} failed or {slow} over {window} "
+        f"(from {breaker.min_calls} calls); open {format_seconds(breaker.open_for)}, then "
+        f"{probes}; failed: {failures}{where}"
+    )
+
+
+def describe_budget(budget: Budget, policy: str) -> str:
+    """A retry budget in words (gRPC's retry throttling)."""
+    whose = "its own" if budget.name == policy else f"{budget.name}, shared by name"
+    return (
+        f"{whose}: {budget.max_tokens} tokens, 1 per retried failure, {budget.token_ratio:g} "
+        f"back per success; retries only above {budget.max_tokens / 2:g} (first attempts "
+        "always go)"
+    )
 
 
 def describe_quota(quota: Quota) -> str:

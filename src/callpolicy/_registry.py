@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
 from callpolicy._engine import Runner, build_runner
+from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._errors import PolicyError, Problem
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Policy, Quota
@@ -33,6 +34,7 @@ class Registry:
         self._policies: dict[str, Policy] | None = None
         self._runners: dict[str, Runner] = {}
         self._quotas = QuotaStore()
+        self._layers = ResilienceStore(self._quotas)  # breakers and budgets
         self._stats = StatsBook()
         self._lock = threading.RLock()
         renew_after_fork(self)
@@ -53,6 +55,7 @@ class Registry:
             self._paths = chosen
             self._policies = policies
             self._runners = {}
+            self._layers.retain(policies.values())
             self.generation += 1
         return self
 
@@ -100,7 +103,7 @@ class Registry:
             found = self._runners.get(name)
             if found is None:
                 tally = self._stats.of(name)
-                found = self._runners[name] = build_runner(model, self._quotas, tally)
+                found = self._runners[name] = build_runner(model, self._quotas, tally, self._layers)
             return found
 
     def quotas(self) -> list[Quota]:

@@ -18,6 +18,7 @@ from callpolicy._config.files import (
 )
 from callpolicy._config.inherit import Inheritance
 from callpolicy._config.quotas import build_named_quotas
+from callpolicy._config.resilience import NamedLayers
 from callpolicy._errors import PolicyError, Problem
 from callpolicy._model import Policy
 
@@ -38,11 +39,12 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
     quota_tables: QuotaTables = {}
     broken: set[str] = set()
     bases: set[str] = set()  # services read from the shipped files
+    named = NamedLayers()  # [breakers.x], [budgets.x]
     for file_path in [*policy_files(paths, problems), *sorted(SHIPPED.glob("*.toml"))]:
         shipped = file_path.parent == SHIPPED
         if shipped and file_path.stem in files:
             continue  # replaced by the user's file of the same name
-        parsed = read_file(file_path, problems, quota_tables, broken)
+        parsed = read_file(file_path, problems, quota_tables, broken, named)
         if parsed is None:
             continue
         if parsed.service in files:
@@ -57,6 +59,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
         if shipped:
             bases.add(parsed.service)
     quotas = build_named_quotas(quota_tables, problems, broken)
+    named.build()
     inheritance = Inheritance({s: (f.defaults, f.endpoints) for s, f in files.items()})
     broken_quotas = frozenset(broken)
     policies = {}
@@ -69,7 +72,7 @@ def load_policies(paths: Sequence[PathLike]) -> dict[str, Policy]:
             source = f"{parsed.path}:{parsed.endpoint_lines[endpoint] or 1}"
             order = inheritance.order((service, endpoint))
             policies[name] = build_policy(
-                name, layers, quotas, problems, source, broken_quotas, order
+                name, layers, quotas, problems, source, broken_quotas, order, named
             )
     problems += inheritance.problems
     if problems:

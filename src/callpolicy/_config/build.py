@@ -13,6 +13,7 @@ import attrs
 from callpolicy._config.context import Located
 from callpolicy._config.fallback import build_fallback
 from callpolicy._config.quotas import resolve_quotas
+from callpolicy._config.resilience import NamedLayers
 from callpolicy._errors import Problem
 from callpolicy._model import (
     STRATEGY_KEYS,
@@ -39,6 +40,7 @@ def build_policy(
     source: str,
     broken_quotas: frozenset[str] = frozenset(),
     order: tuple[str, ...] = (),
+    named: NamedLayers | None = None,
 ) -> Policy:
     """Turn the merged `layers` of policy `name` into a `Policy`; report what does not fit.
     `order`: the layers merged, first to last ("svc.defaults", ..., `name`)."""
@@ -48,6 +50,9 @@ def build_policy(
     given["wait"] = build_wait(layers.get("wait", {}), problems, name)
     given["stop"] = Stop(**_given(layers.get("stop", {})))
     given["quotas"] = resolve_quotas(name, layers.get("quotas"), quotas, problems, broken_quotas)
+    named = named or NamedLayers()
+    for key in ("breaker", "budget"):  # named tables, or the policy's own inline one
+        given[key] = named.resolve(key, name, layers.get(key), problems)
     if "pause" in layers:  # an empty table is a pause with every default
         given["pause"] = Pause(**_given(layers["pause"]))
     if "fallback" in layers:

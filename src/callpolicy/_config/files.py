@@ -20,6 +20,7 @@ from callpolicy._config.context import Context, Located
 from callpolicy._config.grammar import read_policy
 from callpolicy._config.keymap import key_lines
 from callpolicy._config.quotas import read_quota
+from callpolicy._config.resilience import NamedLayers
 from callpolicy._errors import Problem
 from callpolicy._text import shown_value, suggestion
 
@@ -31,7 +32,7 @@ else:  # pragma: no cover - exercised by the Python 3.10 CI run
 PathLike = str | os.PathLike[str]
 _NAME = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
-TOP_KEYS = ("defaults", "endpoints", "quotas")
+TOP_KEYS = ("defaults", "endpoints", "quotas", "breakers", "budgets")
 MAX_FILE_BYTES = 1_000_000  # a policy file is a few kB; past this it is not one
 _KINDS = {
     stat.S_IFIFO: "a FIFO",
@@ -106,10 +107,14 @@ QuotaTables = dict[str, tuple[dict[str, Located], str]]
 
 
 def read_file(
-    path: Path, problems: list[Problem], quotas: QuotaTables, broken: set[str]
+    path: Path,
+    problems: list[Problem],
+    quotas: QuotaTables,
+    broken: set[str],
+    named: NamedLayers | None = None,
 ) -> PolicyFile | None:
     """The tables of one policy file; its quota tables go to `quotas` (or, with a problem,
-    their names to `broken`)."""
+    their names to `broken`), its breaker and budget tables to `named`."""
     shown = _shown(path)
     service = path.stem
     parsed_toml = _parse_toml(path, shown, problems)
@@ -131,7 +136,7 @@ def read_file(
     if isinstance(defaults, dict):
         ctx = attrs.evolve(root, toml_path=("defaults",), display=f"{service}.defaults")
         parsed.defaults = read_policy(defaults, ctx)
-    for kind in ("endpoints", "quotas"):
+    for kind in ("endpoints", "quotas", "breakers", "budgets"):
         table = raw.get(kind)
         for name, body in table.items() if isinstance(table, dict) else ():
             ctx = attrs.evolve(root, toml_path=(kind, name), display=f"{service}.{name}")
@@ -139,6 +144,9 @@ def read_file(
                 ctx.report(None, f"a name may hold only letters, digits, - and _ (got {name!r})")
             elif kind == "endpoints" and name == "defaults":
                 ctx.report(None, "'defaults' is reserved for the [defaults] table; rename it")
+            elif kind in ("breakers", "budgets"):
+                if named is not None:
+                    named.read(kind, f"{service}.{name}", body, ctx)
             elif kind == "quotas":
                 keys = read_quota(body, ctx)
                 if keys is not None:

@@ -1,5 +1,5 @@
 """The keys a policy's tables may hold (`[defaults]`, `[endpoints.x]`: retry, wait, stop,
-pause, quotas) and the parser of each; quota tables' keys are in `quotas.py`."""
+pause, quotas, breaker, budget) and the parser of each; quota tables' keys are in `quotas.py`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from callpolicy._config.context import (
     report_unknown,
 )
 from callpolicy._config.fallback import FALLBACK_KEYS, NEEDS_ONE
+from callpolicy._config.resilience import parse_ref
 from callpolicy._config.rules import parse_rule_name, read_rules, table_of
 from callpolicy._config.values import (
     UnitError,
@@ -274,6 +275,8 @@ POLICY_KEYS: dict[str, Parser] = {
     "extends": atom(parse_text),
     "description": atom(parse_text),
     "quotas": list_of(_quota_entry),
+    "breaker": parse_ref,
+    "budget": parse_ref,
 }
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import tenacity
 
+from callpolicy._engine.budget import LocalBudget, budget_stop
+from callpolicy._engine.circuit import Circuit
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.outcomes import (
     cannot_repeat,
@@ -46,6 +48,8 @@ class Between:
         tally: Tally,
         ruled: bool,
         said_by_server: bool,
+        breaker: Circuit | None = None,
+        budget: LocalBudget | None = None,
     ) -> None:
         self.name = name
         self.max_attempts = max_attempts
@@ -56,6 +60,8 @@ class Between:
         self.tally = tally
         self.ruled = ruled  # else one cause: the call's attempts are its
         self.said_by_server = said_by_server
+        self.breaker = breaker
+        self.budget = budget
 
     def new_state(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], start: float
@@ -70,7 +76,8 @@ class Between:
     def next_sleep(self, state: tenacity.RetryCallState, cause: Cause) -> float:
         """After an outcome `cause` retries: how long to sleep before the next attempt, which
         it then prepares; raises (the last error, or RetryExhausted) when the stop strategy
-        or the cause's attempts say to give up."""
+        or the cause's attempts say to give up (or the budget, or an open breaker)."""
+        spare = self.budget is None or self.budget.failed()  # first: the attempt failed
         if self.ruled:
             count = self._rule_count(state, cause)
             sleep = self._rule_wait(state, cause, count)
@@ -84,6 +91,13 @@ class Between:
         if why is not None:
             self.gives_up(state, "not repeatable")
             cannot_repeat(self.name, state, why)
+        if not spare:
+            self.gives_up(state, "budget")
+            budget_stop(self.name, self.budget, state)  # type: ignore[arg-type]
+        refused = None if self.breaker is None else self.breaker.open_past(sleep)
+        if refused is not None:  # fail now, not after a sleep the breaker would refuse
+            self.gives_up(state, "circuit open")
+            self.breaker.refuse(refused, state.outcome)  # type: ignore[union-attr]
         state.idle_for += sleep
         self.tally.slept(sleep)
         if listening():  # describing the cause costs more than the rest of a retry

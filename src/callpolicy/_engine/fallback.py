@@ -16,29 +16,37 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from callpolicy import _errors
 from callpolicy._engine import fallback_used
 from callpolicy._engine.fallback_used import FallbackEvent
 from callpolicy._engine.last_good import LastGood
 from callpolicy._engine.outcomes import describe_exception
+from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.runner import Args, Kwargs, Runner
 from callpolicy._engine.traced import Traced, async_traced_call, traced_call
-from callpolicy._errors import AccountLimit, QuotaExceeded, RetryExhausted, gave_up_by
+from callpolicy._errors import (
+    AccountLimit,
+    CircuitOpen,
+    QuotaExceeded,
+    RetryExhausted,
+    gave_up_by,
+)
 from callpolicy._events import HOOKS
 from callpolicy._model import Policy
 from callpolicy._options import Costing
 from callpolicy._quotas import QuotaStore
 from callpolicy._stats import Tally
 
-# The circuit breaker's error, where the breaker exists: matched by class when it does.
-_CIRCUIT: type[BaseException] | None = getattr(_errors, "CircuitOpen", None)
 
-
-def build_runner(policy: Policy, quotas: QuotaStore, tally: Tally | None = None) -> Runner:
+def build_runner(
+    policy: Policy,
+    quotas: QuotaStore,
+    tally: Tally | None = None,
+    layers: ResilienceStore | None = None,
+) -> Runner:
     """The runner of a policy: with its fallback around it when it declares one."""
     if policy.fallback is None:
-        return Runner(policy, quotas, tally)
-    return FallbackRunner(policy, quotas, tally)
+        return Runner(policy, quotas, tally, layers)
+    return FallbackRunner(policy, quotas, tally, layers)
 
 
 def give_up_kind(error: BaseException, policy: str) -> str | None:
@@ -51,7 +59,7 @@ def give_up_kind(error: BaseException, policy: str) -> str | None:
         kind = "quota"
     elif isinstance(error, AccountLimit):
         kind = "account"
-    elif _CIRCUIT is not None and isinstance(error, _CIRCUIT):
+    elif isinstance(error, CircuitOpen):
         kind = "circuit"
     elif gave_up_by(error) == policy:
         return "retries"
@@ -77,8 +85,14 @@ def _chain(failed: BaseException, error: BaseException) -> None:
 class FallbackRunner(Runner):
     """A `Runner` whose calls serve the policy's fallback when they give up."""
 
-    def __init__(self, policy: Policy, quotas: QuotaStore, tally: Tally | None = None) -> None:
-        super().__init__(policy, quotas, tally)
+    def __init__(
+        self,
+        policy: Policy,
+        quotas: QuotaStore,
+        tally: Tally | None = None,
+        layers: ResilienceStore | None = None,
+    ) -> None:
+        super().__init__(policy, quotas, tally, layers)
         fallback = policy.fallback
         assert fallback is not None
         self.kinds = fallback.on

@@ -16,41 +16,45 @@ from typing import Any
 import tenacity
 
 from callpolicy._clock import CLOCK
+from callpolicy._engine.admitted import admitted
 from callpolicy._engine.announced import Learner
 from callpolicy._engine.between import Between
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.deadline import Timing
-from callpolicy._engine.outcomes import (
-    DeadlineStop,
-    no_quota_for_retry,
-)
+from callpolicy._engine.noted import Noted
+from callpolicy._engine.outcomes import DeadlineStop
 from callpolicy._engine.pause import ServerPause
+from callpolicy._engine.resilience import ResilienceStore
 from callpolicy._engine.rules import Cause, compile_causes
 from callpolicy._engine.traced import (
     Traced,
     async_traced_call,
     attempt_begins,
-    attempt_refused,
     attempt_retried,
     traced_call,
 )
 from callpolicy._engine.waits import compile_wait
-from callpolicy._errors import QuotaExceeded
-from callpolicy._events import HOOKS, Trace
+from callpolicy._events import HOOKS
 from callpolicy._model import Policy
 from callpolicy._options import Costing
-from callpolicy._quotas import Grant, QuotaStore
+from callpolicy._quotas import QuotaStore
 from callpolicy._stats import Tally
-from callpolicy._steps import Call, Method, Raised, Sleep, Steps, async_run, run
+from callpolicy._steps import Call, Raised, Sleep, Steps, async_run, run
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 
-class Runner:
+class Runner(Noted):
     """Runs calls under one policy. Built once per policy name and registry generation."""
 
-    def __init__(self, policy: Policy, quotas: QuotaStore, tally: Tally | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        quotas: QuotaStore,
+        tally: Tally | None = None,
+        layers: ResilienceStore | None = None,
+    ) -> None:
         self.policy = policy
         self.tally = Tally() if tally is None else tally
         self.name = policy.name
@@ -63,6 +67,9 @@ class Runner:
         self.said_by_server = bool(policy.retry.should_retry_header)
         self.ruled = bool(policy.retry.rules)  # else one cause: the call's attempts are its
         self.admission = quotas.admission(policy)
+        layers = layers or ResilienceStore(quotas)
+        self.breaker = layers.circuit(policy, self.condition)
+        self.budget = None if policy.budget is None else layers.budget(policy.budget)
         pause = policy.pause
         self.pause = None if pause is None else ServerPause(policy.name, self.max_attempts, pause)
         learning = quotas.learning(policy)
@@ -71,6 +78,7 @@ class Runner:
         self.reads_answers = self.pause is not None or self.learner is not None
         # A returned value ends the call at once: nothing reads it (the success path).
         self.returns_at_once = not self.reads_answers and not self.checks_results
+        self.returns_at_once &= self.breaker is None and self.budget is None
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
@@ -84,6 +92,8 @@ class Runner:
             self.tally,
             self.ruled,
             self.said_by_server,
+            self.breaker,
+            self.budget,
         )
         self.timing = Timing.of(policy.name, policy.stop)  # None: no deadline, no timeout
 
@@ -103,9 +113,11 @@ class Runner:
         deadline_at = None if self.deadline is None else start + self.deadline
         if self.timing is not None:
             fn = self.timing.attempts(fn, deadline_at)
-        admission, pause = self.admission, self.pause
-        grant = None
+        admission, pause, breaker = self.admission, self.pause, self.breaker
+        grant, ticket = None, None
         try:  # the first attempt; the retries count their own outcome
+            if breaker is not None:
+                ticket = breaker.enter()
             if pause is not None:
                 pause.wait(1, deadline_at)
             if admission is not None:
@@ -118,7 +130,7 @@ class Runner:
                 else:
                     result = grant.run(fn, args, kwargs, costing)
             except BaseException as exc:
-                cause = self._retries_error(exc)
+                cause = self._retries_error(exc, ticket)
                 if cause is None:
                     raise  # unchanged, chain and all
                 error: BaseException | None = exc
@@ -127,13 +139,14 @@ class Runner:
                 if self.returns_at_once:
                     tally.succeed()
                     return result
-                cause = self._retries_result(result)  # may raise AccountLimit
+                cause = self._retries_result(result, ticket)  # may raise AccountLimit
                 if cause is None:
                     tally.succeed()
                     return result
                 error = None
         except BaseException:
             tally.fail()
+            self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
             raise
         # Outside the except block, so a later failure is not chained to this one.
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
@@ -155,9 +168,11 @@ class Runner:
         deadline_at = None if self.deadline is None else start + self.deadline
         if self.timing is not None:
             fn = self.timing.async_attempts(fn, deadline_at)
-        admission, pause = self.admission, self.pause
-        grant = None
+        admission, pause, breaker = self.admission, self.pause, self.breaker
+        grant, ticket = None, None
         try:  # the first attempt; the retries count their own outcome
+            if breaker is not None:
+                ticket = breaker.enter()
             if pause is not None:
                 await pause.async_wait(1, deadline_at)
             if admission is not None:
@@ -170,7 +185,7 @@ class Runner:
                 else:
                     result = await grant.async_run(fn, args, kwargs, costing)
             except BaseException as exc:
-                cause = self._retries_error(exc)
+                cause = self._retries_error(exc, ticket)
                 if cause is None:
                     raise  # unchanged, chain and all
                 error: BaseException | None = exc
@@ -179,26 +194,19 @@ class Runner:
                 if self.returns_at_once:
                     tally.succeed()
                     return result
-                cause = self._retries_result(result)  # may raise AccountLimit
+                cause = self._retries_result(result, ticket)  # may raise AccountLimit
                 if cause is None:
                     tally.succeed()
                     return result
                 error = None
         except BaseException:
             tally.fail()
+            self._cancel(ticket)
             raise
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return await async_run(steps)
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _retries_result(self, result: Any) -> Cause | None:
-        """The cause a returned value is retried by; None: it ends the call."""
-        if self.pause is not None:
-            self.pause.note(result)
-        if self.learner is not None:
-            self.learner.note(result)
-        return self.condition.retries_result(result) if self.checks_results else None
-
     def _retries(
         self,
         start: float,
@@ -216,7 +224,7 @@ class Runner:
         pause, tally, between = self.pause, self.tally, self.between
         trace = traced or None  # this call's own trace (None: untraced)
         deadline_at = None if self.deadline is None else start + self.deadline
-        state = between.new_state(fn, args, kwargs, start)
+        state, ticket = between.new_state(fn, args, kwargs, start), None
         try:
             attempt_retried(trace, error, result)  # the first attempt's
             while True:
@@ -229,7 +237,7 @@ class Runner:
                 token = None
                 tally.retry()
                 attempt_begins(trace, state.attempt_number)
-                grant = yield from self._admitted(state, last, deadline_at, costing, trace)
+                ticket, grant = yield from admitted(self, state, last, deadline_at, costing, trace)
                 if pause is not None:
                     pause.enter()
                 try:
@@ -239,7 +247,7 @@ class Runner:
                 except BaseException as exc:
                     if grant is not None:
                         yield from grant.leave(token)
-                    found = self._retries_error(exc)
+                    found = self._retries_error(exc, ticket)
                     if found is None:
                         raise
                     cause, error = found, exc
@@ -248,7 +256,7 @@ class Runner:
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
-                found = self._retries_result(result)
+                found = self._retries_result(result, ticket)
                 if found is None:
                     tally.succeed()
                     return result
@@ -256,45 +264,9 @@ class Runner:
                 attempt_retried(trace, None, result)
         except StopIteration as stop:  # the user's, or the last attempt's: see Raised
             tally.fail()
+            self._cancel(ticket)
             return Raised(stop)
         except BaseException:
             tally.fail()
+            self._cancel(ticket)
             raise
-
-    def _admitted(
-        self,
-        state: tenacity.RetryCallState,
-        last: tenacity.Future | None,
-        deadline_at: float | None,
-        costing: Costing | None,
-        trace: Trace | None,
-    ) -> Steps[Grant | None]:
-        """The next attempt waits out the server's pause, then takes its quotas (None: the
-        policy has none); a quota that cannot admit it in time ends the call."""
-        attempt, admission, pause = state.attempt_number, self.admission, self.pause
-        try:
-            left = 0.0 if pause is None else pause.left(attempt, deadline_at)
-            if left:
-                yield Sleep(left)
-            if admission is None:
-                return None
-            call = (costing, state.args, state.kwargs)
-            grant: Grant = yield Method(admission, "admit", attempt, deadline_at, call)
-            return grant
-        except QuotaExceeded as refused:
-            attempt_refused(trace, refused)
-            self.between.gives_up(state, "quota", last)
-            no_quota_for_retry(self.name, refused, last, state)
-
-    def _retries_error(self, error: BaseException) -> Cause | None:
-        """The cause an attempt's error calls for another attempt by; interrupts never do."""
-        pause = self.pause
-        if not isinstance(error, Exception):  # KeyboardInterrupt, CancelledError, ...
-            if pause is not None:
-                pause.leave()
-            return None
-        if pause is not None:
-            pause.note(error)
-        if self.learner is not None:
-            self.learner.note(error)
-        return self.condition.retries_exception(error)

@@ -11,6 +11,7 @@ from attrs import validators as v
 
 from callpolicy._model.fallback import Fallback
 from callpolicy._model.quotas import Quota
+from callpolicy._model.resilience import Breaker, Budget
 
 WaitStrategy = Literal["none", "fixed", "exponential", "random", "chain"]
 WAIT_STRATEGIES: tuple[str, ...] = ("none", "fixed", "exponential", "random", "chain")
@@ -225,4 +226,6 @@ class Policy:
     description: str = ""
     source: str = ""
     pause: Pause | None = None
+    breaker: Breaker | None = None
+    budget: Budget | None = None
     fallback: Fallback | None = None

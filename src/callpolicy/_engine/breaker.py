@@ -1,0 +1,168 @@
+"""A circuit breaker's state in this process: closed (counting outcomes in its window),
+open (refusing attempts until `open_for` has passed), half-open (letting `probes` trial
+attempts through). Modelled on resilience4j's CircuitBreaker.
+
+Every state has a generation, bumped at each change: an attempt is counted in the one it
+entered in, so an outcome that comes back after the state changed (a call admitted while
+closed that fails after the breaker opened) changes nothing. A closed breaker admits
+without its lock (one attribute read); recording an outcome takes it. Each change is
+logged once, with the numbers that caused it, by `log_change` (the one place to route it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from callpolicy._engine.windows import FAILED, CountWindow, TimeWindow, Window
+from callpolicy._forks import renew_after_fork
+from callpolicy._model import BREAKER_STATES, Breaker
+from callpolicy._text import format_seconds
+
+logger = logging.getLogger("callpolicy")
+CLOSED, OPEN, HALF_OPEN = BREAKER_STATES
+
+
+def make_window(model: Breaker) -> Window:
+    if model.window_calls is not None:
+        return CountWindow(model.window_calls)
+    assert model.window_seconds is not None
+    return TimeWindow(model.window_seconds)
+
+
+def log_change(breaker: str, state: str, why: str) -> None:
+    """A breaker changed state (said once per change, by whichever process changed it)."""
+    level = logging.WARNING if state == OPEN else logging.INFO
+    logger.log(level, "circuit breaker %s %s: %s", breaker, state, why, extra={"breaker": breaker})
+
+
+def opening_reason(model: Breaker, calls: int, failures: int, slow: int) -> str | None:
+    """Why a closed breaker with these counts opens; None: it stays closed."""
+    if calls < model.min_calls:
+        return None
+    failing = failures >= model.failure_ratio * calls
+    if not failing and slow < model.slow_call_ratio * calls:
+        return None
+    window = (
+        f"the last {model.window_calls} calls"
+        if model.window_calls is not None
+        else f"the last {format_seconds(model.window_seconds or 0.0)}"
+    )
+    if failing:
+        share = f"{failures / calls:.0%} >= failure_ratio {model.failure_ratio:g}"
+        return f"{failures} of {calls} calls failed ({share}) over {window}"
+    share = f"{slow / calls:.0%} >= slow_call_ratio {model.slow_call_ratio:g}"
+    shown = format_seconds(model.slow_call)
+    return f"{slow} of {calls} calls took {shown} or more ({share}) over {window}"
+
+
+def half_open_reason(model: Breaker) -> str:
+    probes = f"{model.probes} trial call{'s' if model.probes != 1 else ''}"
+    return f"open_for {format_seconds(model.open_for)} passed; letting {probes}"
+
+
+def trial_failed_reason(outcome: int) -> str:
+    return f"a trial call {'failed' if outcome & FAILED else 'was slow'}"
+
+
+def closed_reason(passed: int) -> str:
+    return f"{passed} trial call{'s' if passed != 1 else ''} succeeded"
+
+
+def log_opened(model: Breaker, why: str) -> None:
+    log_change(model.name, OPEN, f"{why}; probing again in {format_seconds(model.open_for)}")
+
+
+class LocalBreaker:
+    """One breaker's state, shared by every policy of this process that names it."""
+
+    def __init__(self, model: Breaker) -> None:
+        self.model = model
+        self.name = model.name
+        self.window = make_window(model)
+        self.min_calls, self.failing = model.min_calls, model.failure_ratio
+        self.slowing = model.slow_call_ratio
+        self.state = CLOSED
+        self.generation = 0
+        self.probe_at = 0.0  # open: when trial calls may go
+        self.probes_taken = 0  # half-open: trial calls let through
+        self.probes_passed = 0
+        self.lock = threading.Lock()
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()
+
+    def enter(self, now: float) -> int | None:
+        """The generation an attempt starting `now` is counted in; None: refused."""
+        if self.state is CLOSED:
+            return self.generation
+        why = None
+        with self.lock:
+            if self.state is CLOSED:
+                return self.generation
+            if self.state is OPEN:
+                if now < self.probe_at:
+                    return None
+                why = half_open_reason(self.model)
+                self._change(HALF_OPEN, now)
+            if self.probes_taken >= self.model.probes:
+                entered = None
+            else:
+                self.probes_taken += 1
+                entered = self.generation
+        if why is not None:
+            log_change(self.name, HALF_OPEN, why)
+        return entered
+
+    def retry_in(self, now: float) -> float:
+        """Seconds until a refused attempt could go (0: trial calls are out now)."""
+        return max(0.0, self.probe_at - now) if self.state is OPEN else 0.0
+
+    def record(self, generation: int, outcome: int, now: float) -> None:
+        """An attempt counted in `generation` ended: FAILED and SLOW bits (0: success)."""
+        with self.lock:
+            if generation != self.generation:
+                return  # entered under a state since left
+            if self.state is CLOSED:
+                window = self.window
+                window.add(outcome, now)
+                calls = window.calls
+                if calls < self.min_calls or (
+                    window.failures < self.failing * calls and window.slow < self.slowing * calls
+                ):
+                    return
+                why = opening_reason(self.model, calls, window.failures, window.slow) or ""
+                state = OPEN
+            elif outcome:  # half-open: a trial call failed (or was slow)
+                why = trial_failed_reason(outcome)
+                state = OPEN
+            else:
+                self.probes_passed += 1
+                if self.probes_passed < self.model.probes:
+                    return
+                why = closed_reason(self.probes_passed)
+                state = CLOSED
+            self._change(state, now)
+        if state == OPEN:
+            log_opened(self.model, why)
+        else:
+            log_change(self.name, state, why)
+
+    def cancel(self, generation: int) -> None:
+        """An attempt entered in `generation` was not made, or ended without an outcome
+        (an interrupt): a trial call it took is given back."""
+        if self.state is not HALF_OPEN:
+            return
+        with self.lock:
+            if self.state is HALF_OPEN and generation == self.generation:
+                self.probes_taken -= 1
+
+    def _change(self, state: str, now: float) -> None:
+        self.state = state
+        self.generation += 1
+        self.probes_taken = self.probes_passed = 0
+        if state == OPEN:
+            self.probe_at = now + self.model.open_for
+        elif state == CLOSED:
+            self.window.clear()

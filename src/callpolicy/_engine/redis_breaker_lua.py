@@ -1,0 +1,125 @@
+"""The Lua scripts of a circuit breaker shared through Redis (see redis_breaker.py). Times are the
+Redis server's (TIME, in milliseconds), so processes with different clocks agree on when an
+open breaker probes. Keys: KEYS[1] the state (a hash), KEYS[2] the window (a string of one
+digit per call for a count window, a hash of 10 buckets for a time window); both carry the
+hash tag `{prefix:breaker}`, so a Cluster keeps them on one node.
+
+State hash fields: state (0 closed, 1 open, 2 half-open), gen (bumped at each change),
+probe_at (open: when trial calls may go), taken / passed (half-open: trial calls out and
+succeeded), calls / failures / slow (the window's totals), next (a count window's slot) and
+head (a time window's newest bucket number).
+"""
+
+from __future__ import annotations
+
+PRELUDE = """
+local h, w = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function num(key, field, default)
+  local v = redis.call('HGET', key, field)
+  if v then return tonumber(v) end
+  return default
+end
+local st, gen = num(h, 'state', 0), num(h, 'gen', 0)
+"""
+
+# ARGV: probes. Reply: {state, gen, wait_ms, changed}: wait_ms > 0 refused (open), -1 refused
+# (half-open, its trial calls out), 0 admitted; changed = 1 when this call made it half-open.
+ENTER = (
+    PRELUDE
+    + """
+local changed = 0
+if st == 1 then
+  local at = num(h, 'probe_at', 0)
+  if now < at then return {1, gen, at - now, 0} end
+  st, gen, changed = 2, gen + 1, 1
+  redis.call('HSET', h, 'state', 2, 'gen', gen, 'taken', 0, 'passed', 0)
+end
+if st == 2 then
+  if num(h, 'taken', 0) >= tonumber(ARGV[1]) then return {2, gen, -1, changed} end
+  redis.call('HINCRBY', h, 'taken', 1)
+end
+return {st, gen, 0, changed}
+"""
+)
+
+# ARGV: gen, outcome (bit 1 failed, bit 2 slow), window kind (0 calls, 1 time), size (calls,
+# or a bucket's width in ms), min_calls, failure_ratio, slow_call_ratio, open_for_ms, probes,
+# ttl_ms. Reply: {state, gen, wait_ms, change, calls, failures, slow}: change 1 opened by the
+# window, 2 opened by a failed trial call, 3 closed (calls: the trial calls that passed).
+RECORD = (
+    PRELUDE
+    + """
+local outcome, open_for = tonumber(ARGV[2]), tonumber(ARGV[8])
+local function opened(change, a, b, c)
+  redis.call('HSET', h, 'state', 1, 'gen', gen + 1, 'probe_at', now + open_for, 'taken', 0,
+             'passed', 0)
+  return {1, gen + 1, open_for, change, a, b, c}
+end
+if tonumber(ARGV[1]) ~= gen or st == 1 then
+  return {st, gen, math.max(0, num(h, 'probe_at', 0) - now), 0, 0, 0, 0}
+end
+redis.call('PEXPIRE', h, ARGV[10])
+local failed, slow = outcome % 2, math.floor(outcome / 2)
+if st == 2 then
+  if outcome ~= 0 then return opened(2, outcome, 0, 0) end
+  local passed = redis.call('HINCRBY', h, 'passed', 1)
+  if passed < tonumber(ARGV[9]) then return {2, gen, 0, 0, passed, 0, 0} end
+  redis.call('DEL', w)
+  redis.call('HSET', h, 'state', 0, 'gen', gen + 1, 'calls', 0, 'failures', 0, 'slow', 0,
+             'next', 0, 'head', -1)
+  return {0, gen + 1, 0, 3, passed, 0, 0}
+end
+local calls, fails, slows = num(h, 'calls', 0), num(h, 'failures', 0), num(h, 'slow', 0)
+local size = tonumber(ARGV[4])
+if ARGV[3] == '0' then
+  local slot = num(h, 'next', 0)
+  if calls == size then
+    local old = tonumber(redis.call('GETRANGE', w, slot, slot)) or 0
+    fails, slows = fails - old % 2, slows - math.floor(old / 2)
+  else
+    calls = calls + 1
+  end
+  redis.call('SETRANGE', w, slot, tostring(outcome))
+  redis.call('HSET', h, 'next', (slot + 1) % size)
+else
+  local newest, head = math.floor(now / size), num(h, 'head', -1)
+  if newest > head then
+    for n = math.max(head + 1, newest - 9), newest do
+      local i = n % 10
+      calls = calls - num(w, 'c' .. i, 0)
+      fails = fails - num(w, 'f' .. i, 0)
+      slows = slows - num(w, 's' .. i, 0)
+      redis.call('HDEL', w, 'c' .. i, 'f' .. i, 's' .. i)
+    end
+    head = newest
+    redis.call('HSET', h, 'head', head)
+  end
+  local i = head % 10
+  redis.call('HINCRBY', w, 'c' .. i, 1)
+  redis.call('HINCRBY', w, 'f' .. i, failed)
+  redis.call('HINCRBY', w, 's' .. i, slow)
+  calls = calls + 1
+end
+fails, slows = fails + failed, slows + slow
+redis.call('HSET', h, 'calls', calls, 'failures', fails, 'slow', slows)
+redis.call('PEXPIRE', w, ARGV[10])
+if calls >= tonumber(ARGV[5]) and (fails >= tonumber(ARGV[6]) * calls
+    or slows >= tonumber(ARGV[7]) * calls) then
+  return opened(1, calls, fails, slows)
+end
+return {0, gen, 0, 0, calls, fails, slows}
+"""
+)
+
+# ARGV: gen. A trial call not made (or ended by an interrupt) is given back.
+CANCEL = (
+    PRELUDE
+    + """
+if st == 2 and tonumber(ARGV[1]) == gen and num(h, 'taken', 0) > 0 then
+  redis.call('HINCRBY', h, 'taken', -1)
+end
+return 0
+"""
+)
