@@ -12,6 +12,7 @@ second, answers 503 to 10% of requests, 400 to malformed ids and 404 to missing 
 
     python examples/batch_calls.py                 # 300 calls
     python examples/batch_calls.py --calls 100 --verbose
+    python examples/batch_calls.py --compare       # the seed's comparison: see batch_compare.py
 
 The last few ids of the batch are urgent: they run with `callpolicy.call_options(priority=10)`,
 so although they are queued last, they overtake the calls waiting for a slot: the summary
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import batch_compare
 import requests
 from mock_api import MockAPI, Reply, Request, Stats, log_sleeps
 
@@ -194,7 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="how many lookups (300)")
     parser.add_argument("--verbose", action="store_true", help="log every sleep")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="the seed's comparison instead (examples/batch_compare.py): 1,000 calls "
+        "through an outage, by a serial loop, unprotected threads and callpolicy",
+    )
+    parser.add_argument("--outage", type=float, default=20.0, help="--compare: seconds down")
+    parser.add_argument("--plot", metavar="PNG", help="--compare: plot to this file")
     args = parser.parse_args(argv)
+    if args.compare:
+        calls = args.calls if "--calls" in (argv or sys.argv) else 1000
+        return batch_compare.compare(calls, args.outage, args.plot)
     if args.calls < URGENT:
         parser.error(f"--calls must be at least {URGENT}")
 

@@ -113,3 +113,34 @@ def test_nginx_limiter_the_documented_recipe_is_never_refused_and_a_window_is(
     assert re.match(r"30 x 200\s+0 x 429", values["nginx.paced"])
     assert not re.match(r"30 x 200", values["nginx.window"])  # 10 at once: some refused
     assert "waited 0." in output  # every wait logged
+
+
+def test_batch_comparison_through_an_outage(tmp_path: Path) -> None:
+    """The batch seed's comparison, scaled down: the breaker keeps the batch off the server
+    while it is down, and the calls it refused are made when it is back."""
+    plot = tmp_path / "outage.png"
+    output = run_example(
+        "batch_calls.py",
+        "--compare",
+        "--calls",
+        "200",
+        "--outage",
+        "2",
+        "--plot",
+        str(plot),
+        cwd=tmp_path,
+    )
+    rows = {
+        m[1].strip(): tuple(map(int, m.group(3, 4, 5)))
+        for m in re.finditer(r"^  (\S.*?)\s+(\d+\.\d)s\s+(\d+)\s+(\d+)\s+(\d+)$", output, re.M)
+    }
+    serial, storm, ours = (
+        rows["serial loop"],
+        rows["unprotected, 30 threads"],
+        rows["callpolicy, 30 threads"],
+    )
+    assert serial[0] > 50 and storm[0] > 50  # (failed, retries, requests in the outage)
+    assert ours[0] < 10
+    assert ours[2] < storm[2] / 3  # the breaker kept it off the server
+    assert re.search(r"callpolicy: [1-9]\d* calls refused by the open breaker", output)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # matplotlib is in the test extra
