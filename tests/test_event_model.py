@@ -15,6 +15,7 @@ from callpolicy import (
     AttemptEnded,
     AttemptStarted,
     CallEnded,
+    CircuitOpen,
     FakeClock,
     GaveUp,
     QuotaExceeded,
@@ -510,3 +511,34 @@ def test_an_untraced_call_inside_a_traced_one_leaves_its_attempts_alone(
         ("attempt_end", 1),
         ("call_end", 1),
     ]
+
+
+BREAKER = """
+[endpoints.get]
+retry.on_exceptions = ["ConnectionError"]
+wait.strategy = "none"
+stop.attempts = 1
+breaker = { window = 4, min_calls = 2, failure_ratio = 0.5, open_for = "10s", probes = 1 }
+budget = { max_tokens = 2, token_ratio = 0.5 }
+"""
+
+
+def test_breaker_and_budget_changes_are_events_of_the_call_that_caused_them(
+    registry_of: RegistryOf, clock: FakeClock, seen: list[Any]
+) -> None:
+    registry = registry_of(api=BREAKER)
+    fn = registry.policy("api.get")(Script(*[ConnectionError("down")] * 2, "ok"))
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            fn()
+    (opened,) = [e for e in seen if e.kind == "breaker"]
+    assert (opened.breaker, opened.state, opened.policy) == ("api.get", "open", "api.get")
+    assert opened.call_id == seen[-1].call_id  # the second call opened it
+    assert "2 of 2 calls failed" in opened.message()
+    assert registry.stats()["api.get"].breaker == "open"
+    with pytest.raises(CircuitOpen):
+        fn()
+    clock.advance(10)
+    assert fn() == "ok"
+    assert [e.state for e in seen if e.kind == "breaker"] == ["open", "half-open", "closed"]
+    assert registry.stats()["api.get"].breaker == "closed"

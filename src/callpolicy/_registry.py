@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
+
 from callpolicy._config import PathLike, default_paths, load_policies
 from callpolicy._decorate import decorate
 from callpolicy._engine import Runner, build_runner
@@ -122,8 +124,14 @@ class Registry:
 
     def stats(self) -> dict[str, PolicyStats]:
         """What each loaded policy's calls did in this process, by name: calls, successes,
-        failures, retries, give-ups, sleeps, failure rate (see `PolicyStats`)."""
-        return self._stats.snapshot(self._loaded())
+        failures, retries, give-ups, sleeps, failure rate, breaker state (`PolicyStats`)."""
+        policies = self._loaded()
+        stats = self._stats.snapshot(policies)
+        for name, model in policies.items():
+            if model.breaker is not None:
+                state = self._layers.state_of(model.breaker)
+                stats[name] = attrs.evolve(stats[name], breaker=state)
+        return stats
 
     def _loaded(self) -> dict[str, Policy]:
         if self._policies is None:

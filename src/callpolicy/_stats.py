@@ -37,8 +37,9 @@ class PolicyStats:
     calls that stopped retrying a retryable outcome (attempts, deadline, rule, budget);
     `fallbacks`: failed calls a fallback served (counted in `failures` too);
     `sleeps` and `sleep_seconds`: backoff sleeps between attempts, and `sleep_buckets` their
-    count per upper bound of `sleep_bounds` (not cumulative). Quota waits are in each
-    quota's `QuotaCounters`.
+    count per upper bound of `sleep_bounds` (not cumulative); quota waits are in each
+    quota's `QuotaCounters`. `breaker`: the state of the policy's circuit breaker as this
+    process last saw it (None: it has none).
     """
 
     calls: int = 0
@@ -50,6 +51,7 @@ class PolicyStats:
     sleeps: int = 0
     sleep_seconds: float = 0.0
     sleep_buckets: tuple[int, ...] = (0,) * len(SLEEP_BUCKETS)
+    breaker: str | None = None  # "closed", "open", "half-open"; None: the policy has none
     sleep_bounds: ClassVar[tuple[float, ...]] = SLEEP_BUCKETS
 
     @property

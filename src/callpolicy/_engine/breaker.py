@@ -11,15 +11,14 @@ logged once, with the numbers that caused it, by `log_change` (the one place to 
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from callpolicy._engine.windows import FAILED, CountWindow, TimeWindow, Window
+from callpolicy._events import BreakerChanged, emit
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import BREAKER_STATES, Breaker
 from callpolicy._text import format_seconds
 
-logger = logging.getLogger("callpolicy")
 CLOSED, OPEN, HALF_OPEN = BREAKER_STATES
 
 
@@ -31,9 +30,9 @@ def make_window(model: Breaker) -> Window:
 
 
 def log_change(breaker: str, state: str, why: str) -> None:
-    """A breaker changed state (said once per change, by whichever process changed it)."""
-    level = logging.WARNING if state == OPEN else logging.INFO
-    logger.log(level, "circuit breaker %s %s: %s", breaker, state, why, extra={"breaker": breaker})
+    """A breaker changed state: an event, logged (said once per change, by whichever
+    process changed it)."""
+    emit(BreakerChanged(breaker, state, why))
 
 
 def opening_reason(model: Breaker, calls: int, failures: int, slow: int) -> str | None:

@@ -12,32 +12,20 @@ so no rounding drifts. Exhausted and available again are each logged once per ch
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import NoReturn
 
 import tenacity
 
 from callpolicy._errors import RetryExhausted, mark_gave_up, reraise
+from callpolicy._events import BudgetChanged, emit
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import TOKEN_SCALE, Budget
 
-logger = logging.getLogger("callpolicy")
-
 
 def log_change(budget: str, exhausted: bool, tokens: float, max_tokens: int) -> None:
-    """The budget ran out of retries, or has them again (said once per change)."""
-    if exhausted:
-        logger.warning(
-            "retry budget %s exhausted: %.1f of %d tokens left (retries go above %g); "
-            "first attempts still go, retries fail fast",
-            budget, tokens, max_tokens, max_tokens / 2, extra={"budget": budget},
-        )  # fmt: skip
-    else:
-        logger.info(
-            "retry budget %s available again: %.1f of %d tokens",
-            budget, tokens, max_tokens, extra={"budget": budget},
-        )  # fmt: skip
+    """The budget ran out of retries, or has them again: an event, logged once per change."""
+    emit(BudgetChanged(budget, exhausted, tokens, max_tokens))
 
 
 class LocalBudget:

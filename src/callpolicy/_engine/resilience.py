@@ -34,6 +34,12 @@ class ResilienceStore:
                 found = self.breakers[model] = self._new_breaker(model)
             return found
 
+    def state_of(self, model: Breaker) -> str:
+        """The breaker's state as this process last saw it ("closed" before its first use)."""
+        with self.lock:
+            found = self.breakers.get(model)
+        return "closed" if found is None else found.state
+
     def circuit(self, policy: Policy, condition: RetryCondition) -> Circuit | None:
         """How `policy`'s attempts pass its breaker; None when it has none."""
         if policy.breaker is None:

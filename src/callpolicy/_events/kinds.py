@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from callpolicy._events.trace import current_call_id
+from callpolicy._events.trace import current_attempt, current_call_id, current_trace
 
 EventKind = Literal[
     "attempt_start",
@@ -107,3 +107,68 @@ class QuotaRefused(_Quiet):
     reason: str
     call_id: int = attrs.field(factory=current_call_id, kw_only=True)
     kind: ClassVar[str] = "quota_refused"
+
+
+def _caller() -> str:
+    """The policy whose traced call is in progress here ("" when none is traced)."""
+    trace = current_trace()
+    return "" if trace is None else trace.policy
+
+
+@attrs.frozen
+class BreakerChanged:
+    """Circuit breaker `breaker` changed to `state` ("open", "half-open", "closed") because
+    `why`. `policy` and `attempt`: the traced call that changed it ("" and 0 otherwise; a
+    breaker is shared by the policies naming it). Logged: open at WARNING, else INFO."""
+
+    breaker: str
+    state: str
+    why: str
+    policy: str = attrs.field(factory=_caller, kw_only=True)
+    attempt: int = attrs.field(factory=current_attempt, kw_only=True)
+    call_id: int = attrs.field(factory=current_call_id, kw_only=True)
+    kind: ClassVar[str] = "breaker"
+
+    @property
+    def level(self) -> int:
+        return logging.WARNING if self.state == "open" else logging.INFO
+
+    def message(self) -> str:
+        return f"circuit breaker {self.breaker} {self.state}: {self.why}"
+
+    def extra(self) -> dict[str, object]:
+        return {"breaker": self.breaker, "breaker_state": self.state, "policy": self.policy}
+
+
+@attrs.frozen
+class BudgetChanged:
+    """Retry budget `budget` ran out of retries (`exhausted`) or has them again, with
+    `tokens` of `max_tokens` left. `policy`, `attempt`: as for `BreakerChanged`."""
+
+    budget: str
+    exhausted: bool
+    tokens: float
+    max_tokens: int
+    policy: str = attrs.field(factory=_caller, kw_only=True)
+    attempt: int = attrs.field(factory=current_attempt, kw_only=True)
+    call_id: int = attrs.field(factory=current_call_id, kw_only=True)
+    kind: ClassVar[str] = "budget"
+
+    @property
+    def level(self) -> int:
+        return logging.WARNING if self.exhausted else logging.INFO
+
+    def message(self) -> str:
+        if self.exhausted:
+            return (
+                f"retry budget {self.budget} exhausted: {self.tokens:.1f} of {self.max_tokens} "
+                f"tokens left (retries go above {self.max_tokens / 2:g}); first attempts "
+                "still go, retries fail fast"
+            )
+        return (
+            f"retry budget {self.budget} available again: {self.tokens:.1f} of "
+            f"{self.max_tokens} tokens"
+        )
+
+    def extra(self) -> dict[str, object]:
+        return {"budget": self.budget, "policy": self.policy}

@@ -24,6 +24,7 @@ except ImportError as missing:  # imported only when asked for: say what to inst
         "pip install 'callpolicy[prometheus]'"
     ) from missing
 
+from callpolicy._model import BREAKER_STATES
 from callpolicy._stats import SLEEP_BUCKETS
 
 if TYPE_CHECKING:
@@ -67,11 +68,16 @@ class PolicyCollector:
         sleeps = HistogramMetricFamily(
             f"{p}_sleep_seconds", "Backoff sleeps between attempts", labels=["policy"], unit=""
         )
-        return (calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps)
+        breakers = GaugeMetricFamily(
+            f"{p}_breaker_state",
+            "1 for the state each policy's circuit breaker is in (as this process saw it)",
+            labels=["policy", "state"],
+        )
+        return (calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps, breakers)
 
     def _policies(self) -> Iterator[Metric]:
         families = self._families()
-        calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps = families
+        calls, attempts, retries, give_ups, fallbacks, in_flight, sleeps, breakers = families
         for name, stats in self.registry.stats().items():
             calls.add_metric([name, "success"], stats.successes)
             calls.add_metric([name, "failure"], stats.failures)
@@ -85,6 +91,9 @@ class PolicyCollector:
                 running += count
                 cumulative.append((_le(bound), running))
             sleeps.add_metric([name], cumulative, stats.sleep_seconds)
+            if stats.breaker is not None:
+                for state in BREAKER_STATES:
+                    breakers.add_metric([name, state], float(state == stats.breaker))
         yield from families
 
     def _quota_families(self) -> dict[str, Any]:
