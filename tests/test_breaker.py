@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import callpolicy
 from callpolicy import Breaker, CircuitOpen, FakeClock, Registry, RetryExhausted, fake_time
@@ -435,3 +437,33 @@ def test_a_retry_refused_after_its_sleep_is_a_give_up_event(registry_of: Registr
     assert [(e.attempt, e.reason, e.error) for e in events] == [
         (1, "circuit open", "ConnectionError: refused")
     ]
+
+
+@given(st.lists(st.sampled_from([0, FAILED, SLOW]), max_size=60), st.integers(0, 40))
+def test_fast_successes_added_at_once_are_the_same_as_one_by_one(
+    outcomes: list[int], successes: int
+) -> None:
+    eager, lazy = CountWindow(7), CountWindow(7)
+    for outcome in outcomes:
+        eager.add(outcome, 0.0)
+        lazy.add(outcome, 0.0)
+    for _ in range(successes):
+        eager.add(0, 0.0)
+    lazy.add_successes(successes)
+    assert (lazy.calls, lazy.failures, lazy.slow) == (eager.calls, eager.failures, eager.slow)
+    lazy.add(FAILED, 0.0)
+    eager.add(FAILED, 0.0)
+    assert bytes(lazy.ring) == bytes(eager.ring) or lazy.calls == eager.calls == 7
+    assert (lazy.calls, lazy.failures, lazy.slow) == (eager.calls, eager.failures, eager.slow)
+
+
+def test_a_settled_breaker_counts_fast_successes_without_its_lock_and_still_opens() -> None:
+    breaker = LocalBreaker(Breaker("b", window_calls=10, min_calls=4, failure_ratio=0.5))
+    record(breaker, "oooo")  # min_calls reached: settled
+    assert breaker.settled
+    record(breaker, "oooooo")  # lock-free
+    assert breaker.counts() == (10, 0, 0)
+    record(breaker, "xxxx")
+    assert breaker.state == "closed" and breaker.counts() == (10, 4, 0)
+    record(breaker, "x")  # 5 of the last 10 failed
+    assert breaker.state == "open"

@@ -74,8 +74,7 @@ def test_100_threads_counting_in_one_window_lose_no_outcome(
         thread.start()
     for thread in threads:
         thread.join()
-    window = state_of(registry).window
-    assert (window.calls, window.failures, window.slow) == (5000, 2500, 0)
+    assert state_of(registry).counts() == (5000, 2500, 0)  # lock-free successes included
     assert state_of(registry).state == CLOSED
 
 

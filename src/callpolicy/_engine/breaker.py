@@ -11,6 +11,7 @@ logged once, with the numbers that caused it, by `log_change` (the one place to 
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 from callpolicy._engine.windows import FAILED, CountWindow, TimeWindow, Window
@@ -82,6 +83,12 @@ class LocalBreaker:
         self.min_calls, self.failing = model.min_calls, model.failure_ratio
         self.slowing = model.slow_call_ratio
         self.state = CLOSED
+        # Fast successes of a settled count window, counted without the lock and added to
+        # the window when the lock is next taken (see record).
+        self.lazy = isinstance(self.window, CountWindow)
+        self.settled = False
+        self.fast_successes = itertools.count()
+        self.drained = 0
         self.generation = 0
         self.probe_at = 0.0  # open: when trial calls may go
         self.probes_taken = 0  # half-open: trial calls let through
@@ -119,14 +126,24 @@ class LocalBreaker:
         return max(0.0, self.probe_at - now) if self.state is OPEN else 0.0
 
     def record(self, generation: int, outcome: int, now: float) -> None:
-        """An attempt counted in `generation` ended: FAILED and SLOW bits (0: success)."""
+        """An attempt counted in `generation` ended: FAILED and SLOW bits (0: success).
+
+        A fast success in a closed count window that holds `min_calls` already cannot open
+        the breaker (the shares of failed and slow calls only go down): it is counted
+        without the lock, and added to the window before anything reads it."""
+        if not outcome and self.settled and generation == self.generation:
+            next(self.fast_successes)
+            return
         with self.lock:
             if generation != self.generation:
                 return  # entered under a state since left
             if self.state is CLOSED:
                 window = self.window
+                self._drain()
                 window.add(outcome, now)
                 calls = window.calls
+                if self.lazy and calls >= self.min_calls:
+                    self.settled = True
                 if calls < self.min_calls or (
                     window.failures < self.failing * calls and window.slow < self.slowing * calls
                 ):
@@ -157,7 +174,24 @@ class LocalBreaker:
             if self.state is HALF_OPEN and generation == self.generation:
                 self.probes_taken -= 1
 
+    def counts(self) -> tuple[int, int, int]:
+        """The window's calls, failures and slow calls now."""
+        with self.lock:
+            self._drain()
+            window = self.window
+            return window.calls, window.failures, window.slow
+
+    def _drain(self) -> None:
+        """Add the successes counted without the lock to the window (under the lock)."""
+        if self.lazy:
+            total = int(repr(self.fast_successes)[6:-1])  # "count(5)": read, none taken
+            if total != self.drained:
+                self.window.add_successes(total - self.drained)  # type: ignore[attr-defined]
+                self.drained = total
+
     def _change(self, state: str, now: float) -> None:
+        self._drain()  # the old state's successes: dropped with its window below
+        self.settled = False
         self.state = state
         self.generation += 1
         self.probes_taken = self.probes_passed = 0
