@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol
 import tenacity
 
 from callpolicy._clock import CLOCK
-from callpolicy._engine.breaker import OPEN
+from callpolicy._engine.breaker import CLOSED, OPEN, LocalBreaker
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.http import status_of
 from callpolicy._engine.windows import FAILED, SLOW
@@ -47,14 +47,24 @@ class Circuit:
     """One policy's use of a breaker (a named breaker is shared by several policies, each
     judging its own outcomes)."""
 
-    __slots__ = ("breaker", "exceptions", "judge", "name", "policy", "slow_call", "statuses")
+    __slots__ = (
+        "breaker",
+        "exceptions",
+        "judge",
+        "local",
+        "name",
+        "policy",
+        "slow_call",
+        "statuses",
+    )
 
     def __init__(
         self, policy: str, model: Breaker, breaker: BreakerState, condition: RetryCondition
     ) -> None:
         self.policy = policy
         self.name = model.name
-        self.breaker = breaker
+        self.breaker: Any = breaker
+        self.local = isinstance(breaker, LocalBreaker)  # its fast paths are inlined here
         self.slow_call = model.slow_call
         self.judge = None if model.judged else condition
         self.exceptions = model.on_exceptions
@@ -62,8 +72,10 @@ class Circuit:
 
     def enter(self) -> Ticket:
         """Before an attempt (and its quotas): its ticket, or CircuitOpen."""
-        now = CLOCK.now()
-        generation = self.breaker.enter(now)
+        now, breaker = CLOCK.now(), self.breaker
+        if self.local and breaker.state is CLOSED:  # LocalBreaker.enter's first line
+            return [breaker.generation, now]
+        generation = breaker.enter(now)
         if generation is None:
             raise CircuitOpen(self.policy, self.name, self.breaker.retry_in(now))
         return [generation, now]
@@ -103,7 +115,11 @@ class Circuit:
             outcome |= FAILED
         ticket[0] = DONE
         if generation >= 0:
-            self.breaker.record(generation, outcome, now)
+            breaker = self.breaker
+            if self.local and not outcome and breaker.settled and generation == breaker.generation:
+                next(breaker.fast_successes)  # LocalBreaker.record's first lines
+            else:
+                breaker.record(generation, outcome, now)
 
     def cancel(self, ticket: Ticket) -> None:
         """The attempt was not made (its quota refused it), or ended without an outcome;

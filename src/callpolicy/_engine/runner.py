@@ -77,8 +77,8 @@ class Runner(Noted):
         # Whether every answer is read (the pause, learned limits), not only retried ones.
         self.reads_answers = self.pause is not None or self.learner is not None
         # A returned value ends the call at once: nothing reads it (the success path).
+        # (the breaker and the budget are told, inline)
         self.returns_at_once = not self.reads_answers and not self.checks_results
-        self.returns_at_once &= self.breaker is None and self.budget is None
         stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.deadline is not None:
             stop = stop | DeadlineStop(self.deadline)
@@ -113,7 +113,7 @@ class Runner(Noted):
         deadline_at = None if self.deadline is None else start + self.deadline
         if self.timing is not None:
             fn = self.timing.attempts(fn, deadline_at)
-        admission, pause, breaker = self.admission, self.pause, self.breaker
+        admission, pause, breaker, budget = self.admission, self.pause, self.breaker, self.budget
         grant, ticket = None, None
         try:  # the first attempt; the retries count their own outcome
             if breaker is not None:
@@ -137,6 +137,10 @@ class Runner(Noted):
                 result = None
             else:
                 if self.returns_at_once:
+                    if ticket is not None:
+                        breaker.returned(ticket, result)  # type: ignore[union-attr]
+                    if budget is not None and budget.tokens != budget.most:
+                        budget.succeeded()
                     tally.succeed()
                     return result
                 cause = self._retries_result(result, ticket)  # may raise AccountLimit
@@ -168,7 +172,7 @@ class Runner(Noted):
         deadline_at = None if self.deadline is None else start + self.deadline
         if self.timing is not None:
             fn = self.timing.async_attempts(fn, deadline_at)
-        admission, pause, breaker = self.admission, self.pause, self.breaker
+        admission, pause, breaker, budget = self.admission, self.pause, self.breaker, self.budget
         grant, ticket = None, None
         try:  # the first attempt; the retries count their own outcome
             if breaker is not None:
@@ -192,6 +196,10 @@ class Runner(Noted):
                 result = None
             else:
                 if self.returns_at_once:
+                    if ticket is not None:
+                        breaker.returned(ticket, result)  # type: ignore[union-attr]
+                    if budget is not None and budget.tokens != budget.most:
+                        budget.succeeded()
                     tally.succeed()
                     return result
                 cause = self._retries_result(result, ticket)  # may raise AccountLimit
