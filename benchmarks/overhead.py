@@ -42,6 +42,7 @@ from typing import Any
 from unittest import mock
 
 import backoff
+import prometheus_client
 import stamina
 import stamina.instrumentation
 import tenacity
@@ -60,6 +61,8 @@ BASELINE = "baseline"
 CALLPOLICY = "callpolicy_quota"
 CALLPOLICY_PLAIN = "callpolicy_plain"
 CALLPOLICY_GUARDED = "callpolicy_guarded"
+CALLPOLICY_SCRAPED = "callpolicy_scraped"
+CALLPOLICY_TRACED = "callpolicy_traced"
 TENACITY = "tenacity"
 
 
@@ -265,10 +268,34 @@ async def check(case: Case) -> None:
 
 
 # -- the sections ---------------------------------------------------------------------------
+@contextmanager
+def prometheus_registered(registry: callpolicy.Registry) -> Iterator[None]:
+    """callpolicy's collector registered in a Prometheus registry, scraped once: it reads
+    the statistics at scrape time, so the calls measured should not notice it."""
+    prom = prometheus_client.CollectorRegistry()
+    prom.register(callpolicy.prometheus_collector(registry))
+    prometheus_client.generate_latest(prom)
+    yield
+    prometheus_client.generate_latest(prom)
+
+
+@contextmanager
+def traced() -> Iterator[None]:
+    """A hook of call ends registered: every call is traced (an id, attempt events)."""
+    remove = callpolicy.add_hook(lambda event: None, ["call_end"])
+    try:
+        yield
+    finally:
+        remove()
+
+
 def build_sections(registry: callpolicy.Registry) -> list[Section]:
     quota = registry.policy("bench.quota")
     plain = registry.policy("bench.plain")
     guarded = registry.policy("bench.guarded")
+
+    def scraped() -> AbstractContextManager[None]:
+        return prometheus_registered(registry)
 
     sync_success = Section(
         "sync_success",
@@ -282,6 +309,12 @@ def build_sections(registry: callpolicy.Registry) -> list[Section]:
                 "callpolicy, breaker+budget+quota",
                 sync_measure(guarded(target)),
             ),
+            Case(
+                CALLPOLICY_SCRAPED,
+                "  + Prometheus collector",
+                sync_measure(guarded(target), scraped),
+            ),
+            Case(CALLPOLICY_TRACED, "  + a call_end hook", sync_measure(guarded(target), traced)),
             Case(TENACITY, "tenacity @retry", sync_measure(with_tenacity(target))),
             Case("stamina", "stamina @retry", sync_measure(with_stamina(target))),
             Case("backoff", "backoff @on_exception", sync_measure(with_backoff(target))),
@@ -300,6 +333,12 @@ def build_sections(registry: callpolicy.Registry) -> list[Section]:
                 "callpolicy, breaker+budget+quota",
                 async_measure(guarded(atarget)),
             ),
+            Case(
+                CALLPOLICY_SCRAPED,
+                "  + Prometheus collector",
+                async_measure(guarded(atarget), scraped),
+            ),
+            Case(CALLPOLICY_TRACED, "  + a call_end hook", async_measure(guarded(atarget), traced)),
             Case(TENACITY, "tenacity @retry (async)", async_measure(with_tenacity(atarget))),
             Case("stamina", "stamina @retry", async_measure(with_stamina(atarget))),
             Case("backoff", "backoff @on_exception", async_measure(with_backoff(atarget))),
@@ -376,6 +415,15 @@ def targets(sections: dict[str, Section]) -> list[Target]:
                 0.1,
             )
         )
+        for case, label in ((CALLPOLICY_GUARDED, ""), (CALLPOLICY_SCRAPED, ", Prometheus")):
+            found.append(
+                Target(
+                    f"success path with breaker, budget, quota{label} <= 1/8 of tenacity ({kind})",
+                    key,
+                    sections[key].ratio(case),
+                    0.125,
+                )
+            )
     for key, kind in (("sync_retry", "sync"), ("async_retry", "async")):
         found.append(
             Target(
