@@ -105,18 +105,29 @@ def test_refuses_until_open_for_then_lets_exactly_probes_trial_calls_through() -
     assert breaker.state == CLOSED
 
 
-def test_a_failed_trial_call_opens_it_again_for_open_for() -> None:
+def test_trial_calls_failing_at_failure_ratio_open_it_again_for_open_for() -> None:
     breaker = LocalBreaker(Breaker("b", window_calls=2, min_calls=2, open_for=30.0, probes=3))
     record(breaker, "xx", now=0.0)
-    probe = breaker.enter(30.0)
+    first, probe = breaker.enter(30.0), breaker.enter(30.0)
     late = breaker.enter(30.0)
-    assert probe is not None and late is not None
-    breaker.record(probe, FAILED, 31.0)
+    assert first is not None and probe is not None and late is not None
+    breaker.record(first, FAILED, 31.0)
+    assert breaker.state == HALF_OPEN  # 1 of 3 failed: under failure_ratio 0.5 so far
+    breaker.record(probe, FAILED, 31.0)  # 2 of 3: at least 0.5 whatever the third does
     assert breaker.state == OPEN
     assert breaker.retry_in(31.0) == pytest.approx(30.0)
     breaker.record(late, 0, 32.0)  # a trial call of the half-open state left: ignored
     assert breaker.state == OPEN
     assert breaker.enter(60.9) is None
+
+
+def test_trial_calls_under_failure_ratio_close_it_as_resilience4j_does() -> None:
+    breaker = LocalBreaker(Breaker("b", window_calls=2, min_calls=2, probes=4))
+    record(breaker, "xx", now=0.0)
+    record(breaker, "oxo", now=30.0)
+    assert breaker.state == HALF_OPEN
+    record(breaker, "o", now=30.0)  # 1 of 4 failed: 25% < 50%
+    assert breaker.state == CLOSED
 
 
 def test_a_cancelled_trial_call_is_given_back() -> None:

@@ -61,12 +61,21 @@ def half_open_reason(model: Breaker) -> str:
     return f"open_for {format_seconds(model.open_for)} passed; letting {probes}"
 
 
-def trial_failed_reason(outcome: int) -> str:
-    return f"a trial call {'failed' if outcome & FAILED else 'was slow'}"
+def trial_failed_reason(model: Breaker, done: int, failed: int, slow: int) -> str:
+    """Why the trial calls open the breaker again: enough of `model.probes` failed (or
+    were slow) that their share reaches the ratio, whatever the others do."""
+    probes = model.probes
+    if failed >= model.failure_ratio * probes:
+        share = f"{failed / probes:.0%} >= failure_ratio {model.failure_ratio:g}"
+        return f"{failed} of {probes} trial calls failed ({share})"
+    share = f"{slow / probes:.0%} >= slow_call_ratio {model.slow_call_ratio:g}"
+    return f"{slow} of {probes} trial calls were slow ({share})"
 
 
-def closed_reason(passed: int) -> str:
-    return f"{passed} trial call{'s' if passed != 1 else ''} succeeded"
+def closed_reason(done: int, failed: int) -> str:
+    if not failed:
+        return f"{done} trial call{'s' if done != 1 else ''} succeeded"
+    return f"{done - failed} of {done} trial calls succeeded, under failure_ratio"
 
 
 def log_opened(model: Breaker, why: str) -> None:
@@ -92,7 +101,7 @@ class LocalBreaker:
         self.generation = 0
         self.probe_at = 0.0  # open: when trial calls may go
         self.probes_taken = 0  # half-open: trial calls let through
-        self.probes_passed = 0
+        self.probes_done = self.probes_failed = self.probes_slow = 0  # and their outcomes
         self.lock = threading.Lock()
         renew_after_fork(self)
 
@@ -150,15 +159,20 @@ class LocalBreaker:
                     return
                 why = opening_reason(self.model, calls, window.failures, window.slow) or ""
                 state = OPEN
-            elif outcome:  # half-open: a trial call failed (or was slow)
-                why = trial_failed_reason(outcome)
-                state = OPEN
-            else:
-                self.probes_passed += 1
-                if self.probes_passed < self.model.probes:
+            else:  # half-open: the trial calls are judged as the window is
+                self.probes_done += 1
+                self.probes_failed += outcome & FAILED
+                self.probes_slow += outcome >> 1
+                probes = self.model.probes
+                done, failed, slow = self.probes_done, self.probes_failed, self.probes_slow
+                if failed >= self.failing * probes or slow >= self.slowing * probes:
+                    why = trial_failed_reason(self.model, done, failed, slow)
+                    state = OPEN
+                elif done < probes:
                     return
-                why = closed_reason(self.probes_passed)
-                state = CLOSED
+                else:
+                    why = closed_reason(done, failed)
+                    state = CLOSED
             self._change(state, now)
         if state == OPEN:
             log_opened(self.model, why)
@@ -194,7 +208,7 @@ class LocalBreaker:
         self.settled = False
         self.state = state
         self.generation += 1
-        self.probes_taken = self.probes_passed = 0
+        self.probes_taken = self.probes_done = self.probes_failed = self.probes_slow = 0
         if state == OPEN:
             self.probe_at = now + self.model.open_for
         elif state == CLOSED:

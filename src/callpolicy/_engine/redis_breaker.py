@@ -109,9 +109,9 @@ class RedisBreaker:
         if change == 1:
             log_opened(self.model, opening_reason(self.model, calls, failures, slow) or "")
         elif change == 2:
-            log_opened(self.model, trial_failed_reason(calls))
+            log_opened(self.model, trial_failed_reason(self.model, calls, failures, slow))
         elif change == 3:
-            log_change(self.name, CLOSED, closed_reason(calls))
+            log_change(self.name, CLOSED, closed_reason(calls, failures))
 
     def cancel(self, generation: int) -> None:
         if generation == UNCOUNTED or self.state is not HALF_OPEN:

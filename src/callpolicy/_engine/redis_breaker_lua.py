@@ -34,7 +34,7 @@ if st == 1 then
   local at = num(h, 'probe_at', 0)
   if now < at then return {1, gen, at - now, 0} end
   st, gen, changed = 2, gen + 1, 1
-  redis.call('HSET', h, 'state', 2, 'gen', gen, 'taken', 0, 'passed', 0)
+  redis.call('HSET', h, 'state', 2, 'gen', gen, 'taken', 0, 'done', 0, 'pfail', 0, 'pslow', 0)
 end
 if st == 2 then
   if num(h, 'taken', 0) >= tonumber(ARGV[1]) then return {2, gen, -1, changed} end
@@ -47,14 +47,14 @@ return {st, gen, 0, changed}
 # ARGV: gen, outcome (bit 1 failed, bit 2 slow), window kind (0 calls, 1 time), size (calls,
 # or a bucket's width in ms), min_calls, failure_ratio, slow_call_ratio, open_for_ms, probes,
 # ttl_ms. Reply: {state, gen, wait_ms, change, calls, failures, slow}: change 1 opened by the
-# window, 2 opened by a failed trial call, 3 closed (calls: the trial calls that passed).
+# window, 2 opened by the trial calls, 3 closed (calls, failures, slow: the trial calls').
 RECORD = (
     PRELUDE
     + """
 local outcome, open_for = tonumber(ARGV[2]), tonumber(ARGV[8])
 local function opened(change, a, b, c)
   redis.call('HSET', h, 'state', 1, 'gen', gen + 1, 'probe_at', now + open_for, 'taken', 0,
-             'passed', 0)
+             'done', 0, 'pfail', 0, 'pslow', 0)
   return {1, gen + 1, open_for, change, a, b, c}
 end
 if tonumber(ARGV[1]) ~= gen or st == 1 then
@@ -63,13 +63,18 @@ end
 redis.call('PEXPIRE', h, ARGV[10])
 local failed, slow = outcome % 2, math.floor(outcome / 2)
 if st == 2 then
-  if outcome ~= 0 then return opened(2, outcome, 0, 0) end
-  local passed = redis.call('HINCRBY', h, 'passed', 1)
-  if passed < tonumber(ARGV[9]) then return {2, gen, 0, 0, passed, 0, 0} end
+  local done = redis.call('HINCRBY', h, 'done', 1)
+  local pf = redis.call('HINCRBY', h, 'pfail', failed)
+  local ps = redis.call('HINCRBY', h, 'pslow', slow)
+  local probes = tonumber(ARGV[9])
+  if pf >= tonumber(ARGV[6]) * probes or ps >= tonumber(ARGV[7]) * probes then
+    return opened(2, done, pf, ps)
+  end
+  if done < probes then return {2, gen, 0, 0, done, pf, ps} end
   redis.call('DEL', w)
   redis.call('HSET', h, 'state', 0, 'gen', gen + 1, 'calls', 0, 'failures', 0, 'slow', 0,
              'next', 0, 'head', -1)
-  return {0, gen + 1, 0, 3, passed, 0, 0}
+  return {0, gen + 1, 0, 3, done, pf, ps}
 end
 local calls, fails, slows = num(h, 'calls', 0), num(h, 'failures', 0), num(h, 'slow', 0)
 local size = tonumber(ARGV[4])
