@@ -542,3 +542,28 @@ def test_breaker_and_budget_changes_are_events_of_the_call_that_caused_them(
     assert fn() == "ok"
     assert [e.state for e in seen if e.kind == "breaker"] == ["open", "half-open", "closed"]
     assert registry.stats()["api.get"].breaker == "closed"
+
+
+FALLBACK_ON_QUOTA = """
+[endpoints.get]
+quotas = [{ limit = "1/10s", max_wait = "1s" }]
+fallback = { call = "test_event_model.ok" }
+"""
+
+
+def test_an_attempt_refused_is_said_failed_even_when_a_fallback_serves_the_call(
+    registry_of: RegistryOf, clock: FakeClock, seen: list[Any]
+) -> None:
+    fn = registry_of(api=FALLBACK_ON_QUOTA).policy("api.get")(nothing)
+    assert fn() is None
+    seen.clear()
+    assert fn() == "ok"  # refused by the quota: the fallback served
+    told = story(seen)
+    assert [t[0] for t in told] == [
+        "attempt_start",
+        "quota_refused",
+        "attempt_end",
+        "fallback",
+        "call_end",
+    ]
+    assert told[2][2].startswith("QuotaExceeded: ") and told[4][2] is False

@@ -30,6 +30,7 @@ from callpolicy._engine.traced import (
     Traced,
     async_traced_call,
     attempt_begins,
+    attempt_refused,
     attempt_retried,
     traced_call,
 )
@@ -148,9 +149,10 @@ class Runner(Noted):
                     tally.succeed()
                     return result
                 error = None
-        except BaseException:
+        except BaseException as failure:
             tally.fail()
             self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
+            attempt_refused(trace or None, failure)  # said now: a fallback may yet serve
             raise
         # Outside the except block, so a later failure is not chained to this one.
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
@@ -207,9 +209,10 @@ class Runner(Noted):
                     tally.succeed()
                     return result
                 error = None
-        except BaseException:
+        except BaseException as failure:
             tally.fail()
-            self._cancel(ticket)
+            self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
+            attempt_refused(trace or None, failure)  # said now: a fallback may yet serve
             raise
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return await async_run(steps)
@@ -270,11 +273,10 @@ class Runner(Noted):
                     return result
                 cause, error = found, None
                 attempt_retried(trace, None, result)
-        except StopIteration as stop:  # the user's, or the last attempt's: see Raised
+        except BaseException as failure:
             tally.fail()
             self._cancel(ticket)
-            return Raised(stop)
-        except BaseException:
-            tally.fail()
-            self._cancel(ticket)
+            attempt_refused(trace, failure)
+            if isinstance(failure, StopIteration):  # the user's, or the last attempt's
+                return Raised(failure)  # see Raised
             raise

@@ -94,7 +94,8 @@ def attempt_retried(trace: Trace | None, error: BaseException | None, result: An
 
 
 def attempt_refused(trace: Trace | None, error: BaseException) -> None:
-    """The attempt in progress was refused before its call (no quota, no time left)."""
+    """The attempt in progress ended the call with `error` (raised, or refused before its
+    call: no quota, no time left, an open breaker); nothing if it was said already."""
     if trace is not None:
         _attempt_ended(trace, error, None, retried=False)
 
