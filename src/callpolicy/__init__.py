@@ -20,6 +20,7 @@ from callpolicy._errors import (
 )
 from callpolicy._events import SleepEvent, add_sleep_hook
 from callpolicy._model import (
+    Adapt,
     Learn,
     Pause,
     Policy,
@@ -56,6 +57,7 @@ def quota_counters() -> dict[str, QuotaCounters]:
 
 __all__ = [
     "AccountLimit",
+    "Adapt",
     "CallOptions",
     "CallPolicyError",
     "FakeClock",

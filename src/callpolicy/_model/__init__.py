@@ -6,6 +6,19 @@ files with line numbers and all problems at once, passing only the keys a file s
 validators here guard objects built by hand, with attrs' message grammar.
 """
 
+from callpolicy._model.adapt import (
+    ADAPT_AIMD_STEP,
+    ADAPT_ALGORITHMS,
+    ADAPT_ANNOUNCED_HOLD,
+    ADAPT_BETA,
+    ADAPT_BUSY,
+    ADAPT_CUBIC_RETURN,
+    ADAPT_DEFAULT_ALGORITHM,
+    ADAPT_DEFAULT_STATUSES,
+    ADAPT_HOLD,
+    ADAPT_MEASURED_BETA,
+    Adapt,
+)
 from callpolicy._model.policy import (
     DEFAULT_RULE_NAME,
     HEADER_FORMATS,
@@ -62,6 +75,16 @@ from callpolicy._model.redis_url import (
 )
 
 __all__ = [
+    "ADAPT_AIMD_STEP",
+    "ADAPT_ALGORITHMS",
+    "ADAPT_ANNOUNCED_HOLD",
+    "ADAPT_BETA",
+    "ADAPT_BUSY",
+    "ADAPT_CUBIC_RETURN",
+    "ADAPT_DEFAULT_ALGORITHM",
+    "ADAPT_DEFAULT_STATUSES",
+    "ADAPT_HOLD",
+    "ADAPT_MEASURED_BETA",
     "ALGORITHMS",
     "BUCKETS",
     "CLUSTER",
@@ -91,6 +114,7 @@ __all__ = [
     "STRATEGY_KEYS",
     "UNAVAILABLE_MODES",
     "WAIT_STRATEGIES",
+    "Adapt",
     "ConditionOp",
     "GiveUp",
     "Learn",
