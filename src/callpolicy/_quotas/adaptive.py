@@ -63,6 +63,7 @@ class AdaptiveRate:
         self.rate = self.base = rate
         self.w_max = rate
         self.calls = self._calls(rate)
+        self.known = int(rate)  # the limit in force as last seen or set here
         self.busy_for = ADAPT_CUBIC_RETURN if self.cubic else 0.0  # busy periods since the base
         self.seen = now
 
@@ -72,8 +73,8 @@ class AdaptiveRate:
     def answer(self, now: float, status: int, in_force: int, announced: bool) -> Change | None:
         """One answer of `status` (`announced`: it announced a limit, followed elsewhere) at
         `now`, the limit in force being `in_force`: the new limit and why, if it changes."""
-        if in_force != self.calls:  # changed elsewhere (headers, another process)
-            falling = in_force < self.calls
+        if in_force != self.known:  # changed elsewhere (headers, another process)
+            falling = in_force < self.known
             self._start(float(in_force), now)
             if falling:
                 self.cut_at = now  # the refusals still coming belong to that change
@@ -115,7 +116,7 @@ class AdaptiveRate:
         calls = self._calls(self.rate)
         if calls == self.calls:
             return None
-        self.calls = calls
+        self.calls = self.known = calls
         return calls, f"HTTP {status}: {why}", False
 
     def _passed(self, now: float) -> Change | None:
@@ -132,7 +133,7 @@ class AdaptiveRate:
         calls = self._calls(self.rate)
         if calls <= self.calls:
             return None
-        self.calls = calls
+        self.calls = self.known = calls
         since = now - self.cut_at
         quiet = f"for {since:.1f}s" if since < math.inf else "since the start"
         return calls, f"no refusal {quiet}: probing up ({self.adapt.algorithm})", True
