@@ -299,3 +299,24 @@ def test_adapting_in_flight_slots_or_a_pool_member_is_a_load_error(
         "svc.slots.adapt: applies only to a quota with a limit (this one has concurrency)" in text
     )
     assert "svc.keys.pool[0]: 'svc.key' adapts its rate: a pool's members cannot (yet)" in text
+
+
+def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    registry = registry_of(
+        svc=policies('{ floor = "5/1s", ceiling = "50/1s", algorithm = "aimd" }')
+    )
+    get = answering(registry)
+    for _ in range(100):  # 6 s at 16 a second: busy, never refused
+        get(200)
+        clock.advance(0.06)
+    get(429)
+    lines = said(caplog)
+    assert lines == [
+        "quota svc.api: limit 20/1s -> 21/1s (no refusal since the start: probing up (aimd))",
+        # the calls never used more than 17 a second: that is what the cut goes by
+        "quota svc.api: limit 33/1s -> 15/1s (HTTP 429: 17 passed in the last period; 12 more "
+        "change(s) since the last line)",
+    ]
