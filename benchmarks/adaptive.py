@@ -204,7 +204,7 @@ def main() -> None:
         verdict = "PASS" if late == 0 and share >= 0.95 else "MISS"
         print(f"{verdict} headers: 0 late 429s and >= 95% (got {late:g}, {share:.1%})")
     boto = medians.get("botocore")
-    for case in ("cubic", "aimd"):
+    for case in ("cubic", "aimd", "cubic-leaky", "aimd-leaky"):
         if case in medians:
             share, refused = medians[case]
             ahead = boto is None or (share > boto[0] and refused < boto[1])

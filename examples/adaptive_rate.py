@@ -76,8 +76,8 @@ def main() -> None:
     for phase, limit in enumerate(PHASES):
         refused = server.refusals()[phase]
         print(f"  {limit}/s phase   {ok[phase]} ok, {refused} refused by the server (429)")
-    print(f"  rate at the end   {counters.learned}")
-    print(f"  congestion events {counters.cuts}")
+    print(f"  rate at the end     {counters.learned}")
+    print(f"  congestion events   {counters.cuts}")
 
 
 if __name__ == "__main__":
