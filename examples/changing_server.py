@@ -5,8 +5,10 @@ accepted, 429 for the rest. The phases start with the first request and each las
 
 Styles: "github" (x-ratelimit-limit, -remaining, -used, -reset, -resource), "ietf"
 (RateLimit-Policy "default";q=N;w=1 and RateLimit "default";r=..;t=..), "ietf-old"
-(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and RateLimit-Policy N;w=1).
-Used by examples/learned_limit.py and the tests of learned limits.
+(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and RateLimit-Policy N;w=1), or
+"none" (SILENT: no header at all, not even Retry-After; only the 429s say anything).
+Used by examples/learned_limit.py, examples/adaptive_rate.py, benchmarks/adaptive.py and the
+tests of learned limits and adaptive rates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 PHASES = (20, 10, 30)
 STYLES = ("github", "ietf", "ietf-old")
+SILENT = "none"  # a server announcing nothing
 
 
 class ChangingLimit:
@@ -50,7 +53,7 @@ class ChangingLimit:
             remaining = max(limit - len(self.accepted), 0)
             reset = 1.0 - (now - self.accepted[0]) if self.accepted else 0.0
         headers = {"X-Phase": str(phase), **announce(self.style, limit, remaining, reset)}
-        if status == 429:
+        if status == 429 and self.style != SILENT:
             headers["Retry-After"] = "1"
         return status, headers
 
@@ -58,9 +61,15 @@ class ChangingLimit:
         """429s answered in each phase."""
         return [sum(1 for p, s in self.answered if p == i and s == 429) for i in range(3)]
 
+    def accepted_in(self) -> list[int]:
+        """Requests accepted (200) in each phase."""
+        return [sum(1 for p, s in self.answered if p == i and s == 200) for i in range(3)]
+
 
 def announce(style: str, limit: int, remaining: int, reset: float) -> dict[str, str]:
     seconds = max(int(reset + 0.999), 0)
+    if style == SILENT:
+        return {}
     if style == "github":
         return {
             "x-ratelimit-limit": str(limit),

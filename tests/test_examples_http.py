@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from examples_helper import numbers, run_example, summary
+from examples_helper import number, numbers, run_example, summary
 
 
 def test_vastai_client(tmp_path: Path) -> None:
@@ -131,6 +131,20 @@ def test_anthropic_client(tmp_path: Path) -> None:
     assert numbers(values["urgent"])[0] >= 1
     assert re.search(r"^urgent \(key_[ab]\): answered after ([\d.]+) s$", output, re.MULTILINE)
     assert numbers(values["elapsed"])[0] < 15
+
+
+@pytest.mark.parametrize("algorithm", ["cubic", "aimd"])
+def test_adaptive_rate(tmp_path: Path, algorithm: str) -> None:
+    output = run_example("adaptive_rate.py", "--algorithm", algorithm, cwd=tmp_path)
+    values = summary(output)
+    cut = re.findall(
+        r"^quota adaptive.api: limit (\S+) -> (\S+) \(HTTP 429: (.+)\)$", output, re.MULTILINE
+    )
+    assert cut, output  # each cut logged, with why
+    assert number(values["congestion events"]) >= 1
+    assert 5 <= number(values["rate at the end"]) <= 50
+    # A fixed 20/1s is refused about 40 times in the 4 s of 10/s; the adapted rate a few.
+    assert number(values["10/s phase"].split(", ")[1]) < 20, output
 
 
 @pytest.mark.parametrize("style", ["ietf", "github"])

@@ -36,6 +36,7 @@ from callpolicy._events import (
     add_sleep_hook,
 )
 from callpolicy._model import (
+    Adapt,
     Breaker,
     Budget,
     Fallback,
@@ -105,6 +106,7 @@ def opentelemetry_hook(
 
 __all__ = [
     "AccountLimit",
+    "Adapt",
     "AttemptEnded",
     "AttemptStarted",
     "AttemptTimeout",

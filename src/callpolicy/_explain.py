@@ -5,9 +5,11 @@ from __future__ import annotations
 import attrs
 
 from callpolicy._model import (
+    ADAPT_BETA,
     FALLBACK_ON,
     HINT_FIELD,
     PROGRESS_FORMATS,
+    Adapt,
     Breaker,
     Budget,
     Fallback,
@@ -175,7 +177,19 @@ def describe_quota(quota: Quota) -> str:
     unit = " cost units" if quota.weighted else ""
     how = f"{_describe_algorithm(quota)}, guard {format_seconds(quota.guard)}"
     learns = f"; {describe_learn(quota.learn)}" if quota.learn is not None else ""
+    if quota.adapt is not None:
+        learns += f"; {describe_adapt(quota.adapt)}"
     return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait}{learns})"
+
+
+def describe_adapt(adapt: Adapt) -> str:
+    """ "adapts its rate to HTTP 429, 503 (cubic: x0.7 per congestion event, ...)"."""
+    statuses = ", ".join(str(s) for s in sorted(adapt.statuses))
+    probe = "a cubic curve" if adapt.algorithm == "cubic" else "a step per period"
+    return (
+        f"adapts its rate to HTTP {statuses} (x{ADAPT_BETA:g} per congestion event, up again "
+        f"by {probe} while no refusal comes), from the limit, within {adapt.floor}..{adapt.ceiling}"
+    )
 
 
 def describe_learn(learn: Learn) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from callpolicy._config.adapting import check_adapt, parse_adapt
 from callpolicy._config.context import (
     Context,
     Located,
@@ -67,8 +68,9 @@ QUOTA_KEYS: dict[str, Parser] = {
     "spread": atom(parse_flag),
     "lease": atom(parse_lease),
     "learn": parse_learn,
+    "adapt": parse_adapt,
 }
-RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread", "learn")
+RATE_ONLY = ("algorithm", "weighted", "local_limit", "guard", "burst", "spread", "learn", "adapt")
 
 
 def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
@@ -100,6 +102,11 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     rate = keys.get("limit")
     if "learn" in keys:
         check_learn(keys["learn"].value, rate.value if rate is not None else None, ctx)
+    if "adapt" in keys and kind == "limit":
+        weighted_calls = "weighted" in keys and keys["weighted"].value
+        check_adapt(
+            keys["adapt"].value, rate.value if rate is not None else None, weighted_calls, ctx
+        )
     algorithm = keys["algorithm"].value if "algorithm" in keys else Quota.algorithm_default()
     bucket = algorithm in BUCKETS
     if "burst" in keys and not bucket and kind == "limit":
@@ -116,6 +123,8 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
     largest, where = (rate.value.calls, "limit") if rate is not None else (0, "limit")
     if "learn" in keys and keys["learn"].value.ceiling.calls > largest:
         largest, where = keys["learn"].value.ceiling.calls, "learn.ceiling"  # it may get there
+    if "adapt" in keys and keys["adapt"].value.ceiling.calls > largest:
+        largest, where = keys["adapt"].value.ceiling.calls, "adapt.ceiling"
     if exact and largest > MAX_SLIDING_WINDOW and not weighted:
         ctx.report(
             where,
@@ -186,8 +195,9 @@ def build_named_quotas(
                 if full in tables:
                     message = f"{full!r} is a pool; a pool's members are plain quotas"
                 problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
-            elif found.learn is not None:
-                message = f"{full!r} learns its limit: a pool's members cannot (yet)"
+            elif found.changes_limit:
+                how = "learns its limit" if found.learn is not None else "adapts its rate"
+                message = f"{full!r} {how}: a pool's members cannot (yet)"
                 problems.append(Problem(leaf.path, leaf.line, f"{leaf.key}[{index}]", message))
             else:
                 members.append(found)

@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from callpolicy._engine.fields import Member, NotAList, parse_list
-from callpolicy._engine.http import header_values
+from callpolicy._engine.http import header_values, status_of
 from callpolicy._model import Learn
 from callpolicy._quotas import LearnedLimit
 from callpolicy._text import Throttled, format_seconds
@@ -33,8 +33,10 @@ _ignored = Throttled(60.0)
 
 
 class Learner:
-    """The quotas of one policy that learn their limit: each reads every response (or error
-    carrying one) an attempt ends with. Never raises, never changes the call's outcome."""
+    """The quotas of one policy that learn their limit or adapt their rate: each reads every
+    response (or error carrying one) an attempt ends with. Never raises, never changes the
+    call's outcome. With both, a limit a response announces is followed, and the adaptive
+    rate reacts only to answers that announce none (headers win when present)."""
 
     __slots__ = ("limits",)
 
@@ -43,9 +45,13 @@ class Learner:
 
     def note(self, answer: Any) -> None:
         for limit in self.limits:
-            found = announced_limit(limit.learn, limit.period, answer, limit.quota.name)
-            if found is not None:
-                limit.offer(*found)
+            found = None
+            if limit.learn is not None:
+                found = announced_limit(limit.learn, limit.period, answer, limit.quota.name)
+                if found is not None:
+                    limit.offer(*found)
+            if limit.adaptive is not None:
+                limit.answered(status_of(answer), found is not None)
 
 
 class Unusable(ValueError):

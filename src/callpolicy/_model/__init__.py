@@ -6,6 +6,19 @@ files with line numbers and all problems at once, passing only the keys a file s
 validators here guard objects built by hand, with attrs' message grammar.
 """
 
+from callpolicy._model.adapt import (
+    ADAPT_AIMD_STEP,
+    ADAPT_ALGORITHMS,
+    ADAPT_ANNOUNCED_HOLD,
+    ADAPT_BETA,
+    ADAPT_BUSY,
+    ADAPT_CUBIC_RETURN,
+    ADAPT_DEFAULT_ALGORITHM,
+    ADAPT_DEFAULT_STATUSES,
+    ADAPT_HOLD,
+    ADAPT_MEASURED_BETA,
+    Adapt,
+)
 from callpolicy._model.fallback import (
     DEFAULT_FALLBACK_ON,
     DEFAULT_MAX_ENTRIES,
@@ -79,6 +92,16 @@ from callpolicy._model.resilience import (
 )
 
 __all__ = [
+    "ADAPT_AIMD_STEP",
+    "ADAPT_ALGORITHMS",
+    "ADAPT_ANNOUNCED_HOLD",
+    "ADAPT_BETA",
+    "ADAPT_BUSY",
+    "ADAPT_CUBIC_RETURN",
+    "ADAPT_DEFAULT_ALGORITHM",
+    "ADAPT_DEFAULT_STATUSES",
+    "ADAPT_HOLD",
+    "ADAPT_MEASURED_BETA",
     "ALGORITHMS",
     "BREAKER_STATES",
     "BUCKETS",
@@ -118,6 +141,7 @@ __all__ = [
     "TOKEN_SCALE",
     "UNAVAILABLE_MODES",
     "WAIT_STRATEGIES",
+    "Adapt",
     "Breaker",
     "Budget",
     "ConditionOp",

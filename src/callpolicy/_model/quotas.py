@@ -3,10 +3,15 @@ vocabularies (algorithms), bounds and defaults."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 from attrs import validators as v
 
 from callpolicy._text import format_seconds, redacted
+
+if TYPE_CHECKING:
+    from callpolicy._model.adapt import Adapt
 
 ALGORITHMS: tuple[str, ...] = ("sliding-window", "fixed-window", "leaky-bucket", "token-bucket")
 BUCKETS = ("leaky-bucket", "token-bucket")  # take `burst`; the windows take `spread`
@@ -135,6 +140,7 @@ class Quota:
     # In-flight slots in Redis: a slot's lease, renewed while its call runs (see DEFAULT_LEASE).
     lease: float = attrs.field(default=DEFAULT_LEASE, validator=[v.ge(MIN_LEASE), v.le(MAX_LEASE)])
     learn: Learn | None = None  # the limit taken from responses' headers, within bounds
+    adapt: Adapt | None = None  # the rate adapted to refusals (429, 503), within bounds
 
     def __attrs_post_init__(self) -> None:
         kinds = sum(x is not None and x != () for x in (self.rate, self.concurrency, self.pool))
@@ -146,16 +152,22 @@ class Quota:
             raise ValueError(f"quota {self.name!r}: spread applies to the windows, not buckets")
         if self.burst == 0 and self.algorithm == "token-bucket":
             raise ValueError(f"quota {self.name!r}: a token bucket's burst (its size) is >= 1")
-        if self.learn is not None:
-            self._check_learn(self.learn)
+        for key, bounded in (("learn", self.learn), ("adapt", self.adapt)):
+            if bounded is not None:
+                self._check_bounds(key, bounded.floor, bounded.ceiling)
 
-    def _check_learn(self, learn: Learn) -> None:
+    def _check_bounds(self, key: str, floor: Rate, ceiling: Rate) -> None:
         if self.rate is None:
-            raise ValueError(f"quota {self.name!r}: learn applies only to a quota with a rate")
-        if learn.floor.period != self.rate.period:
-            raise ValueError(f"quota {self.name!r}: learn's bounds count over {self.rate}'s period")
-        if not learn.floor.calls <= self.rate.calls <= learn.ceiling.calls:
-            raise ValueError(f"quota {self.name!r}: {self.rate} is outside learn's bounds")
+            raise ValueError(f"quota {self.name!r}: {key} applies only to a quota with a rate")
+        if floor.period != self.rate.period:
+            raise ValueError(f"quota {self.name!r}: {key}'s bounds count over {self.rate}'s period")
+        if not floor.calls <= self.rate.calls <= ceiling.calls:
+            raise ValueError(f"quota {self.name!r}: {self.rate} is outside {key}'s bounds")
+
+    @property
+    def changes_limit(self) -> bool:
+        """Whether its limit may change while it runs (learned, or adapted)."""
+        return self.learn is not None or self.adapt is not None
 
     @staticmethod
     def algorithm_default() -> str:

@@ -56,15 +56,19 @@ class QuotaStore:
         )
 
     def learning(self, policy: Policy) -> list[LearnedLimit]:
-        """The state of each of `policy`'s quotas that learns its limit from responses."""
-        return [self.memory.learned.of(q) for q in policy.quotas if q.learn is not None]
+        """The state of each of `policy`'s quotas that learns its limit from responses, or
+        adapts its rate to them."""
+        return [self.memory.learned.of(q) for q in policy.quotas if q.changes_limit]
 
     def snapshot(self, names: Iterable[str]) -> dict[str, QuotaCounters]:
-        """What each quota of `names` did in this process, and the limit it learned."""
+        """What each quota of `names` did in this process, the limit it learned or adapted
+        to, and the congestion events that cut its adaptive rate."""
         names = list(names)
         counts = self.counters.snapshot(names)
         for name, rate in self.memory.learned.learned(names).items():
             counts[name] = attrs.evolve(counts[name], learned=rate)
+        for name, cuts in self.memory.learned.cuts(names).items():
+            counts[name] = attrs.evolve(counts[name], cuts=cuts)
         return counts
 
     def _groups(self, quotas: list[Quota]) -> list[Group]:

@@ -31,6 +31,9 @@ class QuotaCounters:
     `fail-closed`), not in `refused`; `waited`: attempts that waited for it, admitted or not,
     and `waited_seconds` in all; `failed_open`: admitted uncounted while Redis was
     unreachable (`fail-open`); `local`: admitted by `local_limit` while it was.
+    `learned`: the limit in force, once learned from headers (`learn`) or adapted to
+    refusals (`adapt`); None while it is the declared one. `cuts`: congestion events that cut
+    an adaptive rate (several refusals within one period of a cut are one event).
     """
 
     admitted: int = 0
@@ -41,6 +44,7 @@ class QuotaCounters:
     failed_closed: int = 0
     local: int = 0
     learned: Rate | None = None
+    cuts: int = 0
 
 
 _RARE = ("refused", "waited", "waited_seconds", "failed_open", "failed_closed", "local")

@@ -6,6 +6,7 @@ counters are told at once (`follow`, under the storage's lock), Redis groups bui
 script arguments from `current` (each admission sends the limit, so what was admitted stays
 counted). A change is logged once, with what caused it; an announcement that changes nothing
 logs nothing. A change learned here is shared through Redis when the quota is (`unshared`).
+A quota that adapts its rate (`adapt`, adaptive.py) changes it here too, on each answer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import attrs
 from callpolicy._clock import CLOCK
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Rate
+from callpolicy._quotas.adaptive import AdaptiveRate
 
 logger = logging.getLogger("callpolicy")
 # A limit flapping between announcements (servers behind one name that disagree): at most
@@ -32,7 +34,7 @@ _MAX_SAID = 200  # characters of what announced a limit, in a log line or in Red
 def same_learning(a: Quota, b: Quota) -> bool:
     """Whether a learned limit of `a` holds for `b` (a reload that changed only max_wait,
     on_unavailable...): the same limit, algorithm and bounds."""
-    fields = ("rate", "learn", "algorithm", "burst", "weighted", "spread", "storage")
+    fields = ("rate", "learn", "adapt", "algorithm", "burst", "weighted", "spread", "storage")
     return all(getattr(a, name) == getattr(b, name) for name in fields)
 
 
@@ -41,10 +43,21 @@ class LearnedLimit:
     the learned rate); `version` counts the changes."""
 
     def __init__(self, quota: Quota, follow: Callable[[Quota], None]) -> None:
-        assert quota.learn is not None and quota.rate is not None
+        assert quota.changes_limit and quota.rate is not None
         self.quota = quota
         self.learn = quota.learn
+        bounds = quota.learn or quota.adapt
+        assert bounds is not None
+        self.bounds = (bounds.floor.calls, bounds.ceiling.calls)
         self.period = quota.rate.period
+        self.adaptive = None
+        if quota.adapt is not None:
+            measures = quota.storage.is_memory  # in Redis, others' answers are not seen here
+            self.adaptive = AdaptiveRate(
+                quota.adapt, quota.rate.calls, self.period, CLOCK.now(), measures
+            )
+        self._adapting = threading.Lock()  # one answer at a time changes the adaptive rate
+        self._quiet_at = -math.inf  # when a probe (adapt) was last logged
         self.current = quota
         self.learned: Rate | None = None
         self.version = 0
@@ -60,13 +73,41 @@ class LearnedLimit:
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._adapting = threading.Lock()
 
-    def offer(self, calls: int, said: str, shared: bool = False) -> bool:
+    @property
+    def cuts(self) -> int:
+        """Congestion events that cut the adaptive rate, in this process."""
+        return self.adaptive.cuts if self.adaptive is not None else 0
+
+    def answered(self, status: int | None, announced: bool) -> None:
+        """An answer of `status` (None: no HTTP answer, which says nothing of the rate) came
+        back; `announced`: it announced a limit (already offered). Adapts the rate."""
+        adaptive, adapt = self.adaptive, self.quota.adapt
+        if adaptive is None or adapt is None or status is None:
+            return
+        with self._adapting:
+            rate = self.current.rate
+            assert rate is not None
+            change = adaptive.answer(CLOCK.now(), status, rate.calls, announced)
+            if change is not None:
+                calls, why, probe = change
+                self.offer(calls, why, bounds=(adapt.floor.calls, adapt.ceiling.calls), quiet=probe)
+
+    def offer(
+        self,
+        calls: int,
+        said: str,
+        shared: bool = False,
+        bounds: tuple[int, int] | None = None,
+        quiet: bool = False,
+    ) -> bool:
         """A response (or, `shared`, another process through Redis) announced `calls` per
-        period, by `said`: the limit in force becomes that, within the bounds. True if it
-        changed."""
+        period, by `said`: the limit in force becomes that, within the bounds (`bounds`, or
+        learn's, else adapt's). True if it changed. A `quiet` change (an adaptive rate's
+        probe) is logged at most once per LOG_EVERY, the others counted in its line."""
         said = " ".join(said.split())[:_MAX_SAID]  # one line, as Redis keeps it
-        low, high = self.learn.floor.calls, self.learn.ceiling.calls
+        low, high = bounds or self.bounds
         kept = min(max(calls, low), high)
         bound = ""
         if kept != calls:  # the server's limit is outside the bounds: say which holds
@@ -85,6 +126,11 @@ class LearnedLimit:
             self._follow(self.current)
             now = CLOCK.now()
             self._logged = [at for at in self._logged if now - at < LOG_EVERY]
+            if quiet and now - self._quiet_at < LOG_EVERY:
+                self._unlogged += 1  # said with the next line
+                return True
+            if quiet:
+                self._quiet_at = now
             if len(self._logged) >= LOG_MOST:
                 self._unlogged += 1  # said with the next line
                 return True
@@ -146,7 +192,7 @@ class LearnedLimits:
 
     def current(self, quota: Quota) -> Quota:
         """`quota` with the limit in force (learned, or its own)."""
-        known = self._limits.get(quota.name) if quota.learn is not None else None
+        known = self._limits.get(quota.name) if quota.changes_limit else None
         if known is None or not same_learning(known.quota, quota):
             return quota
         return (
@@ -157,3 +203,9 @@ class LearnedLimits:
         """The limits learned so far, by quota name, of those of `names` that learned one."""
         found = {name: self._limits.get(name) for name in names}
         return {name: known.learned for name, known in found.items() if known and known.learned}
+
+    def cuts(self, names: Iterable[str]) -> dict[str, int]:
+        """The congestion events that cut an adaptive rate, by quota name, of those of
+        `names` that had any."""
+        found = {name: self._limits.get(name) for name in names}
+        return {name: known.cuts for name, known in found.items() if known and known.cuts}

@@ -89,6 +89,7 @@ class MemoryStorage:
             quota.burst,
             quota.spread,
             quota.learn,
+            quota.adapt,
         )
         with self.lock:
             known = self._counters.get(quota.name)

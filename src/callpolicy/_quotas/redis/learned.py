@@ -58,7 +58,9 @@ class Sharing:
         self.storage = storage
         self.quotas = quotas
         learned = storage.memory.learned
-        self.limits = [(learned.of(q), storage.key(q, "learned")) for q in quotas if q.learn]
+        self.limits = [
+            (learned.of(q), storage.key(q, "learned")) for q in quotas if q.changes_limit
+        ]
         self.versions = tuple(limit.version for limit, _ in self.limits)
 
     def follow(self) -> Steps[Arguments | None]:

@@ -176,7 +176,7 @@ class RedisGroup(Shells):
         self.told_of_ends = any(q.concurrency is not None or anchored(q) for q in quotas)
         self.weighted = any(q.weighted for q in quotas)
         self.max_wait = max(q.max_wait for q in quotas)
-        learning = any(q.learn for q in quotas)
+        learning = any(q.changes_limit for q in quotas)
         self.sharing = Sharing(storage, self.quotas) if learning else None
         self.arguments = Arguments([storage.memory.learned.current(q) for q in quotas])
         self.lone = self.arguments.lone
@@ -194,6 +194,7 @@ class RedisGroup(Shells):
                 storage=Storage(),
                 burst=None,
                 learn=None,
+                adapt=None,
             )
             for q in quotas
             if q.on_unavailable == "local" and q.local_limit is not None

@@ -1,0 +1,180 @@
+"""The adaptive rate of a quota (`adapt`): what it does on each answer, decided without I/O.
+
+A refusal (a status of `adapt.statuses`, 429 and 503 by default) is a congestion event: the
+rate is cut to ADAPT_BETA of itself (never below the floor). Refusals answered within one
+period of a cut (ADAPT_HOLD) belong to the same event, whatever their number: the server is
+still counting the calls sent at the rate before the cut, and 10 calls in flight must not cut
+it 10 times. Every other answer lets the rate probe upward (never above the ceiling), while
+the calls use it (ADAPT_BUSY of it answered in the last period; a quota barely used learns
+nothing about the server's limit, and would otherwise climb to its ceiling unseen):
+
+- "cubic" (RFC 8312, as the AWS SDKs' adaptive retry mode): the rate follows
+  `w_max + c * w_max * (t - K)**3`, `t` the busy periods since the cut, `w_max` the rate
+  cut from (lowered when cuts come at falling rates: fast convergence), `K` the periods it
+  takes to get back there: fast far below, flat near the rate of the last cut, then probing
+  beyond it slowly, then faster.
+- "aimd": the rate grows by a fixed step per busy period (ADAPT_AIMD_STEP of the ceiling).
+
+It starts at the declared rate, on the flat of the curve (as if just back at a last cut).
+A limit changed from elsewhere (announced by a header, or adapted by another process through
+Redis) becomes the rate to start from; while a limit announced by headers is fresh
+(ADAPT_ANNOUNCED_HOLD periods), the rate neither probes nor cuts for answers that announce one:
+headers win when present. Times are in seconds; rates in calls per the quota's period.
+"""
+
+from __future__ import annotations
+
+import math
+
+from callpolicy._model import (
+    ADAPT_AIMD_STEP,
+    ADAPT_ANNOUNCED_HOLD,
+    ADAPT_BETA,
+    ADAPT_BUSY,
+    ADAPT_CUBIC_RETURN,
+    ADAPT_HOLD,
+    ADAPT_MEASURED_BETA,
+    Adapt,
+)
+
+Change = tuple[int, str, bool]  # (calls per period, why, is a probe)
+
+
+class AdaptiveRate:
+    """One quota's adaptive rate. Not thread-safe: its owner (learned.py) serialises calls."""
+
+    def __init__(
+        self, adapt: Adapt, calls: int, period: float, now: float, measures: bool = True
+    ) -> None:
+        self.adapt = adapt
+        self.measures = measures  # the answers seen here are all the quota's (not shared)
+        self.period = period
+        self.low, self.high = float(adapt.floor.calls), float(adapt.ceiling.calls)
+        self.cubic = adapt.algorithm == "cubic"
+        self.step = max(1.0, ADAPT_AIMD_STEP * self.high)
+        self.cuts = 0  # congestion events that cut the rate
+        self.cut_at = -math.inf
+        self.announced_at = -math.inf
+        self._start(float(calls), now)
+        self.answers = Trailing(period)  # answered, passed and refused in the last period
+
+    def _start(self, rate: float, now: float) -> None:
+        """Start again from `rate` calls, on the flat of the curve."""
+        self.rate = self.base = rate
+        self.w_max = rate
+        self.calls = self._calls(rate)
+        self.known = int(rate)  # the limit in force as last seen or set here
+        self.busy_for = ADAPT_CUBIC_RETURN if self.cubic else 0.0  # busy periods since the base
+        self.seen = now
+
+    def _calls(self, rate: float) -> int:
+        return int(min(max(math.floor(rate + 1e-9), self.low), self.high))
+
+    def answer(self, now: float, status: int, in_force: int, announced: bool) -> Change | None:
+        """One answer of `status` (`announced`: it announced a limit, followed elsewhere) at
+        `now`, the limit in force being `in_force`: the new limit and why, if it changes."""
+        if in_force != self.known:  # changed elsewhere (headers, another process)
+            falling = in_force < self.known
+            self._start(float(in_force), now)
+            if falling:
+                self.cut_at = now  # the refusals still coming belong to that change
+        if announced:
+            self.announced_at = now
+        refused = status in self.adapt.statuses
+        answers = self.answers.add(now, refused)
+        if answers.answered >= ADAPT_BUSY * self.calls:  # the calls use the rate
+            self.busy_for += (now - self.seen) / self.period
+        self.seen = now
+        if announced:
+            return None  # headers win
+        if refused:
+            return self._refused(now, status, answers)
+        return self._passed(now)
+
+    def _refused(self, now: float, status: int, answers: Counts) -> Change | None:
+        if now - self.cut_at < ADAPT_HOLD * self.period:
+            return None  # the same congestion event
+        self.cut_at = now
+        old = self.rate
+        if old <= self.low:
+            return None  # nothing left to cut
+        passed = answers.passed
+        if self.measures and 0 < passed < old:
+            # A server counting calls over a window refuses once it holds its limit: what
+            # passed in the last period is that limit, as near as can be told. Start below
+            # it (its window is full), the curve flat at it.
+            self.w_max = float(passed)
+            self.rate = self.base = max(self.low, passed * ADAPT_MEASURED_BETA)
+            why = f"{passed} passed in the last period"
+        else:
+            # fast convergence: cut again below the last plateau, the server's limit fell
+            self.w_max = old if old >= self.w_max else old * (1.0 + ADAPT_BETA) / 2.0
+            self.rate = self.base = max(self.low, old * ADAPT_BETA)
+            why = f"a congestion event, the rate cut to {ADAPT_BETA:g} of itself"
+        self.busy_for = 0.0
+        self.cuts += 1
+        calls = self._calls(self.rate)
+        if calls == self.calls:
+            return None
+        self.calls = self.known = calls
+        return calls, f"HTTP {status}: {why}", False
+
+    def _passed(self, now: float) -> Change | None:
+        if now - self.announced_at < ADAPT_ANNOUNCED_HOLD * self.period:
+            return None  # a limit announced lately holds: no probing above it
+        t = self.busy_for
+        if self.cubic:
+            k = ADAPT_CUBIC_RETURN
+            c = (1.0 - ADAPT_BETA) / k**3
+            rate = self.w_max * (1.0 + c * (t - k) ** 3)
+        else:
+            rate = self.base + self.step * t
+        self.rate = min(max(rate, self.base), self.high)
+        calls = self._calls(self.rate)
+        if calls <= self.calls:
+            return None
+        self.calls = self.known = calls
+        since = now - self.cut_at
+        quiet = f"for {since:.1f}s" if since < math.inf else "since the start"
+        return calls, f"no refusal {quiet}: probing up ({self.adapt.algorithm})", True
+
+
+class Counts:
+    """Answers in the last period."""
+
+    __slots__ = ("answered", "passed")
+
+    def __init__(self) -> None:
+        self.answered = self.passed = 0
+
+
+class Trailing:
+    """Answers counted over the last period and a tenth, in slices of a tenth (bounded,
+    whatever the rate): a quota's window lets its calls through one period and its guard
+    apart, all of them counted here."""
+
+    SLOTS = 11
+
+    def __init__(self, period: float) -> None:
+        self.slice = period / (self.SLOTS - 1)
+        self.answered = [0] * self.SLOTS
+        self.passed = [0] * self.SLOTS
+        self.last = 0  # the slice last counted in (its number since the epoch)
+        self.totals = Counts()
+
+    def add(self, now: float, refused: bool) -> Counts:
+        at = int(now // self.slice)
+        if at != self.last:
+            for index in range(max(self.last + 1, at - self.SLOTS + 1), at + 1):
+                slot = index % self.SLOTS
+                self.totals.answered -= self.answered[slot]
+                self.totals.passed -= self.passed[slot]
+                self.answered[slot] = self.passed[slot] = 0
+            self.last = max(at, self.last)
+        slot = self.last % self.SLOTS
+        self.answered[slot] += 1
+        self.totals.answered += 1
+        if not refused:
+            self.passed[slot] += 1
+            self.totals.passed += 1
+        return self.totals

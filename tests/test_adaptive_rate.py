@@ -1,0 +1,330 @@
+"""Adaptive rates (`adapt`): the algorithm on a fake timeline (a cut per congestion event,
+the probe back up, the bounds, probing only while the rate is used, the cut to what passed),
+then through a registry (logged once with why, counters, explain, headers winning)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from callpolicy import Adapt, FakeClock, PolicyError, Rate, Registry
+from callpolicy._explain import explain
+from callpolicy._quotas.adaptive import AdaptiveRate
+
+RegistryOf = Callable[..., Registry]
+BOUNDS = Adapt(Rate(5, 1.0), Rate(50, 1.0))
+AIMD = Adapt(Rate(5, 1.0), Rate(50, 1.0), algorithm="aimd")
+CONGESTION = "HTTP 429: a congestion event, the rate cut to 0.7 of itself"
+
+
+def blind(adapt: Adapt = BOUNDS, calls: int = 20) -> AdaptiveRate:
+    """An adaptive rate that does not measure what passed (as in Redis): cuts by 0.7."""
+    return AdaptiveRate(adapt, calls, 1.0, 0.0, measures=False)
+
+
+def busy(rate: AdaptiveRate, start: float, seconds: float, per_second: int = 20) -> float:
+    """Answers of 200 at `per_second` from `start` for `seconds`; the end."""
+    n = int(seconds * per_second)
+    for i in range(n):
+        rate.answer(start + i / per_second, 200, rate.calls, False)
+    return start + n / per_second
+
+
+def test_a_refusal_cuts_the_rate() -> None:
+    rate = blind()
+    assert rate.answer(0.5, 429, 20, False) == (14, CONGESTION, False)
+    assert rate.cuts == 1
+
+
+def test_refusals_within_a_period_of_a_cut_are_one_congestion_event() -> None:
+    rate = blind()
+    changes = [rate.answer(0.1 + i / 20, 429, rate.calls, False) for i in range(18)]
+    assert [c for c in changes if c is not None] == [(14, CONGESTION, False)]
+    assert rate.cuts == 1
+    assert rate.answer(1.2, 429, rate.calls, False) == (9, CONGESTION, False)  # a new event
+    assert rate.cuts == 2
+
+
+def test_a_503_cuts_too_and_other_statuses_do_not() -> None:
+    rate = blind()
+    assert rate.answer(0.1, 500, 20, False) is None
+    assert rate.answer(0.2, 404, 20, False) is None
+    assert rate.answer(0.3, 503, 20, False) == (14, CONGESTION.replace("429", "503"), False)
+
+
+def test_the_rate_never_goes_below_the_floor() -> None:
+    rate = blind()
+    for second in range(10):
+        rate.answer(float(second), 429, rate.calls, False)
+    assert rate.calls == 5
+    assert rate.cuts == 4  # 20 -> 14 -> 9 -> 6 -> 5, then nothing left to cut
+
+
+def test_cubic_climbs_back_fast_then_flat_then_beyond() -> None:
+    rate = blind()
+    rate.answer(0.0, 429, 20, False)  # 20 -> 14, the curve's plateau at 20
+    seen = {}
+    at = 0.05
+    for second in range(1, 8):
+        at = busy(rate, at, 1.0, per_second=rate.calls)
+        seen[second] = rate.calls
+    # (busy from the 7th answer on: 0.64 busy periods after the first second)
+    assert seen[1] == 18  # most of the way back within a period
+    assert seen[2] == 19 and seen[3] == 20  # flat near the rate of the cut
+    assert 20 < seen[4] < seen[5] < 50  # then probing beyond, faster and faster
+    assert seen[6] == seen[7] == 50  # up to the ceiling
+
+
+def test_a_probe_says_why() -> None:
+    rate = blind()
+    rate.answer(0.0, 429, 20, False)
+    changes = []
+    for i in range(1, 60):
+        changes.append(rate.answer(i / 20, 200, rate.calls, False))
+    found = [c for c in changes if c is not None]
+    assert found[0][2] is True and found[0][1].startswith("no refusal for ")
+    assert found[0][1].endswith(": probing up (cubic)")
+
+
+def test_aimd_climbs_a_step_per_busy_period_up_to_the_ceiling() -> None:
+    rate = blind(AIMD)
+    rate.answer(0.0, 429, 20, False)  # 20 -> 14
+    end = busy(rate, 0.05, 2.0)
+    assert rate.calls == 18  # 14 + 1.7 busy periods x 2.5 (5 % of the ceiling 50)
+    busy(rate, end, 30.0, per_second=60)
+    assert rate.calls == 50
+
+
+def test_no_probe_while_the_calls_do_not_use_the_rate() -> None:
+    rate = blind()
+    for second in range(30):
+        assert rate.answer(second + 0.5, 200, rate.calls, False) is None  # 1 a second of 20
+    assert rate.calls == 20
+
+
+def test_a_cut_measures_what_passed_when_the_server_goes_on_refusing() -> None:
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)  # measures: every answer is seen here
+    busy(rate, 0.0, 1.0, per_second=10)  # the server let 10 through in the last second
+    assert rate.answer(1.01, 429, 20, False) == (9, "HTTP 429: 10 passed in the last period", False)
+    assert rate.w_max == 10.0  # the curve flattens at what passed
+
+
+def test_an_announced_limit_wins() -> None:
+    rate = blind()
+    assert rate.answer(0.1, 429, 20, True) is None  # the header's limit is followed instead
+    assert rate.cuts == 0
+    busy(rate, 0.2, 8.0)
+    assert rate.calls == 20  # no probing above a limit announced lately
+
+
+def test_a_limit_changed_elsewhere_is_where_it_starts_from() -> None:
+    rate = blind()
+    rate.answer(0.1, 200, 30, False)  # another process (or a header) set 30
+    assert rate.calls == 30
+    assert rate.answer(0.2, 429, 30, False) == (21, CONGESTION, False)
+    rate.answer(1.5, 200, 12, False)  # lowered elsewhere: that is a cut too
+    assert rate.answer(1.6, 429, 12, False) is None  # ...whose refusals it already covers
+
+
+# -- through a registry ------------------------------------------------------------------------
+
+
+def policies(adapt: str = '{ floor = "5/1s", ceiling = "50/1s" }', more: str = "") -> str:
+    return f"""
+        [quotas.api]
+        limit = "20/1s"
+        max_wait = "0s"
+        adapt = {adapt}
+        {more}
+
+        [endpoints.get]
+        quotas = ["api"]
+        """
+
+
+def answering(registry: Registry) -> Callable[..., SimpleNamespace]:
+    @registry.policy("svc.get")
+    def get(status: int = 200, headers: dict[str, str] | None = None) -> SimpleNamespace:
+        return SimpleNamespace(status_code=status, headers=headers or {})
+
+    return get
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if ": limit " in r.getMessage()]
+
+
+def test_refusals_in_flight_cut_once_logged_once_and_counted(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    registry = registry_of(svc=policies('{ floor = "5/1s", ceiling = "50/1s" }'))
+    get = answering(registry)
+    for _ in range(10):
+        assert get(429).status_code == 429  # the answer is the call's, unchanged
+    assert said(caplog) == [f"quota svc.api: limit 20/1s -> 14/1s ({CONGESTION})"]
+    counters = registry.quota_counters()["svc.api"]
+    assert counters.learned == Rate(14, 1.0)
+    assert counters.cuts == 1
+
+
+def test_no_http_answer_says_nothing_of_the_rate(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(svc=policies())
+
+    @registry.policy("svc.get")
+    def get() -> None:
+        raise requests.ConnectionError("refused")
+
+    with pytest.raises(requests.ConnectionError):
+        get()
+    assert registry.quota_counters()["svc.api"].cuts == 0
+
+
+def test_with_learn_the_headers_win(registry_of: RegistryOf, clock: FakeClock) -> None:
+    registry = registry_of(
+        svc=policies(more='learn = { from = "x-ratelimit", floor = "5/1s", ceiling = "50/1s" }')
+    )
+    get = answering(registry)
+    get(429, {"X-RateLimit-Limit": "12"})
+    counters = registry.quota_counters()["svc.api"]
+    assert counters.learned == Rate(12, 1.0) and counters.cuts == 0
+    clock.advance(1.0)  # (the refusals of the next second belong to that change)
+    get(429)  # a refusal announcing nothing (a proxy's) cuts what is in force
+    counters = registry.quota_counters()["svc.api"]
+    assert counters.learned == Rate(8, 1.0) and counters.cuts == 1
+
+
+def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
+    registry = registry_of(
+        svc=policies('{ floor = "5/1s", ceiling = "50/1s", on_status = [429], algorithm = "aimd" }')
+    )
+    text = explain(registry.get("svc.get"))
+    assert (
+        "adapts its rate to HTTP 429 (x0.7 per congestion event, up again by a step per period "
+        "while no refusal comes), from the limit, within 5/1s..50/1s" in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("adapt", "more", "error"),
+    [
+        (
+            '{ floor = "5/1s" }',
+            "",
+            'svc.api.adapt: needs ceiling (like { floor = "5/1s", ceiling = "50/1s" })',
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1m" }',
+            "",
+            "svc.api.adapt.ceiling: must count over the floor's period (got 50/1m; the floor "
+            "is 5/1s)",
+        ),
+        (
+            '{ floor = "30/1s", ceiling = "50/1s" }',
+            "",
+            "svc.api.limit: must be within adapt's bounds 30/1s..50/1s (got 20/1s: the rate "
+            "starts there)",
+        ),
+        (
+            '{ floor = "5/1m", ceiling = "50/1m" }',
+            "",
+            "svc.api.adapt.floor: must count over the limit's period, like 5/1s (got 5/1m; "
+            "the limit is 20/1s)",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1s", on_status = [429, 200] }',
+            "",
+            "svc.api.adapt.on_status: must be refusals, 4xx or 5xx (got 200)",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1s", on_status = [] }',
+            "",
+            "svc.api.adapt.on_status: must name at least one status, like [429, 503]",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1s", algorithm = "bbr" }',
+            "",
+            "svc.api.adapt.algorithm: must be one of 'cubic', 'aimd' (got 'bbr')",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1s", step = 2 }',
+            "",
+            "svc.api.adapt.step: unknown key",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "50/1s" }',
+            "weighted = true",
+            "svc.api.adapt: cannot adapt a weighted quota (a refusal says which call was one "
+            "too many, not which cost units): adapt a quota of calls next to it",
+        ),
+        (
+            '{ floor = "5/1s", ceiling = "5000000/1s" }',
+            "",
+            "svc.api.adapt.ceiling: is too large for an exact sliding window",
+        ),
+    ],
+)
+def test_what_cannot_adapt_is_a_load_error(
+    registry_of: RegistryOf, adapt: str, more: str, error: str
+) -> None:
+    with pytest.raises(PolicyError) as refused:
+        registry_of(svc=policies(adapt, more))
+    assert error in str(refused.value)
+
+
+def test_adapting_in_flight_slots_or_a_pool_member_is_a_load_error(
+    registry_of: RegistryOf,
+) -> None:
+    with pytest.raises(PolicyError) as refused:
+        registry_of(
+            svc="""
+            [quotas.slots]
+            concurrency = 10
+            adapt = { floor = "5/1s", ceiling = "50/1s" }
+            [quotas.key]
+            limit = "20/1s"
+            adapt = { floor = "5/1s", ceiling = "50/1s" }
+            [quotas.keys]
+            pool = ["key"]
+            [endpoints.get]
+            quotas = ["keys"]
+            """
+        )
+    text = str(refused.value)
+    assert (
+        "svc.slots.adapt: applies only to a quota with a limit (this one has concurrency)" in text
+    )
+    assert "svc.keys.pool[0]: 'svc.key' adapts its rate: a pool's members cannot (yet)" in text
+
+
+def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    registry = registry_of(
+        svc=policies('{ floor = "5/1s", ceiling = "50/1s", algorithm = "aimd" }')
+    )
+    get = answering(registry)
+    for _ in range(100):  # 6 s at 16 a second: busy, never refused
+        get(200)
+        clock.advance(0.06)
+    get(429)
+    lines = said(caplog)
+    assert len(lines) == 2, lines
+    assert lines[0] == (
+        "quota svc.api: limit 20/1s -> 21/1s (no refusal since the start: probing up (aimd))"
+    )
+    # the calls never used more than 16 to 18 a second (counted in tenths of a period, as the
+    # clock's start falls): that is what the cut goes by, to 0.9 of it
+    cut = re.fullmatch(
+        r"quota svc.api: limit 33/1s -> (\d+)/1s \(HTTP 429: (1[6-8]) passed in the last "
+        r"period; 12 more change\(s\) since the last line\)",
+        lines[1],
+    )
+    assert cut is not None, lines
+    assert int(cut[1]) == int(0.9 * int(cut[2]))
