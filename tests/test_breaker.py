@@ -478,3 +478,115 @@ def test_a_settled_breaker_counts_fast_successes_without_its_lock_and_still_open
     assert breaker.state == "closed" and breaker.counts() == (10, 4, 0)
     record(breaker, "x")  # 5 of the last 10 failed
     assert breaker.state == "open"
+
+
+# -- found by review ------------------------------------------------------------------------
+
+
+def test_exact_ratios_open_it_counted_in_thousandths() -> None:
+    breaker = LocalBreaker(Breaker("b", window_calls=100, min_calls=100, failure_ratio=0.07))
+    record(breaker, "o" * 93 + "x" * 7)  # 7 of 100: 0.07 * 100 is 7.000000000000001 in floats
+    assert breaker.state == OPEN
+
+
+def test_a_count_window_under_the_default_min_calls_still_opens() -> None:
+    breaker = LocalBreaker(Breaker("b", window_calls=10))  # min_calls 20 by default
+    assert Breaker("b", window_calls=10).least_calls == 10
+    record(breaker, "x" * 10)
+    assert breaker.state == OPEN
+
+
+def test_half_open_whose_trial_calls_never_end_opens_again() -> None:
+    model = Breaker("b", window_calls=2, min_calls=2, open_for=30.0, slow_call=60.0, probes=1)
+    breaker = LocalBreaker(model)
+    record(breaker, "xx", now=0.0)
+    assert breaker.enter(30.0) is not None  # the trial call: it never reports
+    assert breaker.enter(89.0) is None  # its place is held...
+    assert breaker.state == HALF_OPEN
+    assert breaker.enter(90.0) is None  # ...for max(open_for, slow_call): then open again
+    assert breaker.state == OPEN and breaker.retry_in(90.0) == pytest.approx(30.0)
+    assert breaker.enter(120.0) is not None  # and it probes again
+
+
+SHARED = """
+[breakers.api]
+window = 6
+min_calls = 6
+probes = 1
+[endpoints.get]
+breaker = "api"
+retry.on_exceptions = ["ConnectionError"]
+wait.strategy = "none"
+stop.attempts = 1
+[endpoints.create]
+breaker = "api"
+"""
+
+
+def test_errors_a_policy_does_not_judge_do_not_dilute_a_shared_breaker(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(svc=SHARED)
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    get, create = registry.policy("svc.get")(down), registry.policy("svc.create")(down)
+    for _ in range(6):
+        for fn in (create, create, get):  # creates retry nothing: their errors say nothing
+            with pytest.raises(ConnectionError):
+                fn()
+    with pytest.raises(CircuitOpen):  # 6 of the last 6 judged calls failed
+        create()
+
+
+def test_a_nested_call_refused_by_the_same_breaker_is_no_outcome_of_the_outer_one(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(svc=SHARED)
+    inner = registry.policy("svc.get")(lambda: "ok")
+
+    @registry.policy("svc.create")
+    def outer() -> object:
+        return inner()
+
+    state = registry.runner("svc.get").breaker.breaker  # type: ignore[union-attr]
+    for _ in range(6):
+        with pytest.raises(ConnectionError):
+            registry.policy("svc.get")(Flaky())()
+    assert state.state == OPEN
+    clock.advance(30)
+    with pytest.raises(CircuitOpen):
+        outer()  # the outer call took the trial call; the inner one was refused
+    assert state.state == HALF_OPEN  # not closed by a "success" that reached no server
+
+
+def test_slow_calls_are_timed_from_the_call_not_the_quota_wait(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        svc='[endpoints.get]\nquotas = [{ limit = "1/1s", max_wait = "10s" }]\n'
+        'breaker = { window = 4, min_calls = 4, slow_call = "1s", slow_call_ratio = 0.5 }\n'
+    )
+    get = registry.policy("svc.get")(lambda: "ok")
+    for _ in range(8):  # each waits about 1 s for the quota, then returns at once
+        assert get() == "ok"
+    assert registry.stats()["svc.get"].breaker == "closed"
+
+
+def test_circuit_open_after_a_retried_value_keeps_the_value(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    class Response:
+        status_code = 503
+
+    registry = registry_of(svc=POLICY.format(extra="", attempts=3))
+    other = registry.policy("svc.other")(Flaky())
+    get = registry.policy("svc.get")(Response)
+    with pytest.raises(RetryExhausted):
+        get()  # three 503s: the window holds 3 failures of 4
+    with pytest.raises(CircuitOpen) as refused:
+        get()  # the fourth opens it; the retry is refused, chained from the value
+    cause = refused.value.__cause__
+    assert isinstance(cause, RetryExhausted) and cause.last_result.status_code == 503
+    del other

@@ -147,7 +147,7 @@ def describe_breaker(breaker: Breaker, policy: str) -> str:
     where = "" if breaker.storage.is_memory else f", shared in {breaker.storage}"
     return (
         f"{whose}: opens at {breaker.failure_ratio:.0%} failed or {slow} over {window} "
-        f"(from {breaker.min_calls} calls); open {format_seconds(breaker.open_for)}, then "
+        f"(from {breaker.least_calls} calls); open {format_seconds(breaker.open_for)}, then "
         f"{probes}; failed: {failures}{where}"
     )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import tenacity
 
+from callpolicy._clock import CLOCK
 from callpolicy._engine.circuit import Ticket
 from callpolicy._engine.outcomes import no_quota_for_retry
 from callpolicy._engine.traced import attempt_refused
@@ -38,7 +39,7 @@ def admitted(
         runner.breaker,
     )
     try:
-        ticket = None if breaker is None else breaker.enter_retry(last)
+        ticket = None if breaker is None else breaker.enter_retry(last, attempt - 1)
     except CircuitOpen as refused:  # opened while this call slept
         attempt_refused(trace, refused)
         runner.between.gives_up(state, "circuit open", last)
@@ -47,10 +48,12 @@ def admitted(
         left = 0.0 if pause is None else pause.left(attempt, deadline_at)
         if left:
             yield Sleep(left)
-        if admission is None:
-            return ticket, None
-        call = (costing, state.args, state.kwargs)
-        grant: Grant = yield Method(admission, "admit", attempt, deadline_at, call)
+        grant: Grant | None = None
+        if admission is not None:
+            call = (costing, state.args, state.kwargs)
+            grant = yield Method(admission, "admit", attempt, deadline_at, call)
+        if ticket is not None:  # a slow call is timed from here, past the waits
+            ticket[1] = CLOCK.now()
         return ticket, grant
     except QuotaExceeded as refused:
         runner._cancel(ticket)

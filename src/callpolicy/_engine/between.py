@@ -97,7 +97,7 @@ class Between:
         refused = None if self.breaker is None else self.breaker.open_past(sleep)
         if refused is not None:  # fail now, not after a sleep the breaker would refuse
             self.gives_up(state, "circuit open")
-            self.breaker.refuse(refused, state.outcome)  # type: ignore[union-attr]
+            self.breaker.refuse(refused, state.outcome, state.attempt_number)  # type: ignore[union-attr]
         state.idle_for += sleep
         self.tally.slept(sleep)
         if listening():  # describing the cause costs more than the rest of a retry

@@ -36,12 +36,23 @@ def log_change(breaker: str, state: str, why: str) -> None:
     emit(BreakerChanged(breaker, state, why))
 
 
+def permille(ratio: float) -> int:
+    """A ratio in thousandths: shares are compared in integers (0.07 of 100 calls is 7,
+    where floats say 7.000000000000001)."""
+    return round(ratio * 1000)
+
+
+def reaches(count: int, of: int, ratio_permille: int) -> bool:
+    """Whether `count` of `of` calls is a share of at least `ratio_permille` thousandths."""
+    return count * 1000 >= ratio_permille * of
+
+
 def opening_reason(model: Breaker, calls: int, failures: int, slow: int) -> str | None:
     """Why a closed breaker with these counts opens; None: it stays closed."""
-    if calls < model.min_calls:
+    if calls < model.least_calls:
         return None
-    failing = failures >= model.failure_ratio * calls
-    if not failing and slow < model.slow_call_ratio * calls:
+    failing = reaches(failures, calls, permille(model.failure_ratio))
+    if not failing and not reaches(slow, calls, permille(model.slow_call_ratio)):
         return None
     window = (
         f"the last {model.window_calls} calls"
@@ -65,7 +76,7 @@ def trial_failed_reason(model: Breaker, done: int, failed: int, slow: int) -> st
     """Why the trial calls open the breaker again: enough of `model.probes` failed (or
     were slow) that their share reaches the ratio, whatever the others do."""
     probes = model.probes
-    if failed >= model.failure_ratio * probes:
+    if reaches(failed, probes, permille(model.failure_ratio)):
         share = f"{failed / probes:.0%} >= failure_ratio {model.failure_ratio:g}"
         return f"{failed} of {probes} trial calls failed ({share})"
     share = f"{slow / probes:.0%} >= slow_call_ratio {model.slow_call_ratio:g}"
@@ -89,8 +100,10 @@ class LocalBreaker:
         self.model = model
         self.name = model.name
         self.window = make_window(model)
-        self.min_calls, self.failing = model.min_calls, model.failure_ratio
-        self.slowing = model.slow_call_ratio
+        self.min_calls = model.least_calls
+        self.failing, self.slowing = permille(model.failure_ratio), permille(model.slow_call_ratio)
+        # Half-open that has not decided by then (trial calls that never ended): open again.
+        self.half_open_for = max(model.open_for, model.slow_call)
         self.state = CLOSED
         # Fast successes of a settled count window, counted without the lock and added to
         # the window when the lock is next taken (see record).
@@ -99,7 +112,7 @@ class LocalBreaker:
         self.fast_successes = itertools.count()
         self.drained = 0
         self.generation = 0
-        self.probe_at = 0.0  # open: when trial calls may go
+        self.probe_at = 0.0  # open: when trial calls may go; half-open: when it began
         self.probes_taken = 0  # half-open: trial calls let through
         self.probes_done = self.probes_failed = self.probes_slow = 0  # and their outcomes
         self.lock = threading.Lock()
@@ -112,22 +125,25 @@ class LocalBreaker:
         """The generation an attempt starting `now` is counted in; None: refused."""
         if self.state is CLOSED:
             return self.generation
-        why = None
+        entered = half = opened = None
         with self.lock:
             if self.state is CLOSED:
                 return self.generation
             if self.state is OPEN:
                 if now < self.probe_at:
                     return None
-                why = half_open_reason(self.model)
+                half = half_open_reason(self.model)
                 self._change(HALF_OPEN, now)
-            if self.probes_taken >= self.model.probes:
-                entered = None
-            else:
+            elif now - self.probe_at >= self.half_open_for:  # its trial calls never ended
+                opened = f"the trial calls did not end within {format_seconds(self.half_open_for)}"
+                self._change(OPEN, now)
+            if opened is None and self.probes_taken < self.model.probes:
                 self.probes_taken += 1
                 entered = self.generation
-        if why is not None:
-            log_change(self.name, HALF_OPEN, why)
+        if half is not None:
+            log_change(self.name, HALF_OPEN, half)
+        if opened is not None:
+            log_opened(self.model, opened)
         return entered
 
     def retry_in(self, now: float) -> float:
@@ -154,7 +170,8 @@ class LocalBreaker:
                 if self.lazy and calls >= self.min_calls:
                     self.settled = True
                 if calls < self.min_calls or (
-                    window.failures < self.failing * calls and window.slow < self.slowing * calls
+                    not reaches(window.failures, calls, self.failing)
+                    and not reaches(window.slow, calls, self.slowing)
                 ):
                     return
                 why = opening_reason(self.model, calls, window.failures, window.slow) or ""
@@ -165,7 +182,7 @@ class LocalBreaker:
                 self.probes_slow += outcome >> 1
                 probes = self.model.probes
                 done, failed, slow = self.probes_done, self.probes_failed, self.probes_slow
-                if failed >= self.failing * probes or slow >= self.slowing * probes:
+                if reaches(failed, probes, self.failing) or reaches(slow, probes, self.slowing):
                     why = trial_failed_reason(self.model, done, failed, slow)
                     state = OPEN
                 elif done < probes:
@@ -211,5 +228,7 @@ class LocalBreaker:
         self.probes_taken = self.probes_done = self.probes_failed = self.probes_slow = 0
         if state == OPEN:
             self.probe_at = now + self.model.open_for
+        elif state == HALF_OPEN:
+            self.probe_at = now  # when it began
         elif state == CLOSED:
             self.window.clear()

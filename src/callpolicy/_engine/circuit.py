@@ -10,7 +10,6 @@ Interrupts (KeyboardInterrupt, a cancelled task) are no outcome: a trial call is
 
 from __future__ import annotations
 
-from concurrent.futures import CancelledError
 from typing import Any, NoReturn, Protocol
 
 import tenacity
@@ -20,7 +19,7 @@ from callpolicy._engine.breaker import CLOSED, OPEN, LocalBreaker
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.http import status_of
 from callpolicy._engine.windows import FAILED, SLOW
-from callpolicy._errors import CircuitOpen
+from callpolicy._errors import CircuitOpen, RetryExhausted
 from callpolicy._model import Breaker
 
 # An attempt's ticket: [the generation it counts in, when it started]; once its outcome is
@@ -72,20 +71,22 @@ class Circuit:
 
     def enter(self) -> Ticket:
         """Before an attempt (and its quotas): its ticket, or CircuitOpen."""
-        now, breaker = CLOCK.now(), self.breaker
+        breaker = self.breaker
         if self.local and breaker.state is CLOSED:  # LocalBreaker.enter's first line
-            return [breaker.generation, now]
+            return [breaker.generation, 0.0]  # its start: set when the call is made
+        now = CLOCK.now()
         generation = breaker.enter(now)
         if generation is None:
             raise CircuitOpen(self.policy, self.name, self.breaker.retry_in(now))
         return [generation, now]
 
-    def enter_retry(self, last: tenacity.Future | None) -> Ticket:
-        """Before a retry: its ticket, or CircuitOpen raised from the last error."""
+    def enter_retry(self, last: tenacity.Future | None, attempts: int) -> Ticket:
+        """Before a retry: its ticket, or CircuitOpen raised from the last outcome (after
+        `attempts` attempts)."""
         try:
             return self.enter()
         except CircuitOpen as refused:
-            _refuse(refused, last)
+            _refuse(refused, last, attempts)
 
     def open_past(self, sleep: float) -> CircuitOpen | None:
         """The refusal a retry after `sleep` seconds would meet (the breaker open, and
@@ -97,15 +98,18 @@ class Circuit:
                 return CircuitOpen(self.policy, self.name, retry_in)
         return None
 
-    def refuse(self, refused: CircuitOpen, last: tenacity.Future | None) -> NoReturn:
-        _refuse(refused, last)
+    def refuse(self, refused: CircuitOpen, last: tenacity.Future | None, attempts: int) -> NoReturn:
+        _refuse(refused, last, attempts)
 
     def failed(self, ticket: Ticket, error: BaseException) -> None:
-        """The attempt raised `error`."""
-        if not isinstance(error, Exception) or isinstance(error, CancelledError):
+        """The attempt raised `error`: a failure if the breaker judges it one; else no
+        outcome at all (as resilience4j's ignored exceptions: an error the policy does not
+        retry on says nothing of the server, and must not dilute a shared breaker's window;
+        nor an interrupt, nor the CircuitOpen of a nested call)."""
+        if isinstance(error, Exception) and self._fails(error):
+            self._record(ticket, FAILED)
+        else:
             self.cancel(ticket)
-            return
-        self._record(ticket, FAILED if self._fails(error) else 0)
 
     def returned(self, ticket: Ticket, result: Any) -> None:
         """The attempt returned `result`."""
@@ -145,8 +149,11 @@ class Circuit:
             self.breaker.record(generation, outcome, now)
 
 
-def _refuse(refused: CircuitOpen, last: tenacity.Future | None) -> NoReturn:
-    error = None if last is None or not last.failed else last.exception()
-    if error is not None:
-        raise refused from error
-    raise refused
+def _refuse(refused: CircuitOpen, last: tenacity.Future | None, attempts: int) -> NoReturn:
+    """Raise `refused` from the last outcome: its error, or a RetryExhausted holding the
+    value the last attempt returned (nothing is lost)."""
+    if last is None:
+        raise refused
+    if last.failed:
+        raise refused from last.exception()
+    raise refused from RetryExhausted(refused.policy, last.result(), attempts, "circuit open")

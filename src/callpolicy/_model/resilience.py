@@ -47,6 +47,12 @@ class Breaker:
     judged: bool = False  # on_exceptions or on_status set: they alone say what failed
     storage: Storage = attrs.field(default=Storage(), converter=_storage)
 
+    @property
+    def least_calls(self) -> int:
+        """min_calls, at most a count window's size (as resilience4j: else it never opens)."""
+        size = self.window_calls
+        return self.min_calls if size is None else min(self.min_calls, size)
+
     def __attrs_post_init__(self) -> None:
         if (self.window_calls is None) == (self.window_seconds is None):
             raise ValueError("a Breaker has either window_calls or window_seconds")
