@@ -483,6 +483,10 @@ def test_a_settled_breaker_counts_fast_successes_without_its_lock_and_still_open
 # -- found by review ------------------------------------------------------------------------
 
 
+def ok() -> str:
+    return "ok"
+
+
 def test_exact_ratios_open_it_counted_in_thousandths() -> None:
     breaker = LocalBreaker(Breaker("b", window_calls=100, min_calls=100, failure_ratio=0.07))
     record(breaker, "o" * 93 + "x" * 7)  # 7 of 100: 0.07 * 100 is 7.000000000000001 in floats
@@ -544,7 +548,7 @@ def test_a_nested_call_refused_by_the_same_breaker_is_no_outcome_of_the_outer_on
     registry_of: RegistryOf, clock: FakeClock
 ) -> None:
     registry = registry_of(svc=SHARED)
-    inner = registry.policy("svc.get")(lambda: "ok")
+    inner = registry.policy("svc.get")(ok)
 
     @registry.policy("svc.create")
     def outer() -> object:
@@ -568,7 +572,7 @@ def test_slow_calls_are_timed_from_the_call_not_the_quota_wait(
         svc='[endpoints.get]\nquotas = [{ limit = "1/1s", max_wait = "10s" }]\n'
         'breaker = { window = 4, min_calls = 4, slow_call = "1s", slow_call_ratio = 0.5 }\n'
     )
-    get = registry.policy("svc.get")(lambda: "ok")
+    get = registry.policy("svc.get")(ok)
     for _ in range(8):  # each waits about 1 s for the quota, then returns at once
         assert get() == "ok"
     assert registry.stats()["svc.get"].breaker == "closed"
