@@ -83,6 +83,11 @@ def trial_failed_reason(model: Breaker, done: int, failed: int, slow: int) -> st
     return f"{slow} of {probes} trial calls were slow ({share})"
 
 
+def lapsed_reason(lease: float) -> str:
+    """Why a half-open breaker opens again without an outcome (both breakers say it so)."""
+    return f"the trial calls did not end within {format_seconds(lease)}"
+
+
 def closed_reason(done: int, failed: int) -> str:
     if not failed:
         return f"{done} trial call{'s' if done != 1 else ''} succeeded"
@@ -135,7 +140,7 @@ class LocalBreaker:
                 half = half_open_reason(self.model)
                 self._change(HALF_OPEN, now)
             elif now - self.probe_at >= self.half_open_for:  # its trial calls never ended
-                opened = f"the trial calls did not end within {format_seconds(self.half_open_for)}"
+                opened = lapsed_reason(self.half_open_for)
                 self._change(OPEN, now)
             if opened is None and self.probes_taken < self.model.probes:
                 self.probes_taken += 1

@@ -26,6 +26,7 @@ from callpolicy._engine.breaker import (
     OPEN,
     closed_reason,
     half_open_reason,
+    lapsed_reason,
     log_change,
     log_opened,
     opening_reason,
@@ -156,7 +157,7 @@ class RedisBreaker:
         self.probe_at = now + max(wait_ms, 0) / 1000 if self.state is OPEN else 0.0
 
     def _lapsed(self) -> str:
-        return f"the trial calls did not end within {format_seconds(self.lease)}"
+        return lapsed_reason(self.lease)
 
     def _unreachable(self, error: Any, now: float) -> None:
         self.down_until = now + DOWN_FOR
