@@ -498,3 +498,29 @@ def test_a_fallback_result_is_never_kept_as_a_good_one(cached: Registry, clock: 
     assert fn("cpu") == "from fallback"
     assert fn("cpu") == "from fallback"
     assert len(SEEN) == 2
+
+
+def test_two_functions_of_one_policy_never_serve_each_others_results(
+    cached: Registry, clock: FakeClock
+) -> None:
+    users, invoices = Server(), Server()
+    get_user = cached.policy("api.search")(lambda i: f"user {users(i)}")
+    get_invoice = cached.policy("api.search")(lambda i: f"invoice {invoices(i)}")
+    assert get_user(42) == "user 42 1"
+    invoices.down = True
+    with pytest.raises(ConnectionError):  # not the user's result for 42
+        get_invoice(42)
+    users.down = True
+    assert get_user(42) == "user 42 1"
+
+
+def test_a_key_function_keys_each_decorated_function_apart(
+    cached: Registry, clock: FakeClock
+) -> None:
+    first, second = Server(), Server()
+    one = cached.policy("api.keyed")(first)
+    other = cached.policy("api.keyed")(second)
+    assert one("gpu") == "gpu 1"
+    second.down = True
+    with pytest.raises(ConnectionError):
+        other("gpu")

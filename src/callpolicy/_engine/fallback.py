@@ -114,7 +114,7 @@ class FallbackRunner(Runner):
         try:
             result = Runner.call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
-            plan = self._plan(error, args, kwargs)
+            plan = self._plan(error, fn, args, kwargs)
             if plan is None:
                 raise  # unchanged: not a give-up this fallback stands in for
             event, served = plan
@@ -134,7 +134,7 @@ class FallbackRunner(Runner):
             fallback_used.renote(event)
             return result
         if self.last_good is not None:
-            self._keep(args, kwargs, result)
+            self._keep(fn, args, kwargs, result)
         return result
 
     async def async_call(
@@ -151,7 +151,7 @@ class FallbackRunner(Runner):
         try:
             result = await Runner.async_call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
-            plan = self._plan(error, args, kwargs)
+            plan = self._plan(error, fn, args, kwargs)
             if plan is None:
                 raise  # unchanged: not a give-up this fallback stands in for
             event, served = plan
@@ -168,18 +168,18 @@ class FallbackRunner(Runner):
             fallback_used.renote(event)
             return result
         if self.last_good is not None:
-            self._keep(args, kwargs, result)
+            self._keep(fn, args, kwargs, result)
         return result
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _keep(self, args: Args, kwargs: Kwargs, result: Any) -> None:
+    def _keep(self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, result: Any) -> None:
         assert self.last_good is not None
-        key = self.last_good.key(args, kwargs)
+        key = self.last_good.key(fn, args, kwargs)
         if key is not None:
             self.last_good.store(key, result)
 
     def _plan(
-        self, error: Exception, args: Args, kwargs: Kwargs
+        self, error: Exception, fn: Callable[..., Any], args: Args, kwargs: Kwargs
     ) -> tuple[FallbackEvent, Any] | None:
         """What stands in for `error`: the last good result (the event's source
         "last_good", and the result), the fallback function ("call"), or nothing (None:
@@ -189,7 +189,7 @@ class FallbackRunner(Runner):
             return None
         found = None
         if self.last_good is not None:
-            key = self.last_good.key(args, kwargs)
+            key = self.last_good.key(fn, args, kwargs)
             found = None if key is None else self.last_good.recall(key)
         if found is None and self.function is None:
             return None  # nothing to serve: the give-up is the outcome

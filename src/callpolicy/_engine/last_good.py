@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from callpolicy._clock import CLOCK
@@ -38,8 +38,11 @@ class LastGood:
     def after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
-        """The key of a call's result; None: it is not kept (said at most once a minute)."""
+    def key(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Hashable | None:
+        """The key of a call of `fn`'s result; None: it is not kept (said at most once a
+        minute)."""
         if self.key_function is not None:
             try:
                 key = self.key_function(*args, **kwargs)
@@ -47,8 +50,8 @@ class LastGood:
             except Exception as error:
                 self._not_kept(f"its key function raised {type(error).__name__}: {error}")
                 return None
-            return key  # None: the key function says not to keep this one
-        key = (args, tuple(sorted(kwargs.items()))) if kwargs else args
+            return None if key is None else (fn, key)  # None: not to keep this one
+        key = (fn, args, tuple(sorted(kwargs.items()))) if kwargs else (fn, args)
         try:
             hash(key)
         except TypeError as error:
