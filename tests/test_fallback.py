@@ -504,8 +504,15 @@ def test_two_functions_of_one_policy_never_serve_each_others_results(
     cached: Registry, clock: FakeClock
 ) -> None:
     users, invoices = Server(), Server()
-    get_user = cached.policy("api.search")(lambda i: f"user {users(i)}")
-    get_invoice = cached.policy("api.search")(lambda i: f"invoice {invoices(i)}")
+
+    @cached.policy("api.search")
+    def get_user(i: int) -> str:
+        return f"user {users(i)}"
+
+    @cached.policy("api.search")
+    def get_invoice(i: int) -> str:
+        return f"invoice {invoices(i)}"
+
     assert get_user(42) == "user 42 1"
     invoices.down = True
     with pytest.raises(ConnectionError):  # not the user's result for 42
