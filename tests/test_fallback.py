@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+import requests
 
 import callpolicy
 from callpolicy import (
@@ -21,6 +22,7 @@ from callpolicy import (
     RetryExhausted,
 )
 from callpolicy._engine import fallback as fallback_engine
+from callpolicy._engine.outcomes import describe_exception
 
 RegistryOf = Callable[..., Registry]
 HERE = __name__  # the dotted path policies name this module's functions by
@@ -118,6 +120,9 @@ fallback.call = "{HERE}.broken_fallback"
 [endpoints.guarded]
 breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
 stop.attempts = 1
+
+[endpoints.http]
+retry.on_status = [500]
 
 [endpoints.guarded_other]
 breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
@@ -361,6 +366,50 @@ def test_hooks_get_every_use_and_the_log_says_it_once(
     ]
     hook_lines = [r for r in caplog.records if "on a fallback event" in r.getMessage()]
     assert len(hook_lines) == 1
+
+
+def test_no_secret_of_a_url_in_the_log_the_event_or_the_hooks(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    events: list[FallbackEvent] = []
+    remove = callpolicy.add_hook(events.append, ["fallback"])
+
+    @api.policy("api.http")
+    def fetch() -> None:
+        response = requests.Response()
+        response.status_code, response.reason = 500, "Internal Server Error"
+        response.url = "https://bob:hunter2@api.example.com/v1/offers?api_key=SECRET#frag"
+        response.request = requests.Request("GET", response.url).prepare()
+        response.raise_for_status()  # requests' own HTTPError: "... for url: <the URL>"
+
+    try:
+        assert fetch() == "from fallback"
+    finally:
+        remove()
+    said = " ".join(r.getMessage() for r in caplog.records)
+    cause = "HTTPError: 500 Server Error: Internal Server Error for url: "
+    assert f"(retries: {cause}https://***@api.example.com/v1/offers);" in said
+    assert events[0].cause == f"{cause}https://***@api.example.com/v1/offers"
+    for text in (said, events[0].cause, repr(events[0])):
+        assert "SECRET" not in text and "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        (
+            "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: "
+            "/v1/x?token=SECRET (Caused by X)",
+            "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: "
+            "/v1/x (Caused by X)",
+        ),
+        ("down (redis://:SECRET@cache:6379/0), again", "down (redis://***@cache:6379/0), again"),
+        ("no URL here: a=SECRET?", "no URL here: a=SECRET?"),
+    ],
+)
+def test_errors_are_described_without_the_secrets_of_their_urls(said: str, shown: str) -> None:
+    assert describe_exception(ConnectionError(said)) == f"ConnectionError: {shown}"
 
 
 # -- last_good -------------------------------------------------------------------------------------
