@@ -97,6 +97,9 @@ retry.until = {{ field = "status", in = ["DONE"] }}
 [endpoints.quoted]
 quotas = [{{ limit = "1/1m", max_wait = "0s" }}]
 
+[endpoints.costly]
+quotas = [{{ limit = "10/1m", weighted = true }}]
+
 [endpoints.account]
 retry.give_up = [{{ status = 402 }}]
 
@@ -171,6 +174,16 @@ def test_a_quota_that_would_not_admit_in_time_serves_the_fallback(api: Registry)
     event = callpolicy.last_fallback()
     assert event is not None and event.give_up == "quota"
     assert isinstance(event.error, QuotaExceeded)
+
+
+def test_a_cost_above_a_quotas_limit_is_never_served(api: Registry) -> None:
+    fn = api.policy("api.costly")(lambda: "real")
+    with callpolicy.call_options(cost=50), pytest.raises(QuotaExceeded) as raised:
+        fn()  # no wait would ever admit it: a programming error, not an outage
+    assert raised.value.reason == "cost"
+    assert callpolicy.last_fallback() is None
+    with callpolicy.call_options(cost=5):
+        assert fn() == "real"
 
 
 def test_an_account_limit_is_not_served_by_default(api: Registry) -> None:

@@ -51,11 +51,14 @@ def build_runner(
 
 def give_up_kind(error: BaseException, policy: str) -> str | None:
     """Which give-up of `policy` `error` is ("retries", "quota", "account", "circuit"), or
-    None: an error the policy did not give up with."""
+    None: an error the policy did not give up with, or one no fallback may hide (a cost
+    above a quota's limit, which no wait would ever admit)."""
     kind: str | None = None
     if isinstance(error, RetryExhausted):
         kind = "retries"
     elif isinstance(error, QuotaExceeded):
+        if error.reason == "cost":
+            return None  # a cost above the quota's limit: never admitted, a programming error
         kind = "quota"
     elif isinstance(error, AccountLimit):
         kind = "account"
