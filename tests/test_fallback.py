@@ -177,7 +177,10 @@ def test_a_quota_that_would_not_admit_in_time_serves_the_fallback(api: Registry)
 
 
 def test_a_cost_above_a_quotas_limit_is_never_served(api: Registry) -> None:
-    fn = api.policy("api.costly")(lambda: "real")
+    def real() -> str:
+        return "real"
+
+    fn = api.policy("api.costly")(real)
     with callpolicy.call_options(cost=50), pytest.raises(QuotaExceeded) as raised:
         fn()  # no wait would ever admit it: a programming error, not an outage
     assert raised.value.reason == "cost"
