@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +26,7 @@ from callpolicy import (
 )
 from callpolicy._engine import fallback as fallback_engine
 from callpolicy._engine.outcomes import describe_exception
+from callpolicy._explain import explain
 
 RegistryOf = Callable[..., Registry]
 HERE = __name__  # the dotted path policies name this module's functions by
@@ -60,6 +64,27 @@ async def async_answer_from_fallback(*args: Any, **kwargs: Any) -> str:
 
 def broken_fallback(*args: Any, **kwargs: Any) -> str:
     raise LookupError("the fallback's own store is down")
+
+
+AGAIN: list[Callable[..., Any]] = []  # the decorated function a fallback calls again
+
+
+def call_again(*args: Any, **kwargs: Any) -> Any:
+    SEEN.append(args)
+    return AGAIN[0](*args, **kwargs)
+
+
+class AsyncAnswer:
+    async def __call__(self, *args: Any, **kwargs: Any) -> str:
+        return "from an awaitable"
+
+
+ASYNC_OBJECT = AsyncAnswer()
+PARTIAL = functools.partial(answer_from_fallback, "bound")
+
+
+def generator_fallback(*args: Any, **kwargs: Any) -> Any:
+    yield "cached"
 
 
 def by_first(first: Any, *rest: Any, **kwargs: Any) -> Any:
@@ -123,6 +148,18 @@ fallback.call = "{HERE}.broken_fallback"
 [endpoints.guarded]
 breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
 stop.attempts = 1
+
+[endpoints.recursive]
+fallback.call = "{HERE}.call_again"
+
+[endpoints.awaitable_object]
+fallback.call = "{HERE}.ASYNC_OBJECT"
+
+[endpoints.generator]
+fallback.call = "{HERE}.generator_fallback"
+
+[endpoints.partial]
+fallback.call = "{HERE}.PARTIAL"
 
 [endpoints.http]
 retry.on_status = [500]
@@ -319,6 +356,77 @@ def test_a_sync_call_refuses_an_async_fallback(api: Registry) -> None:
     assert raised.value.__cause__ is error
 
 
+@pytest.mark.parametrize(
+    ("policy", "what"), [("api.awaitable_object", "an awaitable"), ("api.generator", "a generator")]
+)
+def test_a_sync_call_refuses_a_fallback_returning_unrun_work(
+    api: Registry, policy: str, what: str
+) -> None:
+    error = ConnectionError("refused")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed, never "never awaited"
+        with pytest.raises(TypeError, match=f"returned {what}") as raised:
+            api.policy(policy)(failing(error))()
+        gc.collect()
+    assert raised.value.__cause__ is error
+    assert callpolicy.last_fallback() is None
+
+
+def test_the_async_function_refusal_is_not_a_fallback_used(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    events: list[FallbackEvent] = []
+    remove = callpolicy.add_hook(events.append, ["fallback"])
+    try:
+        with pytest.raises(TypeError, match="coroutine function"):
+            api.policy("api.async_fallback")(failing(ConnectionError("refused")))()
+    finally:
+        remove()
+    assert events == []
+    assert not [r for r in caplog.records if "calling the fallback" in r.getMessage()]
+    assert api.stats()["api.async_fallback"].fallbacks == 0
+    assert callpolicy.last_fallback() is None
+
+
+def test_a_fallback_calling_its_own_function_gets_the_give_up(api: Registry) -> None:
+    error = ConnectionError("refused")
+    fn = api.policy("api.recursive")(failing(error))
+    AGAIN[:] = [fn]
+    with pytest.raises(ConnectionError) as raised:
+        fn("x")
+    assert len(SEEN) == 1  # the fallback ran once; the call inside it raised its give-up
+    assert raised.value.__cause__ is error
+
+
+async def test_an_async_fallback_calling_its_own_function_gets_the_give_up(
+    api: Registry,
+) -> None:
+    @api.policy("api.recursive")
+    async def fn(x: str) -> str:
+        raise ConnectionError("refused")
+
+    async def again(x: str) -> str:
+        return await fn(x)
+
+    AGAIN[:] = [again]
+    with pytest.raises(ConnectionError):
+        await fn("x")
+    assert len(SEEN) == 1
+
+
+def test_the_fallback_is_named_as_the_file_names_it(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    assert api.policy("api.partial")(failing(ConnectionError("refused")))() == "from fallback"
+    said = [r.getMessage() for r in caplog.records if "(fallback)" in r.getMessage()]
+    assert f"calling the fallback {HERE}.PARTIAL (fallback)" in said[0]
+    assert f"{HERE}.PARTIAL(same arguments)" in explain(api.get("api.partial"))
+    event = callpolicy.last_fallback()
+    assert event is not None and event.function == f"{HERE}.PARTIAL"
+
+
 # -- a fallback that raises ----------------------------------------------------------------------
 def test_a_fallback_error_propagates_with_the_give_up_as_its_cause(api: Registry) -> None:
     error = ConnectionError("refused")
@@ -352,6 +460,41 @@ def test_last_fallback_is_cleared_by_the_next_call(api: Registry) -> None:
     assert get() == "from fallback"
     assert callpolicy.last_fallback() is not None
     assert get() == "real"
+    assert callpolicy.last_fallback() is None
+
+
+def test_a_call_returning_its_own_result_after_a_nested_fallback_reports_none(
+    api: Registry,
+) -> None:
+    inner = api.policy("api.get")(failing(ConnectionError("refused")))
+
+    @api.policy("api.get")
+    def outer() -> str:
+        assert inner() == "from fallback"
+        assert callpolicy.last_fallback() is not None  # the inner call's, while inside
+        return "outer's own"
+
+    assert outer() == "outer's own"
+    assert callpolicy.last_fallback() is None
+
+
+async def test_a_task_reports_only_the_calls_it_made(api: Registry) -> None:
+    @api.policy("api.get")
+    async def fn(fail: bool) -> str:
+        if fail:
+            raise ConnectionError("refused")
+        return "real"
+
+    assert await fn(True) == "from fallback"
+
+    async def child() -> FallbackEvent | None:
+        return callpolicy.last_fallback()
+
+    assert await asyncio.create_task(child()) is None  # not inherited from this task
+    assert list(await asyncio.gather(fn(False))) == ["real"]
+    event = callpolicy.last_fallback()  # the gathered call ran in a task of its own
+    assert event is not None and event.policy == "api.get"
+    assert await fn(False) == "real"
     assert callpolicy.last_fallback() is None
 
 
@@ -533,6 +676,25 @@ def test_unhashable_arguments_are_not_kept_and_said_once(
         "api.search: fallback.last_good keeps no result of this call: its arguments are not "
         "hashable (unhashable type: 'list'); name a key function"
     )
+
+
+def key_refusing(query: Any, extra: Any = None) -> Any:
+    raise ValueError(f"no key for {query}")
+
+
+def test_a_key_functions_error_is_said_once_whatever_its_text(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    policies = f"""
+[endpoints.refused]
+fallback = {{ last_good = "10s", key = "{HERE}.key_refusing" }}
+"""
+    search = registry_of(api=policies).policy("api.refused")(Server())
+    for query in range(3):
+        search(query)
+    said = [r.getMessage() for r in caplog.records if "keeps no result" in r.getMessage()]
+    assert len(said) == 1 and "ValueError: no key for 0" in said[0]
 
 
 def test_a_key_function_chooses_what_counts_as_the_same_arguments(

@@ -42,9 +42,10 @@ def _max_entries(value: object) -> int:
     return value
 
 
-def _function(value: object) -> Any:
-    """A callable named by dotted path; its path is kept for `explain` and the log."""
-    return resolve_predicate(value)
+def _function(value: object) -> tuple[str, Any]:
+    """A callable named by dotted path, and the path (as written: `explain` and the log
+    name it so, not by the class or `functools.partial` it turns out to be)."""
+    return str(value), resolve_predicate(value)
 
 
 FALLBACK_KEYS: dict[str, Parser] = {
@@ -88,4 +89,7 @@ def build_fallback(
         return None
     if broken:
         return None
+    for key in ("call", "key"):
+        if key in given:
+            given[f"{key}_name"], given[key] = given[key]
     return Fallback(**given)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from callpolicy._clock import CLOCK
+from callpolicy._engine.outcomes import describe_exception
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Fallback
 from callpolicy._text import Throttled
@@ -48,20 +49,22 @@ class LastGood:
                 key = self.key_function(*args, **kwargs)
                 hash(key)
             except Exception as error:
-                self._not_kept(f"its key function raised {type(error).__name__}: {error}")
+                said = f"its key function raised {describe_exception(error)}"
+                self._not_kept(type(error), said)
                 return None
             return None if key is None else (fn, key)  # None: not to keep this one
         key = (fn, args, tuple(sorted(kwargs.items()))) if kwargs else (fn, args)
         try:
             hash(key)
         except TypeError as error:
-            self._not_kept(f"its arguments are not hashable ({error}); name a key function")
+            self._not_kept(None, f"its arguments are not hashable ({error}); name a key function")
             return None
         return key
 
-    def _not_kept(self, why: str) -> None:
+    def _not_kept(self, error: type[BaseException] | None, why: str) -> None:
+        """Said at most once a minute per policy and error type (None: unhashable)."""
         _unkeyed.warn(
-            (self.policy, why.partition("(")[0]),
+            (self.policy, error),
             "%s: fallback.last_good keeps no result of this call: %s (said at most once a "
             "minute per policy)",
             self.policy,
