@@ -758,3 +758,37 @@ def test_a_key_function_keys_each_decorated_function_apart(
     second.down = True
     with pytest.raises(ConnectionError):
         other("gpu")
+
+
+# -- fallback = false ----------------------------------------------------------------------------
+def test_fallback_false_drops_an_inherited_fallback(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    policies = f"""
+[defaults]
+retry.on_exceptions = ["ConnectionError"]
+stop.attempts = 1
+fallback.call = "{HERE}.answer_from_fallback"
+
+[endpoints.inherits]
+
+[endpoints.none]
+fallback = false
+
+[endpoints.own]
+extends = "none"
+fallback.last_good = "10s"
+"""
+    api = registry_of(api=policies)
+    error = ConnectionError("refused")
+    assert api.policy("api.inherits")(failing(error))() == "from fallback"
+    with pytest.raises(ConnectionError):
+        api.policy("api.none")(failing(error))()
+    assert api.get("api.none").fallback is None
+    own = api.get("api.own").fallback  # a table after false starts afresh: no inherited call
+    assert own is not None and own.call is None and own.last_good == 10.0
+
+
+def test_fallback_true_is_an_error_naming_false(registry_of: RegistryOf) -> None:
+    with pytest.raises(callpolicy.PolicyError, match=r"fallback.*must be a table or false"):
+        registry_of(api="[endpoints.x]\nfallback = true\n")
