@@ -434,6 +434,7 @@ def test_a_fallback_error_propagates_with_the_give_up_as_its_cause(api: Registry
         api.policy("api.broken")(failing(error))()
     assert raised.value.__cause__ is error
     assert raised.value.__context__ is error
+    assert callpolicy.last_fallback() is None  # the call raised: no fallback served it
 
 
 async def test_an_async_fallback_error_keeps_the_give_up_too(api: Registry) -> None:

@@ -135,7 +135,7 @@ class FallbackRunner(Runner):
             token = fallback_used.enter(self.name)
             try:
                 result = function(*args, **kwargs)
-            except Exception as failed:
+            except BaseException as failed:
                 self._failed(failed, error)
                 raise
             finally:
@@ -179,7 +179,7 @@ class FallbackRunner(Runner):
                 result = function(*args, **kwargs)
                 if inspect.isawaitable(result):  # an async fallback, or a sync one
                     result = await result
-            except Exception as failed:
+            except BaseException as failed:
                 self._failed(failed, error)
                 raise
             finally:
@@ -234,9 +234,11 @@ class FallbackRunner(Runner):
         return event if found is None else found[0]
 
     @staticmethod
-    def _failed(failed: Exception, error: Exception) -> None:
-        """The fallback function raised: the call raises that, the give-up its cause."""
-        _chain(failed, error)
+    def _failed(failed: BaseException, error: Exception) -> None:
+        """The fallback function raised: the call raises that (an error with the give-up as
+        its cause), and `last_fallback()` says no fallback served it."""
+        if isinstance(failed, Exception):
+            _chain(failed, error)
         fallback_used.settle(None)
 
     def _refuse_unrun(self, result: Any, error: Exception) -> None:
