@@ -5,6 +5,7 @@ asserts how long anything took."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -151,6 +152,61 @@ async def test_a_timed_out_request_is_repeated_only_when_it_may_be(
     with pytest.raises(AttemptTimeout):
         await request()
     assert len(calls) == attempts  # a POST in flight may have been served: not repeated
+
+
+# -- the attempt runs in the caller's task (Python 3.10 as 3.11's asyncio.timeout) ---------------
+async def test_each_attempt_has_ended_before_the_next_starts(
+    api: Registry, clock: FakeClock
+) -> None:
+    order: list[str] = []
+
+    @api.policy("api.timed")
+    async def fn() -> None:
+        order.append("start")
+        try:
+            await hang()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # a cleanup that awaits (closing a connection)
+            order.append("cleaned up")
+            raise
+
+    with pytest.raises(AttemptTimeout) as raised:
+        await fn()
+    assert order == ["start", "cleaned up"] * 3
+    assert type(raised.value.__cause__) is TimeoutError  # the builtin, on every version
+
+
+async def test_an_outside_cancellation_ends_the_attempt_with_the_call(
+    api: Registry, clock: FakeClock
+) -> None:
+    cleaned: list[str] = []
+    started = asyncio.Event()
+
+    @api.policy("api.long_attempt")
+    async def fn() -> None:
+        started.set()
+        try:
+            await hang()
+        finally:
+            cleaned.append("cleaned up")
+
+    task = asyncio.ensure_future(fn())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["cleaned up"]  # nothing left running behind the cancelled call
+
+
+async def test_the_attempt_runs_in_the_callers_context(api: Registry, clock: FakeClock) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    @api.policy("api.long_attempt")
+    async def fn() -> None:
+        var.set("set inside")
+
+    await fn()
+    assert var.get() == "set inside"  # as without a timeout: no task of its own
 
 
 # -- time_left(): the deadline, propagated -------------------------------------------------------

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pytest
+import requests
 
 import callpolicy
 from callpolicy import (
@@ -21,6 +25,8 @@ from callpolicy import (
     RetryExhausted,
 )
 from callpolicy._engine import fallback as fallback_engine
+from callpolicy._engine.outcomes import describe_exception
+from callpolicy._explain import explain
 
 RegistryOf = Callable[..., Registry]
 HERE = __name__  # the dotted path policies name this module's functions by
@@ -60,6 +66,27 @@ def broken_fallback(*args: Any, **kwargs: Any) -> str:
     raise LookupError("the fallback's own store is down")
 
 
+AGAIN: list[Callable[..., Any]] = []  # the decorated function a fallback calls again
+
+
+def call_again(*args: Any, **kwargs: Any) -> Any:
+    SEEN.append(args)
+    return AGAIN[0](*args, **kwargs)
+
+
+class AsyncAnswer:
+    async def __call__(self, *args: Any, **kwargs: Any) -> str:
+        return "from an awaitable"
+
+
+ASYNC_OBJECT = AsyncAnswer()
+PARTIAL = functools.partial(answer_from_fallback, "bound")
+
+
+def generator_fallback(*args: Any, **kwargs: Any) -> Any:
+    yield "cached"
+
+
 def by_first(first: Any, *rest: Any, **kwargs: Any) -> Any:
     return first
 
@@ -95,6 +122,9 @@ retry.until = {{ field = "status", in = ["DONE"] }}
 [endpoints.quoted]
 quotas = [{{ limit = "1/1m", max_wait = "0s" }}]
 
+[endpoints.costly]
+quotas = [{{ limit = "10/1m", weighted = true }}]
+
 [endpoints.account]
 retry.give_up = [{{ status = 402 }}]
 
@@ -118,6 +148,21 @@ fallback.call = "{HERE}.broken_fallback"
 [endpoints.guarded]
 breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
 stop.attempts = 1
+
+[endpoints.recursive]
+fallback.call = "{HERE}.call_again"
+
+[endpoints.awaitable_object]
+fallback.call = "{HERE}.ASYNC_OBJECT"
+
+[endpoints.generator]
+fallback.call = "{HERE}.generator_fallback"
+
+[endpoints.partial]
+fallback.call = "{HERE}.PARTIAL"
+
+[endpoints.http]
+retry.on_status = [500]
 
 [endpoints.guarded_other]
 breaker = {{ window = 2, min_calls = 2, open_for = "1m" }}
@@ -166,6 +211,19 @@ def test_a_quota_that_would_not_admit_in_time_serves_the_fallback(api: Registry)
     event = callpolicy.last_fallback()
     assert event is not None and event.give_up == "quota"
     assert isinstance(event.error, QuotaExceeded)
+
+
+def test_a_cost_above_a_quotas_limit_is_never_served(api: Registry) -> None:
+    def real() -> str:
+        return "real"
+
+    fn = api.policy("api.costly")(real)
+    with callpolicy.call_options(cost=50), pytest.raises(QuotaExceeded) as raised:
+        fn()  # no wait would ever admit it: a programming error, not an outage
+    assert raised.value.reason == "cost"
+    assert callpolicy.last_fallback() is None
+    with callpolicy.call_options(cost=5):
+        assert fn() == "real"
 
 
 def test_an_account_limit_is_not_served_by_default(api: Registry) -> None:
@@ -298,6 +356,77 @@ def test_a_sync_call_refuses_an_async_fallback(api: Registry) -> None:
     assert raised.value.__cause__ is error
 
 
+@pytest.mark.parametrize(
+    ("policy", "what"), [("api.awaitable_object", "an awaitable"), ("api.generator", "a generator")]
+)
+def test_a_sync_call_refuses_a_fallback_returning_unrun_work(
+    api: Registry, policy: str, what: str
+) -> None:
+    error = ConnectionError("refused")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed, never "never awaited"
+        with pytest.raises(TypeError, match=f"returned {what}") as raised:
+            api.policy(policy)(failing(error))()
+        gc.collect()
+    assert raised.value.__cause__ is error
+    assert callpolicy.last_fallback() is None
+
+
+def test_the_async_function_refusal_is_not_a_fallback_used(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    events: list[FallbackEvent] = []
+    remove = callpolicy.add_hook(events.append, ["fallback"])
+    try:
+        with pytest.raises(TypeError, match="coroutine function"):
+            api.policy("api.async_fallback")(failing(ConnectionError("refused")))()
+    finally:
+        remove()
+    assert events == []
+    assert not [r for r in caplog.records if "calling the fallback" in r.getMessage()]
+    assert api.stats()["api.async_fallback"].fallbacks == 0
+    assert callpolicy.last_fallback() is None
+
+
+def test_a_fallback_calling_its_own_function_gets_the_give_up(api: Registry) -> None:
+    error = ConnectionError("refused")
+    fn = api.policy("api.recursive")(failing(error))
+    AGAIN[:] = [fn]
+    with pytest.raises(ConnectionError) as raised:
+        fn("x")
+    assert len(SEEN) == 1  # the fallback ran once; the call inside it raised its give-up
+    assert raised.value.__cause__ is error
+
+
+async def test_an_async_fallback_calling_its_own_function_gets_the_give_up(
+    api: Registry,
+) -> None:
+    @api.policy("api.recursive")
+    async def fn(x: str) -> str:
+        raise ConnectionError("refused")
+
+    async def again(x: str) -> str:
+        return await fn(x)
+
+    AGAIN[:] = [again]
+    with pytest.raises(ConnectionError):
+        await fn("x")
+    assert len(SEEN) == 1
+
+
+def test_the_fallback_is_named_as_the_file_names_it(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    assert api.policy("api.partial")(failing(ConnectionError("refused")))() == "from fallback"
+    said = [r.getMessage() for r in caplog.records if "(fallback)" in r.getMessage()]
+    assert f"calling the fallback {HERE}.PARTIAL (fallback)" in said[0]
+    assert f"{HERE}.PARTIAL(same arguments)" in explain(api.get("api.partial"))
+    event = callpolicy.last_fallback()
+    assert event is not None and event.function == f"{HERE}.PARTIAL"
+
+
 # -- a fallback that raises ----------------------------------------------------------------------
 def test_a_fallback_error_propagates_with_the_give_up_as_its_cause(api: Registry) -> None:
     error = ConnectionError("refused")
@@ -305,6 +434,7 @@ def test_a_fallback_error_propagates_with_the_give_up_as_its_cause(api: Registry
         api.policy("api.broken")(failing(error))()
     assert raised.value.__cause__ is error
     assert raised.value.__context__ is error
+    assert callpolicy.last_fallback() is None  # the call raised: no fallback served it
 
 
 async def test_an_async_fallback_error_keeps_the_give_up_too(api: Registry) -> None:
@@ -331,6 +461,41 @@ def test_last_fallback_is_cleared_by_the_next_call(api: Registry) -> None:
     assert get() == "from fallback"
     assert callpolicy.last_fallback() is not None
     assert get() == "real"
+    assert callpolicy.last_fallback() is None
+
+
+def test_a_call_returning_its_own_result_after_a_nested_fallback_reports_none(
+    api: Registry,
+) -> None:
+    inner = api.policy("api.get")(failing(ConnectionError("refused")))
+
+    @api.policy("api.get")
+    def outer() -> str:
+        assert inner() == "from fallback"
+        assert callpolicy.last_fallback() is not None  # the inner call's, while inside
+        return "outer's own"
+
+    assert outer() == "outer's own"
+    assert callpolicy.last_fallback() is None
+
+
+async def test_a_task_reports_only_the_calls_it_made(api: Registry) -> None:
+    @api.policy("api.get")
+    async def fn(fail: bool) -> str:
+        if fail:
+            raise ConnectionError("refused")
+        return "real"
+
+    assert await fn(True) == "from fallback"
+
+    async def child() -> FallbackEvent | None:
+        return callpolicy.last_fallback()
+
+    assert await asyncio.create_task(child()) is None  # not inherited from this task
+    assert list(await asyncio.gather(fn(False))) == ["real"]
+    event = callpolicy.last_fallback()  # the gathered call ran in a task of its own
+    assert event is not None and event.policy == "api.get"
+    assert await fn(False) == "real"
     assert callpolicy.last_fallback() is None
 
 
@@ -361,6 +526,50 @@ def test_hooks_get_every_use_and_the_log_says_it_once(
     ]
     hook_lines = [r for r in caplog.records if "on a fallback event" in r.getMessage()]
     assert len(hook_lines) == 1
+
+
+def test_no_secret_of_a_url_in_the_log_the_event_or_the_hooks(
+    api: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    events: list[FallbackEvent] = []
+    remove = callpolicy.add_hook(events.append, ["fallback"])
+
+    @api.policy("api.http")
+    def fetch() -> None:
+        response = requests.Response()
+        response.status_code, response.reason = 500, "Internal Server Error"
+        response.url = "https://bob:hunter2@api.example.com/v1/offers?api_key=SECRET#frag"
+        response.request = requests.Request("GET", response.url).prepare()
+        response.raise_for_status()  # requests' own HTTPError: "... for url: <the URL>"
+
+    try:
+        assert fetch() == "from fallback"
+    finally:
+        remove()
+    said = " ".join(r.getMessage() for r in caplog.records)
+    cause = "HTTPError: 500 Server Error: Internal Server Error for url: "
+    assert f"(retries: {cause}https://***@api.example.com/v1/offers);" in said
+    assert events[0].cause == f"{cause}https://***@api.example.com/v1/offers"
+    for text in (said, events[0].cause, repr(events[0])):
+        assert "SECRET" not in text and "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        (
+            "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: "
+            "/v1/x?token=SECRET (Caused by X)",
+            "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: "
+            "/v1/x (Caused by X)",
+        ),
+        ("down (redis://:SECRET@cache:6379/0), again", "down (redis://***@cache:6379/0), again"),
+        ("no URL here: a=SECRET?", "no URL here: a=SECRET?"),
+    ],
+)
+def test_errors_are_described_without_the_secrets_of_their_urls(said: str, shown: str) -> None:
+    assert describe_exception(ConnectionError(said)) == f"ConnectionError: {shown}"
 
 
 # -- last_good -------------------------------------------------------------------------------------
@@ -470,6 +679,25 @@ def test_unhashable_arguments_are_not_kept_and_said_once(
     )
 
 
+def key_refusing(query: Any, extra: Any = None) -> Any:
+    raise ValueError(f"no key for {query}")
+
+
+def test_a_key_functions_error_is_said_once_whatever_its_text(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callpolicy")
+    policies = f"""
+[endpoints.refused]
+fallback = {{ last_good = "10s", key = "{HERE}.key_refusing" }}
+"""
+    search = registry_of(api=policies).policy("api.refused")(Server())
+    for query in range(3):
+        search(query)
+    said = [r.getMessage() for r in caplog.records if "keeps no result" in r.getMessage()]
+    assert len(said) == 1 and "ValueError: no key for 0" in said[0]
+
+
 def test_a_key_function_chooses_what_counts_as_the_same_arguments(
     cached: Registry, clock: FakeClock
 ) -> None:
@@ -498,3 +726,70 @@ def test_a_fallback_result_is_never_kept_as_a_good_one(cached: Registry, clock: 
     assert fn("cpu") == "from fallback"
     assert fn("cpu") == "from fallback"
     assert len(SEEN) == 2
+
+
+def test_two_functions_of_one_policy_never_serve_each_others_results(
+    cached: Registry, clock: FakeClock
+) -> None:
+    users, invoices = Server(), Server()
+
+    @cached.policy("api.search")
+    def get_user(i: int) -> str:
+        return f"user {users(i)}"
+
+    @cached.policy("api.search")
+    def get_invoice(i: int) -> str:
+        return f"invoice {invoices(i)}"
+
+    assert get_user(42) == "user 42 1"
+    invoices.down = True
+    with pytest.raises(ConnectionError):  # not the user's result for 42
+        get_invoice(42)
+    users.down = True
+    assert get_user(42) == "user 42 1"
+
+
+def test_a_key_function_keys_each_decorated_function_apart(
+    cached: Registry, clock: FakeClock
+) -> None:
+    first, second = Server(), Server()
+    one = cached.policy("api.keyed")(first)
+    other = cached.policy("api.keyed")(second)
+    assert one("gpu") == "gpu 1"
+    second.down = True
+    with pytest.raises(ConnectionError):
+        other("gpu")
+
+
+# -- fallback = false ----------------------------------------------------------------------------
+def test_fallback_false_drops_an_inherited_fallback(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    policies = f"""
+[defaults]
+retry.on_exceptions = ["ConnectionError"]
+stop.attempts = 1
+fallback.call = "{HERE}.answer_from_fallback"
+
+[endpoints.inherits]
+
+[endpoints.none]
+fallback = false
+
+[endpoints.own]
+extends = "none"
+fallback.last_good = "10s"
+"""
+    api = registry_of(api=policies)
+    error = ConnectionError("refused")
+    assert api.policy("api.inherits")(failing(error))() == "from fallback"
+    with pytest.raises(ConnectionError):
+        api.policy("api.none")(failing(error))()
+    assert api.get("api.none").fallback is None
+    own = api.get("api.own").fallback  # a table after false starts afresh: no inherited call
+    assert own is not None and own.call is None and own.last_good == 10.0
+
+
+def test_fallback_true_is_an_error_naming_false(registry_of: RegistryOf) -> None:
+    with pytest.raises(callpolicy.PolicyError, match=r"fallback.*must be a table or false"):
+        registry_of(api="[endpoints.x]\nfallback = true\n")

@@ -96,13 +96,13 @@ def describe_fallback(fallback: Fallback) -> str:
     kinds = ", ".join(kind for kind in FALLBACK_ON if kind in fallback.on)
     served = []
     if fallback.last_good is not None:
-        key = f" (keyed by {_qualified(fallback.key)})" if fallback.key else ""
+        key = f" (keyed by {fallback.key_name or _qualified(fallback.key)})" if fallback.key else ""
         served.append(
             f"the last good result for the same arguments{key}, at most "
             f"{format_seconds(fallback.last_good)} old, {fallback.max_entries:,} kept"
         )
     if fallback.call is not None:
-        served.append(f"{_qualified(fallback.call)}(same arguments)")
+        served.append(f"{fallback.call_name or _qualified(fallback.call)}(same arguments)")
     return f"on giving up ({kinds}): {', else '.join(served)}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -72,6 +73,27 @@ def redacted(url: str) -> str:
     _, at, host = rest.rpartition("@")
     host = host.split("?", 1)[0].split("#", 1)[0]
     return f"{scheme}{sep}***@{host}" if at else f"{scheme}{sep}{host}"
+
+
+# A URL inside a message (any scheme), or the path a client names after "url: " (urllib3's
+# "Max retries exceeded with url: /v1/x?api_key=..."): up to a space or a quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+|(?<=url: )/[^\s'\"<>]*")
+
+
+def without_secrets(text: str) -> str:
+    """`text` with every URL in it redacted (see `redacted`): no user name, password or
+    query (where tokens and API keys travel) in an error's description."""
+    if "://" not in text and "url: /" not in text:
+        return text  # the common case, without a search
+    return _URL.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    found = match.group()
+    url = found.rstrip(").,;]")
+    end = found[len(url) :]  # the sentence's punctuation, not the URL's
+    shown = redacted(url) if "://" in url else url.split("?", 1)[0].split("#", 1)[0]
+    return shown + end
 
 
 class Throttled:

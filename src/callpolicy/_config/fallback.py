@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from callpolicy._config.context import Context, Located, Parser, atom
+from callpolicy._config.context import Context, Located, Parser, atom, read_section
 from callpolicy._config.values import (
     UnitError,
     parse_positive_duration,
@@ -42,9 +42,10 @@ def _max_entries(value: object) -> int:
     return value
 
 
-def _function(value: object) -> Any:
-    """A callable named by dotted path; its path is kept for `explain` and the log."""
-    return resolve_predicate(value)
+def _function(value: object) -> tuple[str, Any]:
+    """A callable named by dotted path, and the path (as written: `explain` and the log
+    name it so, not by the class or `functools.partial` it turns out to be)."""
+    return str(value), resolve_predicate(value)
 
 
 FALLBACK_KEYS: dict[str, Parser] = {
@@ -55,6 +56,32 @@ FALLBACK_KEYS: dict[str, Parser] = {
     "on": _on,
 }
 _NEEDS_LAST_GOOD = ("max_entries", "key")
+
+
+# `fallback = false`: the merged table holds only this key, which no table can write (an
+# inherited fallback dropped); a later layer's table starts afresh on top of it.
+OFF = "=false"
+
+
+def read_fallback(value: Any, ctx: Context) -> dict[str, Located] | None:
+    """A policy's `fallback`: its table's keys, or `false` (an inherited fallback dropped);
+    None when reported."""
+    if value is False:
+        return {OFF: ctx.located("fallback", False)}
+    if value == {}:
+        ctx.report("fallback", NEEDS_ONE)
+    elif not isinstance(value, dict):
+        ctx.report("fallback", f"must be a table or false (got {shown_value(value)})")
+    else:
+        return read_section(value, ctx.child("fallback"), FALLBACK_KEYS)
+    return None
+
+
+def merge_fallback(below: Mapping[str, Located], over: Mapping[str, Located]) -> dict[str, Any]:
+    """A layer's `fallback` on the inherited one: key by key, `false` dropping all of it."""
+    if OFF in over:
+        return dict(over)
+    return {**{k: v for k, v in below.items() if k != OFF}, **over}
 
 
 NEEDS_ONE = (
@@ -69,6 +96,8 @@ def build_fallback(
     """The merged `fallback` table as a `Fallback`; None (reported) when it cannot be one.
     `order`: the layers merged (a problem already reported in one of their `fallback`
     tables is not reported again in other words)."""
+    if OFF in keys:
+        return None  # `fallback = false`: none, whatever was inherited
     given = {key: leaf.value for key, leaf in keys.items() if isinstance(leaf, Located)}
     tables = tuple(f"{layer}.fallback" for layer in order)
     broken = any(p.key.startswith(tables) for p in problems)
@@ -88,4 +117,7 @@ def build_fallback(
         return None
     if broken:
         return None
+    for key in ("call", "key"):
+        if key in given:
+            given[f"{key}_name"], given[key] = given[key]
     return Fallback(**given)

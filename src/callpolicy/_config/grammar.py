@@ -18,7 +18,7 @@ from callpolicy._config.context import (
     read_section,
     report_unknown,
 )
-from callpolicy._config.fallback import FALLBACK_KEYS, NEEDS_ONE
+from callpolicy._config.fallback import FALLBACK_KEYS, read_fallback
 from callpolicy._config.resilience import parse_ref
 from callpolicy._config.rules import parse_rule_name, read_rules, table_of
 from callpolicy._config.values import (
@@ -290,8 +290,9 @@ def read_policy(table: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
         if name not in table:
             continue
         value = table[name]
-        if name == "fallback" and value == {}:
-            ctx.report(name, NEEDS_ONE)
+        if name == "fallback":  # a table, or false (an inherited fallback dropped)
+            if (section := read_fallback(value, ctx)) is not None:
+                policy[name] = section
         elif isinstance(value, dict):
             policy[name] = read_section(value, ctx.child(name), keys)
         else:

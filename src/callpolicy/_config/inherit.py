@@ -4,7 +4,8 @@ A policy `service.endpoint` is its file's `[defaults]`, then what its `extends` 
 (itself resolved the same way), then its own keys. Merge rule (per key): a later layer's key
 replaces the earlier one's; `retry`, `wait`, `stop`, `pause` and `fallback` merge key by
 key, except that a `wait` with a different `strategy` replaces the whole `wait` table (an
-inherited `initial` means nothing to a `fixed` wait). Lists and inline tables (`quotas`,
+inherited `initial` means nothing to a `fixed` wait), and `fallback = false` drops the whole
+inherited `fallback`. Lists and inline tables (`quotas`,
 `on_status`, `until`, `retry.rules`) are replaced whole, never concatenated.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import attrs
 
 from callpolicy._config.context import Located
+from callpolicy._config.fallback import merge_fallback
 from callpolicy._errors import Problem
 from callpolicy._model import Wait
 from callpolicy._text import suggestion
@@ -35,7 +37,9 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
             merged[key] = value
             continue
         below: dict[str, Located] = merged.get(key, {})
-        if key == "wait" and _strategy(value) not in (None, _strategy(below) or DEFAULT_STRATEGY):
+        if key == "fallback":
+            merged[key] = merge_fallback(below, value)
+        elif key == "wait" and _strategy(value) not in (None, _strategy(below) or DEFAULT_STRATEGY):
             merged[key] = dict(value)
         else:
             merged[key] = {**below, **value}

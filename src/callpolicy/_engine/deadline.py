@@ -108,14 +108,48 @@ if sys.version_info >= (3, 11):
                 raise  # the function's own TimeoutError, unchanged
             raise AttemptTimeout(policy, seconds, by_deadline) from error
 
-else:  # pragma: no cover - Python 3.10: wait_for runs the attempt in a task of its own
+else:  # pragma: no cover - Python 3.10, as asyncio.timeout (3.11) and async-timeout do it
+    _CANCEL = "callpolicy: the attempt's time is up"
+    _scopes: contextvars.ContextVar[tuple[_Scope, ...]] = contextvars.ContextVar(
+        "callpolicy_attempt_scopes", default=()
+    )
+
+    class _Scope:
+        """One attempt's timer: it cancels the task running the attempt (the attempt runs
+        in the caller's task, in its context, and has ended when `_within` returns)."""
+
+        def __init__(self, task: asyncio.Task[Any]) -> None:
+            self.task = task
+            self.expired = False
+
+        def expire(self) -> None:
+            self.expired = True
+            self.task.cancel(_CANCEL)
 
     async def _within(policy: str, seconds: float, by_deadline: bool, work: Awaitable[Any]) -> Any:
-        task = asyncio.ensure_future(work)
+        """`work` awaited for `seconds` at most (on the event loop's clock)."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError(f"{policy}: stop.attempt_timeout needs to run inside a task")
+        scope = _Scope(task)
+        enclosing = _scopes.get()
+        token = _scopes.set((*enclosing, scope))
+        timer = asyncio.get_running_loop().call_later(seconds, scope.expire)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), seconds)
-        except asyncio.TimeoutError as error:
-            if task.done():
-                raise  # the function's own timeout, unchanged
-            task.cancel()
-            raise AttemptTimeout(policy, seconds, by_deadline) from error
+            return await work
+        except asyncio.CancelledError as cancelled:
+            # Ours: our timer fired, the cancellation delivered is one of ours (not one
+            # from outside), and no enclosing attempt of this task is also over (the
+            # outermost one that is turns the cancellation into its AttemptTimeout).
+            if (
+                not scope.expired
+                or cancelled.args != (_CANCEL,)
+                or any(outer.expired and outer.task is task for outer in enclosing)
+            ):
+                raise
+            timeout = TimeoutError().with_traceback(cancelled.__traceback__)
+            timeout.__context__ = cancelled  # the attempt's frames: where it was cut
+            raise AttemptTimeout(policy, seconds, by_deadline) from timeout
+        finally:
+            timer.cancel()
+            _scopes.reset(token)

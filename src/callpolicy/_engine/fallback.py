@@ -51,11 +51,14 @@ def build_runner(
 
 def give_up_kind(error: BaseException, policy: str) -> str | None:
     """Which give-up of `policy` `error` is ("retries", "quota", "account", "circuit"), or
-    None: an error the policy did not give up with."""
+    None: an error the policy did not give up with, or one no fallback may hide (a cost
+    above a quota's limit, which no wait would ever admit)."""
     kind: str | None = None
     if isinstance(error, RetryExhausted):
         kind = "retries"
     elif isinstance(error, QuotaExceeded):
+        if error.reason == "cost":
+            return None  # a cost above the quota's limit: never admitted, a programming error
         kind = "quota"
     elif isinstance(error, AccountLimit):
         kind = "account"
@@ -98,7 +101,7 @@ class FallbackRunner(Runner):
         self.kinds = fallback.on
         self.last_good = None if fallback.last_good is None else LastGood(policy.name, fallback)
         self.function = fallback.call
-        self.function_name = _name(fallback.call)
+        self.function_name = fallback.call_name or _name(fallback.call)
 
     def call(
         self,
@@ -110,31 +113,42 @@ class FallbackRunner(Runner):
     ) -> Any:
         if trace is None and HOOKS.traced:  # the trace covers the fallback too
             return traced_call(self, fn, args, kwargs, costing)
-        fallback_used.forget()
         try:
             result = Runner.call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
-            plan = self._plan(error, args, kwargs)
+            plan = self._plan(error, fn, args, kwargs)
             if plan is None:
+                fallback_used.settle(None)
                 raise  # unchanged: not a give-up this fallback stands in for
-            event, served = plan
-            if event.source == "last_good":
-                return served
-            assert self.function is not None
-            if inspect.iscoroutinefunction(self.function):
+            kind, found = plan
+            if found is not None:
+                return self._serve(kind, error, found)
+            function = self.function
+            assert function is not None
+            if inspect.iscoroutinefunction(function):
+                fallback_used.settle(None)
                 raise TypeError(
                     f"{self.name}: fallback.call {self.function_name} is a coroutine function, "
                     "which a sync call cannot await; give it a plain function"
                 ) from error
+            event = self._serve(kind, error, None)
+            token = fallback_used.enter(self.name)
             try:
-                result = self.function(*args, **kwargs)
-            except Exception as failed:
-                _chain(failed, error)
+                result = function(*args, **kwargs)
+            except BaseException as failed:
+                self._failed(failed, error)
                 raise
-            fallback_used.renote(event)
+            finally:
+                fallback_used.leave(token)
+            self._refuse_unrun(result, error)
+            fallback_used.settle(event)  # the function may have made calls of its own
             return result
+        except BaseException:
+            fallback_used.settle(None)
+            raise
         if self.last_good is not None:
-            self._keep(args, kwargs, result)
+            self._keep(fn, args, kwargs, result)
+        fallback_used.settle(None)
         return result
 
     async def async_call(
@@ -147,52 +161,67 @@ class FallbackRunner(Runner):
     ) -> Any:
         if trace is None and HOOKS.traced:
             return await async_traced_call(self, fn, args, kwargs, costing)
-        fallback_used.forget()
         try:
             result = await Runner.async_call(self, fn, args, kwargs, costing, trace or False)
         except Exception as error:
-            plan = self._plan(error, args, kwargs)
+            plan = self._plan(error, fn, args, kwargs)
             if plan is None:
+                fallback_used.settle(None)
                 raise  # unchanged: not a give-up this fallback stands in for
-            event, served = plan
-            if event.source == "last_good":
-                return served
-            assert self.function is not None
+            kind, found = plan
+            if found is not None:
+                return self._serve(kind, error, found)
+            function = self.function
+            assert function is not None
+            event = self._serve(kind, error, None)
+            token = fallback_used.enter(self.name)
             try:
-                result = self.function(*args, **kwargs)
+                result = function(*args, **kwargs)
                 if inspect.isawaitable(result):  # an async fallback, or a sync one
                     result = await result
-            except Exception as failed:
-                _chain(failed, error)
+            except BaseException as failed:
+                self._failed(failed, error)
                 raise
-            fallback_used.renote(event)
+            finally:
+                fallback_used.leave(token)
+            fallback_used.settle(event)  # the function may have made calls of its own
             return result
+        except BaseException:
+            fallback_used.settle(None)
+            raise
         if self.last_good is not None:
-            self._keep(args, kwargs, result)
+            self._keep(fn, args, kwargs, result)
+        fallback_used.settle(None)
         return result
 
     # -- shared by both flavours -------------------------------------------------------------
-    def _keep(self, args: Args, kwargs: Kwargs, result: Any) -> None:
+    def _keep(self, fn: Callable[..., Any], args: Args, kwargs: Kwargs, result: Any) -> None:
         assert self.last_good is not None
-        key = self.last_good.key(args, kwargs)
+        key = self.last_good.key(fn, args, kwargs)
         if key is not None:
             self.last_good.store(key, result)
 
     def _plan(
-        self, error: Exception, args: Args, kwargs: Kwargs
-    ) -> tuple[FallbackEvent, Any] | None:
-        """What stands in for `error`: the last good result (the event's source
-        "last_good", and the result), the fallback function ("call"), or nothing (None:
-        raise it). The use is noted (log, hooks, `last_fallback()`)."""
+        self, error: Exception, fn: Callable[..., Any], args: Args, kwargs: Kwargs
+    ) -> tuple[str, tuple[Any, float] | None] | None:
+        """What stands in for `error`: the give-up's kind and the last good result with its
+        age, or None for the fallback function; or nothing (None: raise it). Not the
+        function while it is already serving this policy in this context (a fallback
+        calling its own decorated function): the give-up is raised instead."""
         kind = give_up_kind(error, self.name)
         if kind is None or kind not in self.kinds:
             return None
         found = None
         if self.last_good is not None:
-            key = self.last_good.key(args, kwargs)
+            key = self.last_good.key(fn, args, kwargs)
             found = None if key is None else self.last_good.recall(key)
-        if found is None and self.function is None:
+        if found is None and (self.function is None or fallback_used.serving(self.name)):
             return None  # nothing to serve: the give-up is the outcome
+        return kind, found
+
+    def _serve(self, kind: str, error: Exception, found: tuple[Any, float] | None) -> Any:
+        """The use noted (log, hooks, `last_fallback()`, stats): the last good result is
+        returned; for the function, the event (it is about to be called)."""
         cause = describe_exception(error)
         if found is not None:
             event = FallbackEvent(self.name, kind, "last_good", error, cause, age=found[1])
@@ -202,4 +231,27 @@ class FallbackRunner(Runner):
             )
         fallback_used.note(event)
         self.tally.fell_back()
-        return event, None if found is None else found[0]
+        return event if found is None else found[0]
+
+    @staticmethod
+    def _failed(failed: BaseException, error: Exception) -> None:
+        """The fallback function raised: the call raises that (an error with the give-up as
+        its cause), and `last_fallback()` says no fallback served it."""
+        if isinstance(failed, Exception):
+            _chain(failed, error)
+        fallback_used.settle(None)
+
+    def _refuse_unrun(self, result: Any, error: Exception) -> None:
+        """A sync call's fallback must return its result, not work a caller would have to
+        run (a coroutine, an awaitable, a generator): closed, and a TypeError."""
+        if inspect.isawaitable(result) or inspect.isgenerator(result):
+            what = "a generator" if inspect.isgenerator(result) else "an awaitable"
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()  # never run: no "coroutine was never awaited" warning
+            fallback_used.settle(None)
+            raise TypeError(
+                f"{self.name}: fallback.call {self.function_name} returned {what} "
+                f"({type(result).__name__}), which a sync call cannot run as its result; "
+                "give it a plain function that returns the result"
+            ) from error

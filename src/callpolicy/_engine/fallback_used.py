@@ -4,12 +4,19 @@ The result a fallback serves is returned as it is (the type the caller expects),
 caller learns that it came from the fallback is outside it: hooks of the "fallback" kind get
 a `FallbackEvent` for every use; the log says it at WARNING, at most once a minute per
 policy, give-up and source; and `last_fallback()` returns the event of the latest call, in
-the current thread or task, of a policy that has a fallback (None when that call's result
-was its own).
+the current thread or task, of a policy that has a fallback, to end (None when that call's
+outcome was its own). Each such call sets it when it ends, so a call that returned its own
+result after nested calls served theirs reports None; a task (gather, create_task) reports
+only the calls it ran itself, never what it inherited from the task that started it.
+
+While a policy's fallback function runs, the policy is marked serving in the context: a
+call of the same policy inside it that gives up raises its give-up rather than call the
+fallback again (a fallback that calls its own decorated function would recurse forever).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from typing import ClassVar, Literal
@@ -22,8 +29,12 @@ from callpolicy._text import Throttled
 
 FallbackSource = Literal["last_good", "call"]
 _said = Throttled(60.0)
-_used: contextvars.ContextVar[FallbackEvent | None] = contextvars.ContextVar(
+# The latest call's use, and the task that made the call (None outside asyncio).
+_used: contextvars.ContextVar[tuple[object, FallbackEvent] | None] = contextvars.ContextVar(
     "callpolicy_fallback", default=None
+)
+_serving: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "callpolicy_fallback_serving", default=frozenset()
 )
 
 
@@ -62,21 +73,31 @@ class FallbackEvent:
 
 
 def last_fallback() -> FallbackEvent | None:
-    """The fallback that served the latest call, in this thread or task, of a policy with a
-    fallback; None if that call returned (or raised) its own outcome, or if there was none.
-    Inside a fallback function, the use in progress (its `error` is the give-up)."""
-    return _used.get()
+    """The fallback that served the latest call to end, in this thread or task, of a policy
+    with a fallback; None if that call returned (or raised) its own outcome, or if there was
+    none. Inside a fallback function, the use in progress (its `error` is the give-up)."""
+    used = _used.get()
+    if used is None or used[0] is not _task():
+        return None  # none, or inherited from the task that started this one
+    return used[1]
 
 
-def forget() -> None:
-    """A call of a policy with a fallback starts: the previous call's use is no longer news."""
-    if _used.get() is not None:
+def _task() -> object:
+    loop = asyncio._get_running_loop()
+    return None if loop is None else asyncio.current_task(loop)
+
+
+def settle(event: FallbackEvent | None) -> None:
+    """A call of a policy with a fallback ends (`event`: the use that served it, if any)."""
+    if event is not None:
+        _used.set((_task(), event))
+    elif _used.get() is not None:
         _used.set(None)
 
 
 def note(event: FallbackEvent) -> None:
     """A fallback serves: for `last_fallback()`, the log and the hooks."""
-    _used.set(event)
+    settle(event)
     _said.warn(
         (event.policy, event.give_up, event.source),
         "%s (said at most once a minute per policy and kind)",
@@ -88,6 +109,15 @@ def note(event: FallbackEvent) -> None:
     emit(event)  # to the hooks of the "fallback" kind
 
 
-def renote(event: FallbackEvent) -> None:
-    """After the fallback function returned: it may have made calls of its own."""
-    _used.set(event)
+def serving(policy: str) -> bool:
+    """Whether `policy`'s fallback function is running in this context."""
+    return policy in _serving.get()
+
+
+def enter(policy: str) -> contextvars.Token[frozenset[str]]:
+    """`policy`'s fallback function starts (`leave` with the token when it ends)."""
+    return _serving.set(_serving.get() | {policy})
+
+
+def leave(token: contextvars.Token[frozenset[str]]) -> None:
+    _serving.reset(token)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from callpolicy._clock import CLOCK
+from callpolicy._engine.outcomes import describe_exception
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Fallback
 from callpolicy._text import Throttled
@@ -38,27 +39,32 @@ class LastGood:
     def after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
-        """The key of a call's result; None: it is not kept (said at most once a minute)."""
+    def key(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Hashable | None:
+        """The key of a call of `fn`'s result; None: it is not kept (said at most once a
+        minute)."""
         if self.key_function is not None:
             try:
                 key = self.key_function(*args, **kwargs)
                 hash(key)
             except Exception as error:
-                self._not_kept(f"its key function raised {type(error).__name__}: {error}")
+                said = f"its key function raised {describe_exception(error)}"
+                self._not_kept(type(error), said)
                 return None
-            return key  # None: the key function says not to keep this one
-        key = (args, tuple(sorted(kwargs.items()))) if kwargs else args
+            return None if key is None else (fn, key)  # None: not to keep this one
+        key = (fn, args, tuple(sorted(kwargs.items()))) if kwargs else (fn, args)
         try:
             hash(key)
         except TypeError as error:
-            self._not_kept(f"its arguments are not hashable ({error}); name a key function")
+            self._not_kept(None, f"its arguments are not hashable ({error}); name a key function")
             return None
         return key
 
-    def _not_kept(self, why: str) -> None:
+    def _not_kept(self, error: type[BaseException] | None, why: str) -> None:
+        """Said at most once a minute per policy and error type (None: unhashable)."""
         _unkeyed.warn(
-            (self.policy, why.partition("(")[0]),
+            (self.policy, error),
             "%s: fallback.last_good keeps no result of this call: %s (said at most once a "
             "minute per policy)",
             self.policy,

@@ -15,7 +15,7 @@ from callpolicy._engine.rules import Cause
 from callpolicy._engine.waits import SleepParts
 from callpolicy._errors import QuotaExceeded, RetryExhausted, mark_gave_up, reraise
 from callpolicy._events import SleepEvent, SleepTrigger
-from callpolicy._text import Throttled, format_seconds, shown_value
+from callpolicy._text import Throttled, format_seconds, shown_value, without_secrets
 
 _not_repeated = Throttled(60.0)
 
@@ -146,9 +146,12 @@ def no_quota_for_retry(
 
 
 def describe_exception(exc: BaseException) -> str:
+    """`exc` in words for a log line or an event, any URL in it without its credentials
+    and query: "HTTPError: 500 Server Error: Internal Server Error for url:
+    https://api.example.com/v1/offers (HTTP 500)"."""
     status = status_of(exc)
     try:
-        said = str(exc)
+        said = without_secrets(str(exc))
     except Exception:  # an error whose __str__ fails is still described, never raised
         said = "(its message could not be read)"
     text = f"{type(exc).__name__}: {said}" if said else type(exc).__name__

@@ -32,7 +32,8 @@ class Fallback:
     """What a call serves when it gives up: the last good result for the same arguments, at
     most `last_good` seconds old (`max_entries` kept, least recently used dropped first,
     keyed by `key(*args, **kwargs)` or by the arguments themselves), else what `call`
-    (called with the call's own arguments) returns. At least one of the two is given."""
+    (called with the call's own arguments) returns. At least one of the two is given.
+    `call_name` and `key_name`: the dotted paths the file named the functions by."""
 
     call: Callable[..., Any] | None = None
     last_good: float | None = attrs.field(default=None, validator=v.optional(v.gt(0)))
@@ -45,6 +46,8 @@ class Fallback:
         converter=frozenset,
         validator=v.deep_iterable(v.in_(FALLBACK_ON)),
     )
+    call_name: str | None = None
+    key_name: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.call is None and self.last_good is None:
