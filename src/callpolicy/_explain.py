@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import attrs
 
+from callpolicy._explain_layers import describe_budget, describe_fallback, layers
 from callpolicy._model import (
     ADAPT_BETA,
-    FALLBACK_ON,
     HINT_FIELD,
     PROGRESS_FORMATS,
     Adapt,
     Breaker,
-    Budget,
-    Fallback,
     GiveUp,
     Learn,
     Match,
@@ -74,42 +72,23 @@ def explain(policy: Policy) -> str:
             f"  server:   {retry.should_retry_header}: true retries an error response "
             "(any method), false ends the call, before the statuses"
         )
+    if policy.budget is not None:
+        lines.append(f"  budget:   {describe_budget(policy.budget, policy.name)}")
+    if policy.breaker is not None:
+        lines.append(f"  breaker:  {describe_breaker(policy.breaker, policy.name)}")
     if policy.pause is not None:
         pause = policy.pause
         lines.append(
             f"  pause:    when {pause.remaining} is no more than the calls in flight, until "
             f"{pause.reset} ({pause.format}), at most {format_seconds(pause.max)}"
         )
-    if policy.budget is not None:
-        lines.append(f"  budget:   {describe_budget(policy.budget, policy.name)}")
-    if policy.breaker is not None:
-        lines.append(f"  breaker:  {describe_breaker(policy.breaker, policy.name)}")
     quotas = ", ".join(describe_quota(q) for q in policy.quotas) or "none"
     lines.append(f"  quotas:   {quotas}")
     if policy.fallback is not None:
         lines.append(f"  fallback: {describe_fallback(policy.fallback)}")
+    if policy.fallback or policy.budget or policy.breaker or policy.stop.attempt_timeout:
+        lines.append(f"  layers:   {layers(policy)}")
     return "\n".join(lines)
-
-
-def describe_fallback(fallback: Fallback) -> str:
-    """ "on giving up (retries, quota): the last good result ..., else f(...)"."""
-    kinds = ", ".join(kind for kind in FALLBACK_ON if kind in fallback.on)
-    served = []
-    if fallback.last_good is not None:
-        key = f" (keyed by {fallback.key_name or _qualified(fallback.key)})" if fallback.key else ""
-        served.append(
-            f"the last good result for the same arguments{key}, at most "
-            f"{format_seconds(fallback.last_good)} old, {fallback.max_entries:,} kept"
-        )
-    if fallback.call is not None:
-        served.append(f"{fallback.call_name or _qualified(fallback.call)}(same arguments)")
-    return f"on giving up ({kinds}): {', else '.join(served)}"
-
-
-def _qualified(function: object) -> str:
-    module = getattr(function, "__module__", None)
-    name = getattr(function, "__qualname__", None) or type(function).__qualname__
-    return f"{module}.{name}" if module else str(name)
 
 
 def _triggers(match: Match) -> list[str]:
@@ -149,16 +128,6 @@ def describe_breaker(breaker: Breaker, policy: str) -> str:
         f"{whose}: opens at {breaker.failure_ratio:.0%} failed or {slow} over {window} "
         f"(from {breaker.least_calls} calls); open {format_seconds(breaker.open_for)}, then "
         f"{probes}; failed: {failures}{where}"
-    )
-
-
-def describe_budget(budget: Budget, policy: str) -> str:
-    """A retry budget in words (gRPC's retry throttling)."""
-    whose = "its own" if budget.name == policy else f"{budget.name}, shared by name"
-    return (
-        f"{whose}: {budget.max_tokens} tokens, 1 per retried failure, {budget.token_ratio:g} "
-        f"back per success; retries only above {budget.max_tokens / 2:g} (first attempts "
-        "always go)"
     )
 
 
