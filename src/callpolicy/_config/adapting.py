@@ -19,6 +19,7 @@ from callpolicy._config.context import (
     list_of,
     read_section,
 )
+from callpolicy._config.learning import check_bounds
 from callpolicy._config.values import UnitError, parse_rate, parse_statuses
 from callpolicy._model import ADAPT_ALGORITHMS, Adapt, Rate
 from callpolicy._text import format_seconds, shown_value
@@ -43,15 +44,7 @@ def parse_adapt(value: Any, ctx: Context, key: str) -> Adapt | None:
     for needed in ("floor", "ceiling"):
         if needed not in value:
             here.report(None, f"needs {needed} (like {EXAMPLE})")
-    floor, ceiling = keys.get("floor"), keys.get("ceiling")
-    if floor is not None and ceiling is not None:
-        low, high = floor.value, ceiling.value
-        if low.period != high.period:
-            here.report(
-                "ceiling", f"must count over the floor's period (got {high}; the floor is {low})"
-            )
-        elif low.calls > high.calls:
-            here.report("floor", f"must be at most the ceiling {high} (got {low})")
+    floor, ceiling = check_bounds(keys, here)
     statuses = _statuses(keys.get("on_status"), here)
     if len(here.problems) != before or floor is None or ceiling is None:
         return None

@@ -11,9 +11,10 @@ does not say (default: the limit's period). The bounds count over the limit's pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from callpolicy._config.context import Context, Parser, atom, choice, read_section
+from callpolicy._config.context import Context, Located, Parser, atom, choice, read_section
 from callpolicy._config.values import UnitError, parse_header, parse_positive_duration, parse_rate
 from callpolicy._model import LEARN_SOURCES, Learn, Rate
 from callpolicy._text import format_seconds, shown_value
@@ -64,15 +65,7 @@ def parse_learn(value: Any, ctx: Context, key: str) -> Learn | None:
     for name, only in ONLY.items():
         if name in keys and source is not None and source != only:
             here.report(name, f'applies only to from = "{only}" (this one has "{source}")')
-    floor, ceiling = keys.get("floor"), keys.get("ceiling")
-    if floor is not None and ceiling is not None:
-        low, high = floor.value, ceiling.value
-        if low.period != high.period:
-            here.report(
-                "ceiling", f"must count over the floor's period (got {high}; the floor is {low})"
-            )
-        elif low.calls > high.calls:
-            here.report("floor", f"must be at most the ceiling {high} (got {low})")
+    floor, ceiling = check_bounds(keys, here)
     if len(here.problems) != before or source is None or floor is None or ceiling is None:
         return None
     named = keys.get("policy") or keys.get("resource")
@@ -109,3 +102,20 @@ def check_learn(learn: Learn, rate: Rate | None, ctx: Context) -> None:
             f"{format_seconds(learn.window)}: an announcement over a shorter window cannot "
             "be held to the quota's)",
         )
+
+
+def check_bounds(
+    keys: Mapping[str, Located], here: Context
+) -> tuple[Located | None, Located | None]:
+    """A `learn` or `adapt` table's floor and ceiling, reported unless they count over one
+    period with the floor at most the ceiling."""
+    floor, ceiling = keys.get("floor"), keys.get("ceiling")
+    if floor is not None and ceiling is not None:
+        low, high = floor.value, ceiling.value
+        if low.period != high.period:
+            here.report(
+                "ceiling", f"must count over the floor's period (got {high}; the floor is {low})"
+            )
+        elif low.calls > high.calls:
+            here.report("floor", f"must be at most the ceiling {high} (got {low})")
+    return floor, ceiling
