@@ -189,3 +189,23 @@ def test_opentelemetry_span_ends_when_the_hook_is_removed_during_the_call(
     assert span.name == "callpolicy api.get"
     assert trace.get_current_span().get_span_context().span_id == 0  # detached
     assert hook._open == {}
+
+
+def test_prometheus_shows_a_learned_limit_and_cuts(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(
+        api='[endpoints.get]\nquotas = [{ limit = "20/1s", learn = { from = "x-ratelimit", '
+        'floor = "5/1s", ceiling = "50/1s" } }]\n'
+    )
+
+    class Answer:
+        def __init__(self) -> None:
+            self.status_code = 200
+            self.headers = {"X-RateLimit-Limit": "10"}
+
+    registry.policy("api.get")(Answer)()
+    got = scrape(registry)
+    (quota,) = registry.quota_counters()
+    assert got["callpolicy_quota_learned_per_second", (("quota", quota),)] == 10.0
+    assert got["callpolicy_quota_cuts_total", (("quota", quota),)] == 0

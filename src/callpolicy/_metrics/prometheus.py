@@ -111,13 +111,25 @@ class PolicyCollector:
             "waited_seconds": CounterMetricFamily(
                 f"{p}_quota_wait_seconds", "Seconds attempts waited", labels=["quota"]
             ),
+            "cuts": CounterMetricFamily(
+                f"{p}_quota_cuts", "Congestion events that cut an adaptive rate", labels=["quota"]
+            ),
+            "learned": GaugeMetricFamily(
+                f"{p}_quota_learned_per_second",
+                "The limit a quota learned or adapted to, in calls per second (once it has one)",
+                labels=["quota"],
+            ),
         }
 
     def _quotas(self) -> Iterator[Metric]:
         families = self._quota_families()
+        learned = families.pop("learned")
         for quota, counts in self.registry.quota_counters().items():
             for field, family in families.items():
                 family.add_metric([quota], getattr(counts, field))
+            if counts.learned is not None:
+                learned.add_metric([quota], counts.learned.calls / counts.learned.period)
+        families["learned"] = learned
         yield from families.values()
 
 
