@@ -12,6 +12,7 @@ so no rounding drifts. Exhausted and available again are each logged once per ch
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import NoReturn
 
@@ -87,8 +88,12 @@ def budget_stop(policy: str, budget: LocalBudget, state: tenacity.RetryCallState
     if outcome.failed:
         error = outcome.exception()
         assert error is not None
+        note = f"callpolicy: {policy} did not retry: {why}"
         if hasattr(error, "add_note"):  # Python 3.11+
-            error.add_note(f"callpolicy: {policy} did not retry: {why}")
+            error.add_note(note)
+        else:  # 3.10: the list add_note keeps (PEP 678), for code to read (not printed)
+            with contextlib.suppress(AttributeError, TypeError):
+                error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         mark_gave_up(error, policy)  # a give-up: a fallback may stand in for it
         reraise(error)
     raise RetryExhausted(policy, outcome.result(), state.attempt_number, why)
