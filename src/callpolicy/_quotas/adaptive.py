@@ -23,9 +23,10 @@ time is never probing time:
 It starts at the declared rate, on the flat of the curve (as if just back at a last cut).
 A limit changed from elsewhere (announced by a header, or adapted by another process through
 Redis) becomes the rate to start from (within the bounds that apply: learn's and adapt's);
-while a limit announced by headers is fresh
-(ADAPT_ANNOUNCED_HOLD periods), the rate neither probes nor cuts for answers that announce one:
-headers win when present. Times are in seconds; rates in calls per the quota's period.
+while a limit announced by headers is fresh (ADAPT_ANNOUNCED_HOLD periods), the rate neither
+probes nor cuts for answers that announce one: headers win when present. A success checks for
+a probe at most once per tenth of a period (the curve is not evaluated on every call). Times
+are in seconds; rates in calls per the quota's period.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class AdaptiveRate:
         self.cuts = 0  # congestion events that cut the rate
         self.cut_at = -math.inf
         self.announced_at = -math.inf
+        self.probe_at = -math.inf  # the next time a success may probe
         self._start(float(calls), now)
         self.answers = Trailing(period)  # answered, passed and refused in the last period
 
@@ -142,6 +144,9 @@ class AdaptiveRate:
         return calls, f"HTTP {status}: {why}", False
 
     def _passed(self, now: float) -> Change | None:
+        if now < self.probe_at:
+            return None  # checked lately: at most once per tenth of a period
+        self.probe_at = now + self.period / (Trailing.SLOTS - 1)
         if now - self.announced_at < ADAPT_ANNOUNCED_HOLD * self.period:
             return None  # a limit announced lately holds: no probing above it
         t = self.busy_for
