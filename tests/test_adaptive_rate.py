@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -48,6 +49,30 @@ def test_refusals_within_a_period_of_a_cut_are_one_congestion_event() -> None:
     assert rate.cuts == 1
     assert rate.answer(1.2, 429, rate.calls, False) == (9, CONGESTION, False)  # a new event
     assert rate.cuts == 2
+
+
+def test_a_refusal_of_a_call_sent_before_the_cut_is_the_same_event() -> None:
+    rate = blind()
+    assert rate.answer(0.0, 429, 20, False, sent=-3.0) == (14, CONGESTION, False)
+    for at in (1.5, 2.5, 3.0):  # answers 3 s late (a server slower than the period)
+        assert rate.answer(at, 429, rate.calls, False, sent=at - 3.0) is None
+    assert rate.cuts == 1
+    assert rate.answer(3.5, 429, 14, False, sent=0.5) == (9, CONGESTION, False)  # sent after
+
+
+def test_a_slow_servers_refusals_in_flight_cut_once(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(svc=policies())
+
+    @registry.policy("svc.get")
+    def get(status: int) -> SimpleNamespace:  # as requests says: answered 4 s after sent
+        return SimpleNamespace(status_code=status, headers={}, elapsed=timedelta(seconds=4))
+
+    for _ in range(6):  # refusals of calls all sent before the first cut, 0.6 s apart
+        get(429)
+        clock.advance(0.6)
+    assert registry.quota_counters()["svc.api"].cuts == 1
 
 
 def test_a_503_cuts_too_and_other_statuses_do_not() -> None:

@@ -6,9 +6,11 @@ saturated, to ADAPT_MEASURED_BETA of what passed in the last period, never below
 rate). Every refusal restarts the probing clock, at the floor too. Refusals answered within one
 period of a cut (ADAPT_HOLD) belong to the same event, whatever their number: the server is
 still counting the calls sent at the rate before the cut, and 10 calls in flight must not cut
-it 10 times. Every other answer lets the rate probe upward (never above the ceiling), while
-the calls use it (ADAPT_BUSY of it, and 2 calls, answered in the last period; a quota barely
-used learns nothing about the server's limit, and would otherwise climb to its ceiling unseen);
+it 10 times. So does a later refusal of a call sent before the cut, when the client says
+when it was sent (a server slower than a period). Every other answer lets the rate probe
+upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
+answered in the last period; a quota barely used learns nothing about the server's limit,
+and would otherwise climb to its ceiling unseen);
 the time between two answers counts at most as the gap between calls at the rate, so idle
 time is never probing time:
 
@@ -86,9 +88,12 @@ class AdaptiveRate:
     def _calls(self, rate: float) -> int:
         return int(min(max(math.floor(rate + 1e-9), self.low), self.high))
 
-    def answer(self, now: float, status: int, in_force: int, announced: bool) -> Change | None:
+    def answer(
+        self, now: float, status: int, in_force: int, announced: bool, sent: float | None = None
+    ) -> Change | None:
         """One answer of `status` (`announced`: it announced a limit, followed elsewhere) at
-        `now`, the limit in force being `in_force`: the new limit and why, if it changes."""
+        `now` to a call sent at `sent` (None: not known), the limit in force being
+        `in_force`: the new limit and why, if it changes."""
         if in_force != self.known:  # changed elsewhere (headers, another process)
             falling = in_force < self.known
             self._start(float(in_force), now)
@@ -107,12 +112,16 @@ class AdaptiveRate:
         if announced:
             return None  # headers win
         if refused:
-            return self._refused(now, status, answers)
+            return self._refused(now, status, answers, sent)
         return self._passed(now)
 
-    def _refused(self, now: float, status: int, answers: Counts) -> Change | None:
+    def _refused(
+        self, now: float, status: int, answers: Counts, sent: float | None
+    ) -> Change | None:
         if now - self.cut_at < ADAPT_HOLD * self.period:
             return None  # the same congestion event
+        if sent is not None and sent <= self.cut_at:
+            return None  # a call in flight at the cut (a slow server): the same event
         self.cut_at = now
         old = self.rate
         if old <= self.low:

@@ -87,16 +87,19 @@ class LearnedLimit:
         """Congestion events that cut the adaptive rate, in this process."""
         return self.adaptive.cuts if self.adaptive is not None else 0
 
-    def answered(self, status: int | None, announced: bool) -> None:
+    def answered(self, status: int | None, announced: bool, latency: float | None = None) -> None:
         """An answer of `status` (None: no HTTP answer, which says nothing of the rate) came
-        back; `announced`: it announced a limit (already offered). Adapts the rate."""
+        back, `latency` seconds after its request was sent (if known); `announced`: it
+        announced a limit (already offered). Adapts the rate."""
         adaptive, adapt = self.adaptive, self.quota.adapt
         if adaptive is None or adapt is None or status is None:
             return
         with self._adapting:
             rate = self.current.rate
             assert rate is not None
-            change = adaptive.answer(CLOCK.now(), status, rate.calls, announced)
+            now = CLOCK.now()
+            sent = now - latency if latency is not None else None
+            change = adaptive.answer(now, status, rate.calls, announced, sent)
             if change is not None:
                 calls, why, probe = change
                 self.offer(calls, why, quiet=probe)
