@@ -37,8 +37,8 @@ ADAPT_HOLD = 1.0
 ADAPT_ANNOUNCED_HOLD = 10.0
 # Probe only while calls use the rate: at least this share of it (and 2 calls) answered in the
 # last period (else the rate would climb far above what is used, without any evidence, then
-# burst into refusals); the time between two answers counts at most as the gap between calls
-# at the rate, so an idle quota never probes on its next calls.
+# burst into refusals); the time between two answers counts at most a period, and only with
+# the last period's answers showing the rate used: an idle quota never probes on its next calls.
 ADAPT_BUSY = 0.8
 
 

@@ -10,9 +10,9 @@ it 10 times. So does a later refusal of a call sent before the cut, when the cli
 when it was sent (a server slower than a period). Every other answer lets the rate probe
 upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
 answered in the last period; a quota barely used learns nothing about the server's limit,
-and would otherwise climb to its ceiling unseen);
-the time between two answers counts at most as the gap between calls at the rate, so idle
-time is never probing time:
+and would otherwise climb to its ceiling unseen); the time between two answers counts at
+most a period, and only when the last period's answers show the rate used, so an idle hour
+is never probing time:
 
 - "cubic" (RFC 8312, as the AWS SDKs' adaptive retry mode): the rate follows
   `w_max + c * w_max * (t - K)**3`, `t` the busy periods since the cut, `w_max` the rate
@@ -106,8 +106,9 @@ class AdaptiveRate:
         if refused:
             self.busy_for = 0.0  # probing starts again from each refusal, at the floor too
         elif answers.answered >= max(2.0, ADAPT_BUSY * self.calls):  # the calls use the rate
-            # no more than the gap between calls at the rate: idle time is not probing time
-            self.busy_for += min(now - self.seen, self.period / self.calls) / self.period
+            # no more than a period: an idle gap counts only when the last period's answers
+            # show the rate used (after an idle hour, the first answers do not)
+            self.busy_for += min(now - self.seen, self.period) / self.period
         self.seen = now
         if announced:
             return None  # headers win
