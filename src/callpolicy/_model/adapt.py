@@ -20,8 +20,9 @@ ADAPT_DEFAULT_STATUSES = (429, 503)
 ADAPT_BETA = 0.7
 ADAPT_MEASURED_BETA = 0.9
 # The measured cut (to MEASURED_BETA of what passed in the last period) only when the quota was
-# saturated: at least this share of the rate passed (a quota lightly used says nothing of the
-# server's limit by what passed); a cut never keeps less than BETA of the rate either way.
+# saturated: at least this share of the rate answered (passed or refused) in the last period (a
+# quota lightly used says nothing of the server's limit by what passed); a cut never keeps less
+# than BETA of the rate either way.
 ADAPT_SATURATED = 0.8
 # CUBIC: periods after a cut until the rate is back at the rate it was cut from (its K; the
 # curve's constant C follows, scaled to that rate, so the shape is the same at 5/1s or 5k/1h).

@@ -128,9 +128,9 @@ class AdaptiveRate:
         if old <= self.low:
             return None  # nothing left to cut
         passed = answers.passed
-        if self.measures and ADAPT_SATURATED * old <= passed < old:
+        if self.measures and answers.answered >= ADAPT_SATURATED * old and passed < old:
             # A server counting calls over a window refuses once it holds its limit: what
-            # passed in the last period of a saturated quota is that limit, as near as can be
+            # passed in the last period of a quota used to the rate is that limit, as near as can be
             # told. Start below it (its window is full), the curve flat at it.
             w_max = float(passed)
             rate = passed * ADAPT_MEASURED_BETA
