@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -50,6 +51,30 @@ def test_refusals_within_a_period_of_a_cut_are_one_congestion_event() -> None:
     assert rate.cuts == 2
 
 
+def test_a_refusal_of_a_call_sent_before_the_cut_is_the_same_event() -> None:
+    rate = blind()
+    assert rate.answer(0.0, 429, 20, False, sent=-3.0) == (14, CONGESTION, False)
+    for at in (1.5, 2.5, 3.0):  # answers 3 s late (a server slower than the period)
+        assert rate.answer(at, 429, rate.calls, False, sent=at - 3.0) is None
+    assert rate.cuts == 1
+    assert rate.answer(3.5, 429, 14, False, sent=0.5) == (9, CONGESTION, False)  # sent after
+
+
+def test_a_slow_servers_refusals_in_flight_cut_once(
+    registry_of: RegistryOf, clock: FakeClock
+) -> None:
+    registry = registry_of(svc=policies())
+
+    @registry.policy("svc.get")
+    def get(status: int) -> SimpleNamespace:  # as requests says: answered 4 s after sent
+        return SimpleNamespace(status_code=status, headers={}, elapsed=timedelta(seconds=4))
+
+    for _ in range(6):  # refusals of calls all sent before the first cut, 0.6 s apart
+        get(429)
+        clock.advance(0.6)
+    assert registry.quota_counters()["svc.api"].cuts == 1
+
+
 def test_a_503_cuts_too_and_other_statuses_do_not() -> None:
     rate = blind()
     assert rate.answer(0.1, 500, 20, False) is None
@@ -70,14 +95,14 @@ def test_cubic_climbs_back_fast_then_flat_then_beyond() -> None:
     rate.answer(0.0, 429, 20, False)  # 20 -> 14, the curve's plateau at 20
     seen = {}
     at = 0.05
-    for second in range(1, 8):
+    for second in range(1, 9):
         at = busy(rate, at, 1.0, per_second=rate.calls)
         seen[second] = rate.calls
-    # (busy from the 7th answer on: 0.64 busy periods after the first second)
-    assert seen[1] == 18  # most of the way back within a period
+    # (busy from the 12th answer on, 0.8 of the rate: 0.29 busy periods after the first second)
+    assert seen[1] == 15  # most of the way back within a period (checked once per tenth)
     assert seen[2] == 19 and seen[3] == 20  # flat near the rate of the cut
-    assert 20 < seen[4] < seen[5] < 50  # then probing beyond, faster and faster
-    assert seen[6] == seen[7] == 50  # up to the ceiling
+    assert 20 < seen[4] < seen[5] < seen[6] < seen[7] < 50  # then probing beyond, faster
+    assert seen[8] == 50  # up to the ceiling
 
 
 def test_a_probe_says_why() -> None:
@@ -95,8 +120,8 @@ def test_aimd_climbs_a_step_per_busy_period_up_to_the_ceiling() -> None:
     rate = blind(AIMD)
     rate.answer(0.0, 429, 20, False)  # 20 -> 14
     end = busy(rate, 0.05, 2.0)
-    assert rate.calls == 18  # 14 + 1.7 busy periods x 2.5 (5 % of the ceiling 50)
-    busy(rate, end, 30.0, per_second=60)
+    assert rate.calls == 15  # 14 + 1.5 busy periods x 1 (5 % of the rate cut from, 20)
+    busy(rate, end, 60.0, per_second=60)
     assert rate.calls == 50
 
 
@@ -109,9 +134,60 @@ def test_no_probe_while_the_calls_do_not_use_the_rate() -> None:
 
 def test_a_cut_measures_what_passed_when_the_server_goes_on_refusing() -> None:
     rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)  # measures: every answer is seen here
-    busy(rate, 0.0, 1.0, per_second=10)  # the server let 10 through in the last second
-    assert rate.answer(1.01, 429, 20, False) == (9, "HTTP 429: 10 passed in the last period", False)
-    assert rate.w_max == 10.0  # the curve flattens at what passed
+    busy(rate, 0.0, 1.0, per_second=17)  # the server let 17 through in the last second
+    why = "HTTP 429: 17 passed in the last period, the rate cut to 0.9 of it"
+    assert rate.answer(1.01, 429, 20, False) == (15, why, False)
+    assert rate.w_max == 17.0  # the curve flattens at what passed
+
+
+def test_a_quota_lightly_used_is_cut_by_beta_not_by_what_passed() -> None:
+    # 2 of 20 passed: the quota was not saturated, what passed says nothing of the server
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)
+    rate.answer(0.2, 200, 20, False)
+    rate.answer(0.6, 200, 20, False)
+    assert rate.answer(0.9, 429, 20, False) == (14, CONGESTION, False)  # not 5 (0.9 x 2)
+    assert rate.w_max == 20.0
+
+
+def test_the_curve_never_flattens_below_the_floor() -> None:
+    rate = blind(calls=6)
+    rate.rate, rate.w_max = 5.5, 20.0  # climbing back after a cut from 20, not there yet
+    rate.answer(0.0, 429, 6, False)  # fast convergence would put the plateau at 4.7
+    assert rate.calls == 5 and rate.w_max == 5.0
+
+
+def test_after_an_outage_at_the_floor_the_rate_climbs_back_slowly() -> None:
+    rate = blind()
+    for second in range(10):  # an outage: refusals for 10 seconds, the rate at the floor
+        for i in range(5):
+            rate.answer(second + i / 5, 429, rate.calls, False)
+    assert rate.calls == 5
+    assert rate.answer(10.0, 200, 5, False) is None  # the first success probes nothing
+    busy(rate, 10.1, 1.0, per_second=5)
+    assert rate.calls <= 7  # not back to the ceiling (50)
+
+
+def test_idle_time_is_not_probing_time() -> None:
+    rate = blind(Adapt(Rate(1, 1.0), Rate(50, 1.0)), calls=2)
+    rate.answer(0.0, 200, 2, False)
+    rate.answer(0.5, 200, 2, False)
+    for hour in range(1, 4):  # 2 calls an hour after an idle hour
+        assert rate.answer(hour * 3600.0, 200, rate.calls, False) is None
+        assert rate.answer(hour * 3600.0 + 0.5, 200, rate.calls, False) is None
+    assert rate.calls == 2
+
+
+def test_no_probe_at_half_the_rate() -> None:
+    rate = blind()
+    busy(rate, 0.0, 30.0, per_second=10)  # 10 a second of 20: half used
+    assert rate.calls == 20
+
+
+def test_a_cut_to_the_same_whole_number_is_not_counted() -> None:
+    rate = blind(Adapt(Rate(1, 1.0), Rate(50, 1.0)), calls=2)
+    rate.rate = 2.9  # between whole numbers: 0.7 of it is 2.03, the limit stays 2
+    assert rate.answer(0.0, 429, 2, False) is None
+    assert rate.cuts == 0  # nothing changed: neither counted nor logged
 
 
 def test_an_announced_limit_wins() -> None:
@@ -205,8 +281,9 @@ def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
     )
     text = explain(registry.get("svc.get"))
     assert (
-        "adapts its rate to HTTP 429 (x0.7 per congestion event, up again by a step per period "
-        "while no refusal comes), from the limit, within 5/1s..50/1s" in text
+        "adapts its rate to HTTP 429 (x0.7 per congestion event, or 0.9 of what passed in the "
+        "last period when the rate was used to 0.8 of it, up again by a step per period while "
+        "no refusal comes and the calls use the rate), from the limit, within 5/1s..50/1s" in text
     )
 
 
@@ -247,6 +324,17 @@ def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
             "svc.api.adapt.on_status: must name at least one status, like [429, 503]",
         ),
         (
+            '{ floor = "5/1s", ceiling = "50/1s", on_status = [600] }',
+            "",
+            "svc.api.adapt.on_status[0]: must be an HTTP status from 100 to 599 (got 600)",
+        ),
+        (
+            '{ floor = "21/1s", ceiling = "50/1s" }',
+            'learn = { from = "x-ratelimit", floor = "5/1s", ceiling = "20/1s" }',
+            "svc.api.adapt: bounds 21/1s..50/1s must meet learn's 5/1s..20/1s (learn.floor, "
+            "learn.ceiling, adapt.floor, adapt.ceiling)",
+        ),
+        (
             '{ floor = "5/1s", ceiling = "50/1s", algorithm = "bbr" }',
             "",
             "svc.api.adapt.algorithm: must be one of 'cubic', 'aimd' (got 'bbr')",
@@ -275,6 +363,29 @@ def test_what_cannot_adapt_is_a_load_error(
     with pytest.raises(PolicyError) as refused:
         registry_of(svc=policies(adapt, more))
     assert error in str(refused.value)
+    assert "must name at least one status" not in str(refused.value) or "[]" in adapt
+
+
+def test_learn_and_adapt_with_other_bounds_never_raise_into_a_call(
+    registry_of: RegistryOf, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callpolicy")
+    learn = 'learn = { from = "x-ratelimit", floor = "8/1s", ceiling = "500/1s" }'
+    registry = registry_of(svc=policies(more=learn))
+    get = answering(registry)
+    # a header above adapt's ceiling: held at the ceiling of both bounds (50), no ValueError
+    assert get(200, {"X-RateLimit-Limit": "100"}).status_code == 200
+    assert said(caplog) == [
+        "quota svc.api: limit 20/1s -> 50/1s (X-RateLimit-Limit: 100; the ceiling is 50/1s)"
+    ]
+    for _ in range(8):  # refusals without headers (a proxy's): cut, never below learn's floor
+        clock.advance(1.5)
+        assert get(429).status_code == 429
+    # (the 6th line waits: at most 5 lines per 10 seconds)
+    assert registry.quota_counters()["svc.api"].learned == Rate(8, 1.0)
+    clock.advance(1.5)
+    assert get(200, {"X-RateLimit-Limit": "2"}).status_code == 200  # below both floors
+    assert registry.quota_counters()["svc.api"].learned == Rate(8, 1.0)
 
 
 def test_adapting_in_flight_slots_or_a_pool_member_is_a_load_error(
@@ -320,11 +431,12 @@ def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
         "quota svc.api: limit 20/1s -> 21/1s (no refusal since the start: probing up (aimd))"
     )
     # the calls never used more than 16 to 18 a second (counted in tenths of a period, as the
-    # clock's start falls): that is what the cut goes by, to 0.9 of it
+    # clock's start falls): the probe stops once they use less than 0.8 of the rate, and the
+    # quota was not saturated, so the cut is to 0.7 of the rate, not to 0.9 of what passed
     cut = re.fullmatch(
-        r"quota svc.api: limit 33/1s -> (\d+)/1s \(HTTP 429: (1[6-8]) passed in the last "
-        r"period; 12 more change\(s\) since the last line\)",
+        r"quota svc.api: limit (2[0-3])/1s -> (\d+)/1s \(HTTP 429: a congestion event, the rate "
+        r"cut to 0.7 of itself; \d+ more change\(s\) since the last line\)",
         lines[1],
     )
     assert cut is not None, lines
-    assert int(cut[1]) == int(0.9 * int(cut[2]))
+    assert int(cut[2]) == int(0.7 * int(cut[1]))

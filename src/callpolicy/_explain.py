@@ -7,6 +7,7 @@ import attrs
 from callpolicy._explain_layers import describe_budget, describe_fallback, layers
 from callpolicy._model import (
     ADAPT_BETA,
+    ADAPT_MEASURED_BETA,
     HINT_FIELD,
     PROGRESS_FORMATS,
     Adapt,
@@ -20,6 +21,7 @@ from callpolicy._model import (
     Wait,
     rule_names,
 )
+from callpolicy._model.adapt import ADAPT_SATURATED
 from callpolicy._text import format_seconds
 
 
@@ -147,17 +149,24 @@ def describe_quota(quota: Quota) -> str:
     how = f"{_describe_algorithm(quota)}, guard {format_seconds(quota.guard)}"
     learns = f"; {describe_learn(quota.learn)}" if quota.learn is not None else ""
     if quota.adapt is not None:
-        learns += f"; {describe_adapt(quota.adapt)}"
+        learns += f"; {describe_adapt(quota.adapt, quota.storage.is_memory)}"
     return f"{quota.name} ({quota.rate}{unit}, {how}{where}, {wait}{learns})"
 
 
-def describe_adapt(adapt: Adapt) -> str:
-    """ "adapts its rate to HTTP 429, 503 (cubic: x0.7 per congestion event, ...)"."""
+def describe_adapt(adapt: Adapt, measures: bool = False) -> str:
+    """ "adapts its rate to HTTP 429, 503 (x0.7 per congestion event, ...)"; `measures`: in
+    memory, where a saturated quota's cut goes by what passed."""
     statuses = ", ".join(str(s) for s in sorted(adapt.statuses))
     probe = "a cubic curve" if adapt.algorithm == "cubic" else "a step per period"
+    cut = f"x{ADAPT_BETA:g} per congestion event"
+    if measures:
+        cut += (
+            f", or {ADAPT_MEASURED_BETA:g} of what passed in the last period when the rate "
+            f"was used to {ADAPT_SATURATED:g} of it"
+        )
     return (
-        f"adapts its rate to HTTP {statuses} (x{ADAPT_BETA:g} per congestion event, up again "
-        f"by {probe} while no refusal comes), from the limit, within {adapt.floor}..{adapt.ceiling}"
+        f"adapts its rate to HTTP {statuses} ({cut}, up again by {probe} while no refusal "
+        f"comes and the calls use the rate), from the limit, within {adapt.floor}..{adapt.ceiling}"
     )
 
 

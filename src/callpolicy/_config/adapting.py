@@ -21,7 +21,7 @@ from callpolicy._config.context import (
 )
 from callpolicy._config.learning import check_bounds
 from callpolicy._config.values import UnitError, parse_rate, parse_statuses
-from callpolicy._model import ADAPT_ALGORITHMS, Adapt, Rate
+from callpolicy._model import ADAPT_ALGORITHMS, Adapt, Learn, Rate
 from callpolicy._text import format_seconds, shown_value
 
 EXAMPLE = '{ floor = "5/1s", ceiling = "50/1s" }'
@@ -45,7 +45,7 @@ def parse_adapt(value: Any, ctx: Context, key: str) -> Adapt | None:
         if needed not in value:
             here.report(None, f"needs {needed} (like {EXAMPLE})")
     floor, ceiling = check_bounds(keys, here)
-    statuses = _statuses(keys.get("on_status"), here)
+    statuses = _statuses(keys.get("on_status"), here, value.get("on_status"))
     if len(here.problems) != before or floor is None or ceiling is None:
         return None
     given: dict[str, Any] = {}  # only what the file sets: the defaults live in _model
@@ -56,12 +56,12 @@ def parse_adapt(value: Any, ctx: Context, key: str) -> Adapt | None:
     return Adapt(floor.value, ceiling.value, **given)
 
 
-def _statuses(given: Located | None, ctx: Context) -> frozenset[int] | None:
+def _statuses(given: Located | None, ctx: Context, raw: Any) -> frozenset[int] | None:
     """The refusals' statuses: 4xx or 5xx only (a 2xx or 3xx refuses nothing)."""
     if given is None:
         return None
     statuses: frozenset[int] = frozenset().union(*given.value)
-    if not given.value:
+    if raw == []:  # (entries that are no status are reported on their own)
         ctx.report("on_status", "must name at least one status, like [429, 503]")
     elif any(status < 400 for status in statuses):
         low = min(statuses)
@@ -69,9 +69,22 @@ def _statuses(given: Located | None, ctx: Context) -> frozenset[int] | None:
     return statuses
 
 
-def check_adapt(adapt: Adapt, rate: Rate | None, weighted: bool, ctx: Context) -> None:
+def check_adapt(
+    adapt: Adapt, rate: Rate | None, weighted: bool, ctx: Context, learn: Learn | None = None
+) -> None:
     """The bounds against the quota's own limit (the rate it starts at): the same period,
-    the limit between them; not a weighted quota (a refusal says nothing of costs)."""
+    the limit between them; not a weighted quota (a refusal says nothing of costs); with
+    `learn`, bounds that meet (the limit stays within both)."""
+    if learn is not None and (
+        learn.floor.calls > adapt.ceiling.calls or adapt.floor.calls > learn.ceiling.calls
+    ):
+        ctx.report(
+            "adapt",
+            f"bounds {adapt.floor}..{adapt.ceiling} must meet learn's "
+            f"{learn.floor}..{learn.ceiling} (learn.floor, learn.ceiling, adapt.floor, "
+            "adapt.ceiling): the limit stays within both",
+        )
+        return
     if weighted:
         ctx.report(
             "adapt",

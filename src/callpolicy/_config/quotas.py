@@ -104,8 +104,13 @@ def read_quota(table: Any, ctx: Context) -> dict[str, Located] | None:
         check_learn(keys["learn"].value, rate.value if rate is not None else None, ctx)
     if "adapt" in keys and kind == "limit":
         weighted_calls = "weighted" in keys and keys["weighted"].value
+        learn = keys["learn"].value if "learn" in keys else None
         check_adapt(
-            keys["adapt"].value, rate.value if rate is not None else None, weighted_calls, ctx
+            keys["adapt"].value,
+            rate.value if rate is not None else None,
+            weighted_calls,
+            ctx,
+            learn,
         )
     algorithm = keys["algorithm"].value if "algorithm" in keys else Quota.algorithm_default()
     bucket = algorithm in BUCKETS

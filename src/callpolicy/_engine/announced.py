@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from callpolicy._engine.fields import Member, NotAList, parse_list
-from callpolicy._engine.http import header_values, status_of
+from callpolicy._engine.http import header_values, safe_getattr, status_of
 from callpolicy._model import Learn
 from callpolicy._quotas import LearnedLimit
 from callpolicy._text import Throttled, format_seconds
@@ -51,7 +51,26 @@ class Learner:
                 if found is not None:
                     limit.offer(*found)
             if limit.adaptive is not None:
-                limit.answered(status_of(answer), found is not None)
+                status = status_of(answer)
+                latency = latency_of(answer) if status is not None and status >= 400 else None
+                limit.answered(status, found is not None, latency)
+
+
+def latency_of(answer: Any) -> float | None:
+    """Seconds between sending the request and its answer, when the client says (requests'
+    and httpx's `elapsed`, on the answer or the error's response); None otherwise. A refusal
+    of a call sent before a cut belongs to that cut's congestion event."""
+    for candidate in (answer, safe_getattr(answer, "response")):
+        elapsed = safe_getattr(candidate, "elapsed") if candidate is not None else None
+        seconds = safe_getattr(elapsed, "total_seconds")
+        if callable(seconds):
+            try:
+                value = seconds()
+            except Exception:  # an odd elapsed tells us nothing
+                return None
+            if isinstance(value, float) and 0.0 <= value < math.inf:
+                return value
+    return None
 
 
 class Unusable(ValueError):

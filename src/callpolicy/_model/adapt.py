@@ -19,10 +19,16 @@ ADAPT_DEFAULT_STATUSES = (429, 503)
 # A cut keeps BETA of the rate (CUBIC's 0.7; the AWS SDKs' too).
 ADAPT_BETA = 0.7
 ADAPT_MEASURED_BETA = 0.9
+# The measured cut (to MEASURED_BETA of what passed in the last period) only when the quota was
+# saturated: at least this share of the rate answered (passed or refused) in the last period (a
+# quota lightly used says nothing of the server's limit by what passed); a cut never keeps less
+# than BETA of the rate either way.
+ADAPT_SATURATED = 0.8
 # CUBIC: periods after a cut until the rate is back at the rate it was cut from (its K; the
 # curve's constant C follows, scaled to that rate, so the shape is the same at 5/1s or 5k/1h).
 ADAPT_CUBIC_RETURN = 2.0
-# AIMD: the step per period without a refusal, as a share of the ceiling (at least 1 call).
+# AIMD: the step per busy period without a refusal, as a share of the rate at the last cut
+# (or the declared limit; at least 1 call): relative to the rate, whatever the ceiling.
 ADAPT_AIMD_STEP = 0.05
 # Refusals answering calls sent within one period of a cut (times this) are the same
 # congestion event: the server still counts the calls sent at the rate before it.
@@ -30,9 +36,11 @@ ADAPT_HOLD = 1.0
 # With `learn` too: a limit announced this many periods ago still holds; adapt does not probe
 # above it (headers win when present).
 ADAPT_ANNOUNCED_HOLD = 10.0
-# Probe only while calls use the rate: at least this share of it answered in the last period
-# (else the rate would climb to the ceiling without any evidence, then burst into refusals).
-ADAPT_BUSY = 0.5
+# Probe only while calls use the rate: at least this share of it (and 2 calls) answered in the
+# last period (else the rate would climb far above what is used, without any evidence, then
+# burst into refusals); the time between two answers counts at most a period, and only with
+# the last period's answers showing the rate used: an idle quota never probes on its next calls.
+ADAPT_BUSY = 0.8
 
 
 @attrs.frozen

@@ -1,25 +1,34 @@
 """The adaptive rate of a quota (`adapt`): what it does on each answer, decided without I/O.
 
 A refusal (a status of `adapt.statuses`, 429 and 503 by default) is a congestion event: the
-rate is cut to ADAPT_BETA of itself (never below the floor). Refusals answered within one
+rate is cut to ADAPT_BETA of itself (never below the floor; in memory, when the quota was
+saturated, to ADAPT_MEASURED_BETA of what passed in the last period, never below BETA of the
+rate). Every refusal restarts the probing clock, at the floor too. Refusals answered within one
 period of a cut (ADAPT_HOLD) belong to the same event, whatever their number: the server is
 still counting the calls sent at the rate before the cut, and 10 calls in flight must not cut
-it 10 times. Every other answer lets the rate probe upward (never above the ceiling), while
-the calls use it (ADAPT_BUSY of it answered in the last period; a quota barely used learns
-nothing about the server's limit, and would otherwise climb to its ceiling unseen):
+it 10 times. So does a later refusal of a call sent before the cut, when the client says
+when it was sent (a server slower than a period). Every other answer lets the rate probe
+upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
+answered in the last period; a quota barely used learns nothing about the server's limit,
+and would otherwise climb to its ceiling unseen); the time between two answers counts at
+most a period, and only when the last period's answers show the rate used, so an idle hour
+is never probing time:
 
 - "cubic" (RFC 8312, as the AWS SDKs' adaptive retry mode): the rate follows
   `w_max + c * w_max * (t - K)**3`, `t` the busy periods since the cut, `w_max` the rate
   cut from (lowered when cuts come at falling rates: fast convergence), `K` the periods it
   takes to get back there: fast far below, flat near the rate of the last cut, then probing
   beyond it slowly, then faster.
-- "aimd": the rate grows by a fixed step per busy period (ADAPT_AIMD_STEP of the ceiling).
+- "aimd": the rate grows by a step per busy period (ADAPT_AIMD_STEP of the rate at the last
+  cut, or of the declared limit; at least 1 call).
 
 It starts at the declared rate, on the flat of the curve (as if just back at a last cut).
 A limit changed from elsewhere (announced by a header, or adapted by another process through
-Redis) becomes the rate to start from; while a limit announced by headers is fresh
-(ADAPT_ANNOUNCED_HOLD periods), the rate neither probes nor cuts for answers that announce one:
-headers win when present. Times are in seconds; rates in calls per the quota's period.
+Redis) becomes the rate to start from (within the bounds that apply: learn's and adapt's);
+while a limit announced by headers is fresh (ADAPT_ANNOUNCED_HOLD periods), the rate neither
+probes nor cuts for answers that announce one: headers win when present. A success checks for
+a probe at most once per tenth of a period (the curve is not evaluated on every call). Times
+are in seconds; rates in calls per the quota's period.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from callpolicy._model import (
     ADAPT_MEASURED_BETA,
     Adapt,
 )
+from callpolicy._model.adapt import ADAPT_SATURATED
 
 Change = tuple[int, str, bool]  # (calls per period, why, is a probe)
 
@@ -44,17 +54,24 @@ class AdaptiveRate:
     """One quota's adaptive rate. Not thread-safe: its owner (learned.py) serialises calls."""
 
     def __init__(
-        self, adapt: Adapt, calls: int, period: float, now: float, measures: bool = True
+        self,
+        adapt: Adapt,
+        calls: int,
+        period: float,
+        now: float,
+        measures: bool = True,
+        bounds: tuple[int, int] | None = None,
     ) -> None:
         self.adapt = adapt
         self.measures = measures  # the answers seen here are all the quota's (not shared)
         self.period = period
-        self.low, self.high = float(adapt.floor.calls), float(adapt.ceiling.calls)
+        low, high = bounds or (adapt.floor.calls, adapt.ceiling.calls)  # with learn's: both
+        self.low, self.high = float(low), float(high)
         self.cubic = adapt.algorithm == "cubic"
-        self.step = max(1.0, ADAPT_AIMD_STEP * self.high)
         self.cuts = 0  # congestion events that cut the rate
         self.cut_at = -math.inf
         self.announced_at = -math.inf
+        self.probe_at = -math.inf  # the next time a success may probe
         self._start(float(calls), now)
         self.answers = Trailing(period)  # answered, passed and refused in the last period
 
@@ -62,6 +79,7 @@ class AdaptiveRate:
         """Start again from `rate` calls, on the flat of the curve."""
         self.rate = self.base = rate
         self.w_max = rate
+        self.step = max(1.0, ADAPT_AIMD_STEP * rate)
         self.calls = self._calls(rate)
         self.known = int(rate)  # the limit in force as last seen or set here
         self.busy_for = ADAPT_CUBIC_RETURN if self.cubic else 0.0  # busy periods since the base
@@ -70,9 +88,12 @@ class AdaptiveRate:
     def _calls(self, rate: float) -> int:
         return int(min(max(math.floor(rate + 1e-9), self.low), self.high))
 
-    def answer(self, now: float, status: int, in_force: int, announced: bool) -> Change | None:
+    def answer(
+        self, now: float, status: int, in_force: int, announced: bool, sent: float | None = None
+    ) -> Change | None:
         """One answer of `status` (`announced`: it announced a limit, followed elsewhere) at
-        `now`, the limit in force being `in_force`: the new limit and why, if it changes."""
+        `now` to a call sent at `sent` (None: not known), the limit in force being
+        `in_force`: the new limit and why, if it changes."""
         if in_force != self.known:  # changed elsewhere (headers, another process)
             falling = in_force < self.known
             self._start(float(in_force), now)
@@ -82,44 +103,60 @@ class AdaptiveRate:
             self.announced_at = now
         refused = status in self.adapt.statuses
         answers = self.answers.add(now, refused)
-        if answers.answered >= ADAPT_BUSY * self.calls:  # the calls use the rate
-            self.busy_for += (now - self.seen) / self.period
+        if refused:
+            self.busy_for = 0.0  # probing starts again from each refusal, at the floor too
+        elif answers.answered >= max(2.0, ADAPT_BUSY * self.calls):  # the calls use the rate
+            # no more than a period: an idle gap counts only when the last period's answers
+            # show the rate used (after an idle hour, the first answers do not)
+            self.busy_for += min(now - self.seen, self.period) / self.period
         self.seen = now
         if announced:
             return None  # headers win
         if refused:
-            return self._refused(now, status, answers)
+            return self._refused(now, status, answers, sent)
         return self._passed(now)
 
-    def _refused(self, now: float, status: int, answers: Counts) -> Change | None:
+    def _refused(
+        self, now: float, status: int, answers: Counts, sent: float | None
+    ) -> Change | None:
         if now - self.cut_at < ADAPT_HOLD * self.period:
             return None  # the same congestion event
+        if sent is not None and sent <= self.cut_at:
+            return None  # a call in flight at the cut (a slow server): the same event
         self.cut_at = now
         old = self.rate
         if old <= self.low:
             return None  # nothing left to cut
         passed = answers.passed
-        if self.measures and 0 < passed < old:
+        if self.measures and answers.answered >= ADAPT_SATURATED * old and passed < old:
             # A server counting calls over a window refuses once it holds its limit: what
-            # passed in the last period is that limit, as near as can be told. Start below
-            # it (its window is full), the curve flat at it.
-            self.w_max = float(passed)
-            self.rate = self.base = max(self.low, passed * ADAPT_MEASURED_BETA)
-            why = f"{passed} passed in the last period"
+            # passed in the last period of a quota used to the rate is that limit, as near as can be
+            # told. Start below it (its window is full), the curve flat at it.
+            w_max = float(passed)
+            rate = passed * ADAPT_MEASURED_BETA
+            why = (
+                f"{passed} passed in the last period, the rate cut to {ADAPT_MEASURED_BETA:g} of it"
+            )
         else:
             # fast convergence: cut again below the last plateau, the server's limit fell
-            self.w_max = old if old >= self.w_max else old * (1.0 + ADAPT_BETA) / 2.0
-            self.rate = self.base = max(self.low, old * ADAPT_BETA)
+            w_max = old if old >= self.w_max else old * (1.0 + ADAPT_BETA) / 2.0
+            rate = old * ADAPT_BETA
             why = f"a congestion event, the rate cut to {ADAPT_BETA:g} of itself"
-        self.busy_for = 0.0
-        self.cuts += 1
+        # never below BETA of the rate in one event, nor the curve's plateau below the floor
+        self.w_max = max(self.low, w_max)
+        self.rate = self.base = max(self.low, rate, old * ADAPT_BETA)
+        self.step = max(1.0, ADAPT_AIMD_STEP * old)
         calls = self._calls(self.rate)
         if calls == self.calls:
-            return None
+            return None  # the same whole number: no change, no cut counted or logged
+        self.cuts += 1
         self.calls = self.known = calls
         return calls, f"HTTP {status}: {why}", False
 
     def _passed(self, now: float) -> Change | None:
+        if now < self.probe_at:
+            return None  # checked lately: at most once per tenth of a period
+        self.probe_at = now + self.period / (Trailing.SLOTS - 1)
         if now - self.announced_at < ADAPT_ANNOUNCED_HOLD * self.period:
             return None  # a limit announced lately holds: no probing above it
         t = self.busy_for

@@ -31,6 +31,15 @@ LOG_MOST = 5
 _MAX_SAID = 200  # characters of what announced a limit, in a log line or in Redis
 
 
+def limit_bounds(quota: Quota) -> tuple[int, int]:
+    """The calls per period a quota's limit may change to: within learn's bounds and adapt's
+    (their intersection, which holds the declared limit: the model checks it)."""
+    bounded = [b for b in (quota.learn, quota.adapt) if b is not None]
+    low = max(b.floor.calls for b in bounded)
+    high = min(b.ceiling.calls for b in bounded)
+    return low, max(low, high)
+
+
 def same_learning(a: Quota, b: Quota) -> bool:
     """Whether a learned limit of `a` holds for `b` (a reload that changed only max_wait,
     on_unavailable...): the same limit, algorithm and bounds."""
@@ -46,15 +55,13 @@ class LearnedLimit:
         assert quota.changes_limit and quota.rate is not None
         self.quota = quota
         self.learn = quota.learn
-        bounds = quota.learn or quota.adapt
-        assert bounds is not None
-        self.bounds = (bounds.floor.calls, bounds.ceiling.calls)
+        self.bounds = limit_bounds(quota)
         self.period = quota.rate.period
         self.adaptive = None
         if quota.adapt is not None:
             measures = quota.storage.is_memory  # in Redis, others' answers are not seen here
             self.adaptive = AdaptiveRate(
-                quota.adapt, quota.rate.calls, self.period, CLOCK.now(), measures
+                quota.adapt, quota.rate.calls, self.period, CLOCK.now(), measures, self.bounds
             )
         self._adapting = threading.Lock()  # one answer at a time changes the adaptive rate
         self._quiet_at = -math.inf  # when a probe (adapt) was last logged
@@ -80,34 +87,31 @@ class LearnedLimit:
         """Congestion events that cut the adaptive rate, in this process."""
         return self.adaptive.cuts if self.adaptive is not None else 0
 
-    def answered(self, status: int | None, announced: bool) -> None:
+    def answered(self, status: int | None, announced: bool, latency: float | None = None) -> None:
         """An answer of `status` (None: no HTTP answer, which says nothing of the rate) came
-        back; `announced`: it announced a limit (already offered). Adapts the rate."""
+        back, `latency` seconds after its request was sent (if known); `announced`: it
+        announced a limit (already offered). Adapts the rate."""
         adaptive, adapt = self.adaptive, self.quota.adapt
         if adaptive is None or adapt is None or status is None:
             return
         with self._adapting:
             rate = self.current.rate
             assert rate is not None
-            change = adaptive.answer(CLOCK.now(), status, rate.calls, announced)
+            now = CLOCK.now()
+            sent = now - latency if latency is not None else None
+            change = adaptive.answer(now, status, rate.calls, announced, sent)
             if change is not None:
                 calls, why, probe = change
-                self.offer(calls, why, bounds=(adapt.floor.calls, adapt.ceiling.calls), quiet=probe)
+                self.offer(calls, why, quiet=probe)
 
-    def offer(
-        self,
-        calls: int,
-        said: str,
-        shared: bool = False,
-        bounds: tuple[int, int] | None = None,
-        quiet: bool = False,
-    ) -> bool:
+    def offer(self, calls: int, said: str, shared: bool = False, quiet: bool = False) -> bool:
         """A response (or, `shared`, another process through Redis) announced `calls` per
-        period, by `said`: the limit in force becomes that, within the bounds (`bounds`, or
-        learn's, else adapt's). True if it changed. A `quiet` change (an adaptive rate's
-        probe) is logged at most once per LOG_EVERY, the others counted in its line."""
+        period, by `said`: the limit in force becomes that, within the bounds that apply
+        (learn's and adapt's, both). True if it changed. A `quiet` change (an adaptive rate's
+        probe) is logged at most once per LOG_EVERY, the others counted in its line. Never
+        raises into the call that brought the answer."""
         said = " ".join(said.split())[:_MAX_SAID]  # one line, as Redis keeps it
-        low, high = bounds or self.bounds
+        low, high = self.bounds
         kept = min(max(calls, low), high)
         bound = ""
         if kept != calls:  # the server's limit is outside the bounds: say which holds

@@ -134,5 +134,7 @@ class Sharing:
                 quota=limit.quota.name,
             )
             return
+        # what the other process saw is its own to log: here it is only what it learned
+        # (clamped to this quota's bounds, learn's and adapt's, by offer)
         where = f"learned by another process, through {self.storage.storage}"
-        limit.offer(int(calls), f"{said}; {where}" if said else where, shared=True)
+        limit.offer(int(calls), where, shared=True)
