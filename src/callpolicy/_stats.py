@@ -65,8 +65,9 @@ class PolicyStats:
         return self.failures / ended if ended else 0.0
 
 
-def _next_value(counter: itertools.count[int]) -> int:
-    return int(repr(counter)[6:-1])  # "count(5)": read without taking a value
+def peek_count(counter: itertools.count[int]) -> int:
+    """The value `next(counter)` would give, read without taking it ("count(5)")."""
+    return int(repr(counter)[6:-1])
 
 
 class Tally:
@@ -131,9 +132,9 @@ class Tally:
             sleeps, seconds, buckets = self.sleeps, self.sleep_seconds, tuple(self._buckets)
         # Read in this order, each count no older than those it is compared with: a call
         # counted as ended was counted as started before.
-        successes = _next_value(self._succeeded)
+        successes = peek_count(self._succeeded)
         return PolicyStats(
-            calls=_next_value(self._started),
+            calls=peek_count(self._started),
             successes=successes,
             failures=failures,
             retries=retries,

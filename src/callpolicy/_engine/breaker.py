@@ -18,6 +18,7 @@ from callpolicy._engine.windows import FAILED, CountWindow, TimeWindow, Window
 from callpolicy._events import BreakerChanged, emit
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import BREAKER_STATES, Breaker
+from callpolicy._stats import peek_count
 from callpolicy._text import format_seconds
 
 CLOSED, OPEN, HALF_OPEN = BREAKER_STATES
@@ -220,7 +221,7 @@ class LocalBreaker:
     def _drain(self) -> None:
         """Add the successes counted without the lock to the window (under the lock)."""
         if self.lazy:
-            total = int(repr(self.fast_successes)[6:-1])  # "count(5)": read, none taken
+            total = peek_count(self.fast_successes)
             if total != self.drained:
                 self.window.add_successes(total - self.drained)  # type: ignore[attr-defined]
                 self.drained = total

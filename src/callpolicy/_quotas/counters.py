@@ -16,6 +16,7 @@ import attrs
 
 from callpolicy._forks import renew_after_fork
 from callpolicy._model import Quota, Rate
+from callpolicy._stats import peek_count
 
 LOCAL = "(local)"  # the suffix of a `local_limit` fallback's quota (redis/storage.py)
 
@@ -74,7 +75,7 @@ class Counts:
 
     def admitted_so_far(self) -> int:
         # The count's next value, read without taking one (repr: "count(5)").
-        return int(repr(self._admitted)[6:-1])
+        return peek_count(self._admitted)
 
     def snapshot(self) -> QuotaCounters:
         rare = {field: getattr(self, field) for field in _RARE}
