@@ -113,17 +113,19 @@ class Circuit:
 
     def returned(self, ticket: Ticket, result: Any) -> None:
         """The attempt returned `result`."""
-        now, (generation, start) = CLOCK.now(), ticket
+        generation, start = ticket
+        ticket[0] = DONE
+        if generation < 0:
+            return  # counted already, or in no generation
+        now = CLOCK.now()
         outcome = SLOW if now - start >= self.slow_call else 0
         if self.statuses and status_of(result) in self.statuses:
             outcome |= FAILED
-        ticket[0] = DONE
-        if generation >= 0:
-            breaker = self.breaker
-            if self.local and not outcome and breaker.settled and generation == breaker.generation:
-                next(breaker.fast_successes)  # LocalBreaker.record's first lines
-            else:
-                breaker.record(generation, outcome, now)
+        breaker = self.breaker
+        if self.local and not outcome and breaker.settled and generation == breaker.generation:
+            next(breaker.fast_successes)  # LocalBreaker.record's first lines
+        else:
+            breaker.record(generation, outcome, now)
 
     def cancel(self, ticket: Ticket) -> None:
         """The attempt was not made (its quota refused it), or ended without an outcome;

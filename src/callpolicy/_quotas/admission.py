@@ -66,14 +66,14 @@ class Admission:
     # -- one attempt -----------------------------------------------------------------------
     def admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
         """Wait for (or refuse) admission of attempt `attempt` under the call's options."""
-        first = self._fast(may_block=True)
+        first = self._fast(True)  # (positional: the hot path)
         if first is PLAIN:
             return PLAIN
         steps = self.acquire(attempt, deadline_at, *self._request(call), first, False)
         return run(self._counted(steps, attempt))
 
     async def async_admit(self, attempt: int, deadline_at: float | None, call: CallArgs) -> Grant:
-        first = self._fast(may_block=False)
+        first = self._fast(False)
         if first is PLAIN:
             return PLAIN
         steps = self.acquire(attempt, deadline_at, *self._request(call), first, True)
