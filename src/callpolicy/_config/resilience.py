@@ -192,6 +192,15 @@ class NamedLayers:
         if ref.name is None and ref.spec is None:
             return None  # false
         if ref.spec is not None:
+            if policy in self.built.get(kind, {}) or (kind, policy) in self.broken:
+                # one name, so one state (in Redis, whatever the settings): refused
+                message = (
+                    f"an inline {key} is named after its policy, {policy!r}, and so is the "
+                    f"[{kind}.{policy.partition('.')[2]}] table: they would share one state; "
+                    "rename the table"
+                )
+                problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
+                return None
             ctx = Context(leaf.path, {}, (), leaf.key, ref.service, [])
             keys = read_layer(kind, ref.spec, ctx)
             problems.extend(Problem(p.path, leaf.line, p.key, p.message) for p in ctx.problems)
