@@ -5,8 +5,10 @@ child, and the calls waiting or in flight in the parent are not the child's."""
 from __future__ import annotations
 
 import os
+import threading
 import weakref
-from typing import Protocol
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 
 class Renewable(Protocol):
@@ -14,6 +16,33 @@ class Renewable(Protocol):
 
 
 _renewed: weakref.WeakSet[Renewable] = weakref.WeakSet()
+
+
+R = TypeVar("R", bound=Renewable)
+
+
+class Book(Generic[R]):
+    """Live counts by name (a registry's quotas, its policies), made on first use: in a
+    forked child, the book's lock is new and every entry is renewed in place (callers keep
+    them), counted from zero: the parent's counts are the parent's to report."""
+
+    def __init__(self, new: Callable[[], R]) -> None:
+        self._new = new
+        self._lock = threading.Lock()
+        self._entries: dict[str, R] = {}
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for entry in self._entries.values():
+            entry.after_fork()
+
+    def of(self, name: str) -> R:
+        with self._lock:
+            found = self._entries.get(name)
+            if found is None:
+                found = self._entries[name] = self._new()
+            return found
 
 
 def renew_after_fork(obj: Renewable) -> None:

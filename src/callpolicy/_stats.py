@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import attrs
 
-from callpolicy._forks import renew_after_fork
+from callpolicy._forks import Book
 
 # Upper bounds of the sleep histogram's buckets, in seconds (Prometheus's defaults, and the
 # long waits a rate-limited API asks for).
@@ -102,6 +102,10 @@ class Tally:
         self.sleep_seconds = 0.0
         self._buckets = [0] * len(SLEEP_BUCKETS)
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
     def fail(self) -> None:
         with self._lock:
             self.failures += 1
@@ -146,26 +150,11 @@ class Tally:
         )
 
 
-class StatsBook:
+class StatsBook(Book[Tally]):
     """The tallies of one registry's policies, by name."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tallies: dict[str, Tally] = {}
-        renew_after_fork(self)
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-        for tally in self._tallies.values():
-            tally._lock = threading.Lock()
-            tally.reset()
-
-    def of(self, name: str) -> Tally:
-        with self._lock:
-            found = self._tallies.get(name)
-            if found is None:
-                found = self._tallies[name] = Tally()
-            return found
+        super().__init__(Tally)
 
     def snapshot(self, names: Iterable[str]) -> dict[str, PolicyStats]:
         """The stats of each policy of `names` (zeros for one not called yet), by name."""

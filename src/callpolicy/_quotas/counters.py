@@ -9,12 +9,11 @@ Kept across reloads, like the quotas' own counts.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from callpolicy._forks import renew_after_fork
+from callpolicy._forks import Book
 from callpolicy._model import Quota, Rate
 from callpolicy._stats import peek_count
 
@@ -68,6 +67,9 @@ class Counts:
         self._base = 0
         self.reset()
 
+    def after_fork(self) -> None:
+        self.reset()
+
     def reset(self) -> None:
         self._base = self.admitted_so_far()
         for field in _RARE:
@@ -82,29 +84,15 @@ class Counts:
         return QuotaCounters(admitted=self.admitted_so_far() - self._base, **rare)
 
 
-class Counters:
+class Counters(Book[Counts]):
     """The counts of one registry's quotas, by name."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, Counts] = {}
-        renew_after_fork(self)
-
-    def after_fork(self) -> None:
-        """In a forked child: counted from zero (the parent's are the parent's to report);
-        reset in place, as admissions keep their quotas' `Counts`."""
-        self._lock = threading.Lock()
-        for counts in self._counts.values():
-            counts.reset()
+        super().__init__(Counts)
 
     def of(self, name: str) -> Counts:
         """The counts of quota `name` (a `local_limit` fallback's are its quota's)."""
-        name = name.removesuffix(LOCAL)
-        with self._lock:
-            found = self._counts.get(name)
-            if found is None:
-                found = self._counts[name] = Counts()
-            return found
+        return super().of(name.removesuffix(LOCAL))
 
     def ticker(self, names: Iterable[str]) -> Callable[[], object]:
         """One call counting an admission by each quota of `names`, lock-free."""
