@@ -130,5 +130,12 @@ def test_forking_is_renewed_for_every_lock_holder() -> None:
     from callpolicy import _forks  # noqa: PLC0415 (the unit under test)
 
     kinds = {type(obj).__name__ for obj in _forks._renewed}
-    assert {"MemoryStorage", "WaitQueue", "Registry", "Throttled"} <= kinds, kinds
+    assert {
+        "MemoryStorage",
+        "WaitQueue",
+        "Registry",
+        "Throttled",
+        "Counters",
+        "StatsBook",
+    } <= kinds, kinds
     assert sys.platform == "win32" or hasattr(os, "register_at_fork")

@@ -192,14 +192,9 @@ class NamedLayers:
         if ref.name is None and ref.spec is None:
             return None  # false
         if ref.spec is not None:
-            if policy in self.built.get(kind, {}) or (kind, policy) in self.broken:
-                # one name, so one state (in Redis, whatever the settings): refused
-                message = (
-                    f"an inline {key} is named after its policy, {policy!r}, and so is the "
-                    f"[{kind}.{policy.partition('.')[2]}] table: they would share one state; "
-                    "rename the table"
-                )
-                problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
+            clash = self._named_like(kind, key, policy)
+            if clash is not None:
+                problems.append(Problem(leaf.path, leaf.line, leaf.key, clash))
                 return None
             ctx = Context(leaf.path, {}, (), leaf.key, ref.service, [])
             keys = read_layer(kind, ref.spec, ctx)
@@ -215,6 +210,27 @@ class NamedLayers:
             message = f"no {key} named {full!r}{hint}{shown}"
             problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
         return found
+
+
+    def _named_like(self, kind: str, key: str, policy: str) -> str | None:
+        """Why an inline breaker or budget of `policy` (named after it) may not be: a table
+        of its kind has that name. Two breakers of one name: their log lines, CircuitOpen
+        and statistics could not be told apart, and in Redis they would be one state."""
+        table = self.tables[kind].get(policy)
+        if table is None and (kind, policy) not in self.broken:
+            return None
+        first = min(table.values(), key=lambda k: k.line or 0) if table else None
+        where = f" ({first.path}:{first.line})" if first is not None and first.line else ""
+        header = f"[{kind}.{policy.partition('.')[2]}]"
+        told = (
+            "logs, CircuitOpen and the statistics could not tell apart (in Redis, one state)"
+            if key == "breaker"
+            else "logs and events could not tell apart"
+        )
+        return (
+            f"an inline {key} is named after its policy, {policy!r}, as is the {header} "
+            f"table{where}: two {KINDS[key]} of one name, which {told}; rename the table"
+        )
 
 
 def _default(cls: type, field: str) -> Any:

@@ -114,13 +114,14 @@ class Circuit:
     def returned(self, ticket: Ticket, result: Any) -> None:
         """The attempt returned `result`."""
         generation, start = ticket
-        ticket[0] = DONE
         if generation < 0:
+            ticket[0] = DONE
             return  # counted already, or in no generation
         now = CLOCK.now()
         outcome = SLOW if now - start >= self.slow_call else 0
         if self.statuses and status_of(result) in self.statuses:
             outcome |= FAILED
+        ticket[0] = DONE  # (after the user's status property: an error there gives it back)
         breaker = self.breaker
         if self.local and not outcome and breaker.settled and generation == breaker.generation:
             next(breaker.fast_successes)  # LocalBreaker.record's first lines

@@ -158,25 +158,16 @@ class MemoryGroup:
         if lone is None:
             outcome = self.try_take(1.0)
             return outcome if isinstance(outcome, Refusal) else None
-        lock = self.storage.lock
-        # acquire/release, not `with`: the hot path, and `with` costs about 90 ns more
-        lock.acquire()
-        try:
+        with self.storage.lock:
             admitted = lone[1].admit(CLOCK.now(), 1.0)
-        finally:
-            lock.release()
         return None if isinstance(admitted, Entry) else Refusal(self.in_force(lone[0]), admitted)
 
     def try_take(self, cost: float) -> Taken | Refusal:
         lone = self.lone
         if lone is not None:  # one quota: check and take in one pass
             quota, counter, weighted = lone
-            lock = self.storage.lock
-            lock.acquire()  # as in take_one
-            try:
+            with self.storage.lock:
                 outcome = counter.admit(CLOCK.now(), cost if weighted else 1.0)
-            finally:
-                lock.release()
             if isinstance(outcome, Entry):
                 return [(counter, outcome)]
             return Refusal(self.in_force(quota), outcome)
