@@ -12,10 +12,12 @@ read by plain functions of it: sync callers make the script call in their thread
 callers await it on a redis.asyncio client of their event loop (each at most the storage's
 `timeout`). A task cancelled while it awaits one does not cancel the round trip: its reply is
 still read when it comes (a state told, a change logged), and a trial call it took is given
-back. When Redis cannot be reached or fails, the attempt goes through
-uncounted (the breaker fails open: it protects the server, and refusing every call because
-Redis is away would make the outage ours), warned at most once a minute, and Redis is not
-asked again for DOWN_FOR seconds: during an outage, attempts pay no timeout each.
+back.
+
+When Redis cannot be reached or fails, the attempt goes through uncounted (the breaker fails
+open: it protects the server, and refusing every call because Redis is away would make the
+outage ours), warned at most once a minute, and Redis is not asked again for DOWN_FOR
+seconds: during an outage, attempts pay no timeout each.
 """
 
 from __future__ import annotations
