@@ -194,10 +194,14 @@ class Circuit:
                 await given_back.async_()
 
     def ending(self, ticket: Ticket, error: BaseException | None, result: Any) -> Steps[None]:
-        """An attempt's end told (see `told`), as steps: the retries'."""
+        """An attempt's end told (see `told`), as steps: the retries'; in steps being closed
+        (`error`: GeneratorExit), in the thread."""
         told = self.told(ticket, error, result)
         if told is not None:
-            yield told
+            if isinstance(error, GeneratorExit):
+                told.sync()
+            else:
+                yield told
 
     def giving_back(self, ticket: Ticket, why: BaseException) -> Steps[None]:
         """`cancel`, as steps; in steps being closed (`why`: GeneratorExit), in the thread."""
