@@ -350,13 +350,13 @@ def test_an_unreachable_redis_is_not_asked_again_for_a_while(
     registry = Registry(write_policies(svc=policy(4, "30s", f"redis://127.0.0.1:{port}/0")))
     breaker = breaker_of(registry)
     asked = []
-    script = breaker.enter_script
+    script = breaker.scripts[0]
 
     def counted(keys: list[str], args: list[object]) -> object:
         asked.append(1)
         return script(keys, args)
 
-    monkeypatch.setattr(breaker, "enter_script", counted)
+    monkeypatch.setattr(breaker, "scripts", (counted, *breaker.scripts[1:]))
     assert breaker.enter(100.0) == UNCOUNTED and len(asked) == 1
     assert breaker.enter(100.0 + DOWN_FOR - 0.1) == UNCOUNTED and len(asked) == 1
     assert breaker.enter(100.0 + DOWN_FOR) == UNCOUNTED and len(asked) == 2

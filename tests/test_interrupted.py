@@ -92,3 +92,51 @@ def test_an_interrupt_while_the_breaker_reads_the_result_gives_the_trial_back(
         get()  # the one trial call, interrupted: no outcome
     assert get().status_code == 200  # given back: this call is the trial, and closes it
     assert registry.stats()["svc.get"].breaker == "closed"
+
+
+INTERRUPTING = {"now": False}
+
+
+def interrupting_predicate(error: BaseException) -> bool:
+    """A retry predicate (the breaker judges by it) that is interrupted once when asked."""
+    if INTERRUPTING["now"]:
+        INTERRUPTING["now"] = False
+        raise KeyboardInterrupt
+    return isinstance(error, ConnectionError)
+
+
+JUDGED = """
+[breakers.api]
+window = 1
+min_calls = 1
+open_for = "30s"
+probes = 1
+
+[endpoints.get]
+breaker = "api"
+retry.exception_predicate = "test_interrupted.interrupting_predicate"
+stop.attempts = 1
+"""
+
+
+def test_an_interrupt_while_the_breaker_judges_an_error_gives_the_trial_back(
+    registry_of: Callable[..., Registry], clock: FakeClock
+) -> None:
+    registry = registry_of(svc=JUDGED)
+    mode = {"fail": True}
+
+    def call() -> str:
+        if mode["fail"]:
+            raise ConnectionError
+        return "ok"
+
+    get = registry.policy("svc.get")(call)
+    with pytest.raises(ConnectionError):
+        get()  # opens the breaker
+    clock.advance(30.0)
+    INTERRUPTING["now"] = True
+    with pytest.raises(KeyboardInterrupt):
+        get()  # the one trial call fails, and judging it is interrupted: no outcome
+    mode["fail"] = False
+    assert get() == "ok"  # given back: this call is the trial, and closes it
+    assert registry.stats()["svc.get"].breaker == "closed"

@@ -814,4 +814,4 @@ def test_repeated_asyncio_run_keeps_no_client_of_a_closed_loop(
     compiled = registry.runner("svc.e")
     assert compiled.admission is not None
     storage = compiled.admission.candidates[0].groups[0].storage  # type: ignore[attr-defined]
-    assert len(storage._async) == 1  # only the last loop's client is kept
+    assert len(storage.loop_scripts.by_loop) == 1  # only the last loop's client is kept

@@ -211,7 +211,6 @@ class NamedLayers:
             problems.append(Problem(leaf.path, leaf.line, leaf.key, message))
         return found
 
-
     def _named_like(self, kind: str, key: str, policy: str) -> str | None:
         """Why an inline breaker or budget of `policy` (named after it) may not be: a table
         of its kind has that name. Two breakers of one name: their log lines, CircuitOpen

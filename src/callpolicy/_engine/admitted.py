@@ -39,7 +39,7 @@ def admitted(
         runner.breaker,
     )
     try:
-        ticket = None if breaker is None else breaker.enter_retry(last, attempt - 1)
+        ticket = None if breaker is None else (yield from breaker.entering(last, attempt - 1))
     except CircuitOpen as refused:  # opened while this call slept
         attempt_refused(trace, refused)
         runner.between.gives_up(state, "circuit open", last)
@@ -56,10 +56,10 @@ def admitted(
             ticket[1] = CLOCK.now()
         return ticket, grant
     except QuotaExceeded as refused:
-        runner._cancel(ticket)
+        yield from runner._giving_back(ticket, refused)
         attempt_refused(trace, refused)
         runner.between.gives_up(state, "quota", last)
         no_quota_for_retry(runner.name, refused, last, state)
-    except BaseException:
-        runner._cancel(ticket)
+    except BaseException as error:
+        yield from runner._giving_back(ticket, error)
         raise

@@ -102,6 +102,8 @@ def log_opened(model: Breaker, why: str) -> None:
 class LocalBreaker:
     """One breaker's state, shared by every policy of this process that names it."""
 
+    remote = False  # never blocks: async callers call it as sync ones do
+
     def __init__(self, model: Breaker) -> None:
         self.model = model
         self.name = model.name

@@ -12,6 +12,7 @@ from callpolicy._engine.circuit import Circuit, Ticket
 from callpolicy._engine.conditions import RetryCondition
 from callpolicy._engine.pause import ServerPause
 from callpolicy._engine.rules import Cause
+from callpolicy._steps import Steps
 
 
 class Noted:
@@ -55,3 +56,15 @@ class Noted:
     def _cancel(self, ticket: Ticket | None) -> None:
         if ticket is not None:
             self.breaker.cancel(ticket)  # type: ignore[union-attr]
+
+    def _ending(
+        self, ticket: Ticket | None, error: BaseException | None, result: Any
+    ) -> Steps[None]:
+        """The breaker told of a retry's end, as steps (awaited for a remote breaker)."""
+        if ticket is not None:
+            yield from self.breaker.ending(ticket, error, result)  # type: ignore[union-attr]
+
+    def _giving_back(self, ticket: Ticket | None, why: BaseException) -> Steps[None]:
+        """A retry's trial call not made given back, as steps (`_cancel`)."""
+        if ticket is not None:
+            yield from self.breaker.giving_back(ticket, why)  # type: ignore[union-attr]

@@ -7,15 +7,23 @@ Round trips: an attempt's outcome is one script call, whose reply says the break
 (so a process learns of a change another made with its next outcome); entering costs none
 while the breaker is closed (as last told, within REFRESH seconds) or open before its probe
 time, and one script call otherwise (a trial call is taken in Redis: `probes` in all
-processes). The calls are made from the calling thread, in async code too (each at most the
-storage's `timeout`). When Redis cannot be reached or fails, the attempt goes through
-uncounted (the breaker fails open: it protects the server, and refusing every call because
-Redis is away would make the outage ours), warned at most once a minute, and Redis is not
-asked again for DOWN_FOR seconds: during an outage, attempts pay no timeout each.
+processes). Each operation is written once, as steps (see callpolicy._steps), and the reply
+read by plain functions of it: sync callers make the script call in their thread, async
+callers await it on a redis.asyncio client of their event loop (each at most the storage's
+`timeout`). A task cancelled while it awaits one does not cancel the round trip: its reply is
+still read when it comes (a state told, a change logged), and a trial call it took is given
+back.
+
+When Redis cannot be reached or fails, the attempt goes through uncounted (the breaker fails
+open: it protects the server, and refusing every call because Redis is away would make the
+outage ours), warned at most once a minute, and Redis is not asked again for DOWN_FOR
+seconds: during an outage, attempts pay no timeout each.
 """
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -34,8 +42,9 @@ from callpolicy._engine.breaker import (
 )
 from callpolicy._engine.redis_breaker_lua import CANCEL, ENTER, RECORD
 from callpolicy._model import BREAKER_STATES, TIME_BUCKETS, Breaker
-from callpolicy._quotas.redis.connect import sync_scripts
+from callpolicy._quotas.redis.connect import LoopScripts, sync_scripts
 from callpolicy._quotas.redis.errors import FAILED, shown
+from callpolicy._steps import Step, Steps, async_run, run
 from callpolicy._text import Throttled, format_seconds
 
 DOWN_FOR = 5.0  # after Redis failed, attempts go uncounted this long without asking it
@@ -43,19 +52,23 @@ REFRESH = 1.0  # a closed state told longer ago than this is asked again before 
 TTL_MS = 24 * 3600 * 1000  # a breaker's keys go a day after its last outcome
 UNCOUNTED = -1  # an attempt let through while Redis was away: its outcome is not recorded
 _unreachable = Throttled(60.0)
+ENTERED, RECORDED, GIVEN_BACK = 0, 1, 2  # the scripts, in this order
+ASK = -3  # enter: the state this process knows does not decide, Redis is asked
 
 
 class RedisBreaker:
     """One breaker's state in Redis, as this process last saw it."""
+
+    remote = True  # its operations may block: async callers await them (see _steps.Method)
 
     def __init__(self, model: Breaker) -> None:
         self.model = model
         self.name = model.name
         storage = model.storage
         self.url = storage.url
-        self.enter_script, self.record_script, self.cancel_script = sync_scripts(
-            storage, ENTER, RECORD, CANCEL
-        )
+        self.scripts = sync_scripts(storage, ENTER, RECORD, CANCEL)
+        self.loop_scripts = LoopScripts(storage, ENTER, RECORD, CANCEL)
+        self.late: set[asyncio.Task[None]] = set()  # trial calls given back after a cancel
         base = f"{{{storage.prefix}:breaker}}:{quote(model.name, safe='')}"
         if model.window_calls is not None:
             window, kind, size = f"{model.window_calls}", 0, model.window_calls
@@ -86,8 +99,69 @@ class RedisBreaker:
         self.trial = -1  # the last half-open generation this process took a trial call in
         self.down_until = float("-inf")  # Redis failed: not asked before then (our clock)
 
+    # -- the shells: the operations below, run in this thread or awaited -----------------------
     def enter(self, now: float) -> int | None:
         """The generation an attempt starting `now` counts in; None: refused."""
+        known = self._known(now)
+        return known if known != ASK else run(self.entering(now))
+
+    async def async_enter(self, now: float) -> int | None:
+        known = self._known(now)
+        return known if known != ASK else await async_run(self.entering(now))
+
+    def record(self, generation: int, outcome: int, now: float) -> None:
+        run(self.recording(generation, outcome, now))
+
+    async def async_record(self, generation: int, outcome: int, now: float) -> None:
+        await async_run(self.recording(generation, outcome, now))
+
+    def cancel(self, generation: int) -> None:
+        run(self.cancelling(generation))
+
+    async def async_cancel(self, generation: int) -> None:
+        await async_run(self.cancelling(generation))
+
+    def retry_in(self, now: float) -> float:
+        return max(0.0, self.probe_at - now) if self.state is OPEN else 0.0
+
+    # -- the operations, as steps -------------------------------------------------------------
+    def entering(self, now: float) -> Steps[int | None]:
+        """Redis asked whether an attempt may go (`_known` did not decide)."""
+        try:
+            reply = yield Script(self, ENTERED, self.enter_args, now)
+        except FAILED as error:
+            self._unreachable(error, now)
+            return UNCOUNTED
+        return self._entered(reply, now)
+
+    def recording(self, generation: int, outcome: int, now: float) -> Steps[None]:
+        if generation == UNCOUNTED or now < self.down_until:
+            return
+        args = [TTL_MS, generation, outcome, *self.args]
+        try:
+            reply = yield Script(self, RECORDED, args, now)
+        except FAILED as error:
+            self._unreachable(error, now)
+            return
+        self._recorded(reply, now)
+
+    def cancelling(self, generation: int) -> Steps[None]:
+        """Give back a trial call: whenever the ticket's generation was a half-open one
+        (this process's view may have moved on since)."""
+        if generation != self.trial:
+            return
+        now = CLOCK.now()
+        if now < self.down_until:
+            return
+        try:
+            yield Script(self, GIVEN_BACK, [TTL_MS, generation], now)
+        except FAILED as error:
+            self._unreachable(error, now)
+
+    # -- the decisions: what this process knows, and each reply read --------------------------
+    def _known(self, now: float) -> int | None:
+        """The generation, or None (refused), when the state this process knows decides;
+        ASK: Redis is asked. UNCOUNTED while Redis is not asked after a failure."""
         state = self.state
         if state is CLOSED and now - self.told < REFRESH:
             return self.generation
@@ -95,13 +169,10 @@ class RedisBreaker:
             return None
         if now < self.down_until:
             return UNCOUNTED
-        try:
-            state_code, generation, wait_ms, changed = map(
-                int, self.enter_script(self.keys, self.enter_args)
-            )
-        except FAILED as error:
-            self._unreachable(error, now)
-            return UNCOUNTED
+        return ASK
+
+    def _entered(self, reply: list[Any], now: float) -> int | None:
+        state_code, generation, wait_ms, changed = map(int, reply)
         self._told(state_code, generation, wait_ms, now)
         if changed == 1:
             log_change(self.name, HALF_OPEN, half_open_reason(self.model))
@@ -113,17 +184,7 @@ class RedisBreaker:
             self.trial = max(self.trial, generation)
         return generation
 
-    def retry_in(self, now: float) -> float:
-        return max(0.0, self.probe_at - now) if self.state is OPEN else 0.0
-
-    def record(self, generation: int, outcome: int, now: float) -> None:
-        if generation == UNCOUNTED or now < self.down_until:
-            return
-        try:
-            reply = self.record_script(self.keys, [TTL_MS, generation, outcome, *self.args])
-        except FAILED as error:
-            self._unreachable(error, now)
-            return
+    def _recorded(self, reply: list[Any], now: float) -> None:
         state_code, new_generation, wait_ms, change, calls, failures, slow = map(int, reply)
         self._told(state_code, new_generation, wait_ms, now)
         if change == 1:
@@ -135,19 +196,6 @@ class RedisBreaker:
         elif change == 4:
             log_opened(self.model, self._lapsed())
 
-    def cancel(self, generation: int) -> None:
-        """Give back a trial call: whenever the ticket's generation was a half-open one
-        (this process's view may have moved on since)."""
-        if generation != self.trial:
-            return
-        now = CLOCK.now()
-        if now < self.down_until:
-            return
-        try:
-            self.cancel_script(self.keys, [TTL_MS, generation])
-        except FAILED as error:
-            self._unreachable(error, now)
-
     def _told(self, state_code: int, generation: int, wait_ms: int, now: float) -> None:
         if generation < self.generation:
             return  # an older reply, overtaken by one already known
@@ -155,6 +203,26 @@ class RedisBreaker:
         self.generation = generation
         self.told = now
         self.probe_at = now + max(wait_ms, 0) / 1000 if self.state is OPEN else 0.0
+
+    def _late(self, script: int, now: float, done: asyncio.Future[Any]) -> None:
+        """The reply of a round trip whose caller was cancelled meanwhile, read as any: an
+        outcome recorded is told; a trial call taken for an attempt now never made is given
+        back."""
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            if isinstance(error, FAILED):
+                self._unreachable(error, now)
+            return
+        if script == RECORDED:
+            self._recorded(done.result(), now)
+        elif script == ENTERED:
+            generation = self._entered(done.result(), now)
+            if generation is not None and int(done.result()[0]) == 2:  # a trial call taken
+                task = asyncio.ensure_future(self.async_cancel(generation))
+                self.late.add(task)
+                task.add_done_callback(self.late.discard)
 
     def _lapsed(self) -> str:
         return lapsed_reason(self.lease)
@@ -170,3 +238,31 @@ class RedisBreaker:
             shown(error, self.url),
             breaker=self.name,
         )
+
+
+class Script(Step):
+    """One of the breaker's scripts: on the sync client, or awaited on the event loop's. The
+    awaited round trip is shielded: a cancelled caller leaves it to end, its reply read then."""
+
+    __slots__ = ("args", "breaker", "now", "script")
+
+    def __init__(self, breaker: RedisBreaker, script: int, args: list[Any], now: float) -> None:
+        self.breaker = breaker
+        self.script = script
+        self.args = args
+        self.now = now
+
+    def sync(self) -> list[Any]:
+        breaker = self.breaker
+        reply: list[Any] = breaker.scripts[self.script](breaker.keys, self.args)
+        return reply
+
+    async def async_(self) -> list[Any]:
+        breaker = self.breaker
+        call = breaker.loop_scripts.get()[self.script](breaker.keys, self.args)
+        pending = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(partial(breaker._late, self.script, self.now))
+            raise

@@ -160,7 +160,7 @@ class Runner(Noted):
         steps = self._retries(start, fn, args, kwargs, costing, cause, error, result, trace)
         return run(steps)
 
-    async def async_call(
+    async def async_call(  # noqa: PLR0915 (flat on purpose, as `call`: the success path)
         self,
         fn: Callable[..., Awaitable[Any]],
         args: Args,
@@ -179,8 +179,8 @@ class Runner(Noted):
         admission, pause, breaker, budget = self.admission, self.pause, self.breaker, self.budget
         grant, ticket = None, None
         try:  # the first attempt; the retries count their own outcome
-            if breaker is not None:
-                ticket = breaker.enter()
+            if breaker is not None:  # a remote breaker's round trip awaited
+                ticket = await breaker.async_enter() if breaker.remote else breaker.enter()
             if pause is not None:
                 await pause.async_wait(1, deadline_at)
             if admission is not None:
@@ -195,6 +195,8 @@ class Runner(Noted):
                 else:
                     result = await grant.async_run(fn, args, kwargs, costing)
             except BaseException as exc:
+                if ticket is not None and breaker.remote:  # type: ignore[union-attr]
+                    await breaker.async_ended(ticket, exc, None)  # type: ignore[union-attr]
                 cause = self._retries_error(exc, ticket)
                 if cause is None:
                     raise  # unchanged, chain and all
@@ -203,11 +205,16 @@ class Runner(Noted):
             else:
                 if self.returns_at_once:
                     if ticket is not None:
-                        breaker.returned(ticket, result)  # type: ignore[union-attr]
+                        if breaker.remote:  # type: ignore[union-attr]
+                            await breaker.async_ended(ticket, None, result)  # type: ignore[union-attr]
+                        else:
+                            breaker.returned(ticket, result)  # type: ignore[union-attr]
                     if budget is not None and budget.tokens != budget.most:
                         budget.succeeded()
                     tally.succeed()
                     return result
+                if ticket is not None and breaker.remote:  # type: ignore[union-attr]
+                    await breaker.async_ended(ticket, None, result)  # type: ignore[union-attr]
                 cause = self._retries_result(result, ticket)  # may raise AccountLimit
                 if cause is None:
                     tally.succeed()
@@ -215,6 +222,8 @@ class Runner(Noted):
                 error = None
         except BaseException as failure:
             tally.fail()
+            if ticket is not None and breaker.remote:  # type: ignore[union-attr]
+                await breaker.async_cancel(ticket, failure)  # type: ignore[union-attr]
             self._cancel(ticket)  # a trial call not made (after an outcome: nothing)
             attempt_refused(trace or None, failure)  # said now: a fallback may yet serve
             raise
@@ -262,7 +271,8 @@ class Runner(Noted):
                 except BaseException as exc:
                     if grant is not None:
                         yield from grant.leave(token)
-                    found = self._retries_error(exc, ticket)
+                    yield from self._ending(ticket, exc, None)
+                    found = self._retries_error(exc)
                     if found is None:
                         raise
                     cause, error = found, exc
@@ -271,7 +281,8 @@ class Runner(Noted):
                 if grant is not None:
                     yield from grant.leave(token)
                     yield from grant.settle(costing, result)
-                found = self._retries_result(result, ticket)
+                yield from self._ending(ticket, None, result)
+                found = self._retries_result(result)
                 if found is None:
                     tally.succeed()
                     return result
@@ -279,7 +290,7 @@ class Runner(Noted):
                 attempt_retried(trace, None, result)
         except BaseException as failure:
             tally.fail()
-            self._cancel(ticket)
+            yield from self._giving_back(ticket, failure)
             attempt_refused(trace, failure)
             if isinstance(failure, StopIteration):  # the user's, or the last attempt's
                 return Raised(failure)  # see Raised

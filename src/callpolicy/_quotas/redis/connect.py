@@ -150,6 +150,30 @@ def async_scripts(storage: Storage, *texts: str) -> tuple[AsyncScript, ...]:
     return tuple(AsyncScript(client, text, gate) for text in texts)
 
 
+class LoopScripts:
+    """Scripts on a client of the running event loop (a redis.asyncio client belongs to the
+    loop that made it): one set per loop, a closed loop's dropped (its client holds it)."""
+
+    def __init__(self, storage: Storage, *texts: str) -> None:
+        self.storage = storage
+        self.texts = texts
+        self.by_loop: dict[asyncio.AbstractEventLoop, tuple[AsyncScript, ...]] = {}
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """The parent's event loops and their connections are not the child's."""
+        self.by_loop = {}
+
+    def get(self) -> tuple[AsyncScript, ...]:
+        loop = asyncio.get_running_loop()
+        scripts = self.by_loop.get(loop)
+        if scripts is None:
+            for old in [known for known in self.by_loop if known.is_closed()]:
+                del self.by_loop[old]
+            scripts = self.by_loop[loop] = async_scripts(self.storage, *self.texts)
+        return scripts
+
+
 def sync_client(storage: Storage) -> Any:
     address = redis_address(storage.url)
     options = _options(storage)

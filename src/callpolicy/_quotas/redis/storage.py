@@ -15,7 +15,6 @@ or async.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -24,11 +23,10 @@ from urllib.parse import quote
 import attrs
 
 from callpolicy._errors import QuotaUnavailable
-from callpolicy._forks import renew_after_fork
 from callpolicy._model import CLUSTER, Quota, Storage, redis_address
 from callpolicy._quotas.counters import Counters
 from callpolicy._quotas.memory import MemoryGroup, MemoryStorage, Refusal, anchored
-from callpolicy._quotas.redis.connect import async_scripts, sync_scripts
+from callpolicy._quotas.redis.connect import LoopScripts, sync_scripts
 from callpolicy._quotas.redis.errors import FAILED, UNREACHABLE, passing, shown
 from callpolicy._quotas.redis.learned import Sharing
 from callpolicy._quotas.redis.leases import Leases
@@ -88,9 +86,7 @@ class RedisStorage:
         self.timeout = storage.timeout
         self.cluster = redis_address(storage.url).topology == CLUSTER
         self.scripts = sync_scripts(storage, SCRIPT, LONE_SCRIPT)
-        # Per event loop; a closed loop's entry is dropped (its client holds the loop).
-        self._async: dict[asyncio.AbstractEventLoop, Any] = {}
-        renew_after_fork(self)
+        self.loop_scripts = LoopScripts(storage, SCRIPT, LONE_SCRIPT)
         # Changes whose reply was lost (a timeout, a cancelled task) or that failed: sent
         # first thing on the next round trip, one script per group (pending.py).
         self.pending = Pending()
@@ -98,11 +94,6 @@ class RedisStorage:
         self._unreachable = Throttled(WARN_EVERY)
         self.leases = Leases(self)  # in-flight slots of this process's calls, renewed
         self.counters = counters  # admissions without Redis are counted here
-
-    def after_fork(self) -> None:
-        """In a forked child: the parent's event loops and their connections are not ours
-        (redis-py's sync pool renews itself when it sees a new pid)."""
-        self._async = {}
 
     def key(self, quota: Quota, part: str) -> str:
         """`{prefix:<quota>}:<part>`: a quota's keys share a hash tag (one Cluster slot)."""
@@ -116,15 +107,8 @@ class RedisStorage:
         return [RedisGroup(self, quotas)]
 
     def async_scripts(self) -> Any:
-        """The scripts bound to a client of the running event loop (redis.asyncio clients
-        belong to the loop that made them)."""
-        loop = asyncio.get_running_loop()
-        scripts = self._async.get(loop)
-        if scripts is None:
-            for old in [known for known in self._async if known.is_closed()]:
-                del self._async[old]
-            scripts = self._async[loop] = async_scripts(self.storage, SCRIPT, LONE_SCRIPT)
-        return scripts
+        """The scripts bound to a client of the running event loop (see LoopScripts)."""
+        return self.loop_scripts.get()
 
     def script(self, group: RedisGroup, args: list[Any], lone: bool = False) -> Steps[list[int]]:
         """Run redis.lua, or with `lone` redis_lone.lua (one unweighted sliding window), for
