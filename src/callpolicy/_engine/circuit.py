@@ -184,10 +184,14 @@ class Circuit:
             given_back.sync()
 
     async def async_ended(self, ticket: Ticket, error: BaseException | None, result: Any) -> None:
-        """`failed` or `returned`, a remote breaker's round trip awaited."""
+        """`failed` or `returned`, a remote breaker's round trip awaited; in a coroutine
+        being closed (`error`: GeneratorExit, maybe with no loop running), in the thread."""
         told = self.told(ticket, error, result)
         if told is not None:
-            await told.async_()
+            if isinstance(error, GeneratorExit):
+                told.sync()
+            else:
+                await told.async_()
 
     async def async_cancel(self, ticket: Ticket, why: BaseException) -> None:
         """`cancel`, awaited; in a coroutine being closed (`why`: GeneratorExit), not."""

@@ -12,7 +12,8 @@ read by plain functions of it: sync callers make the script call in their thread
 callers await it on a redis.asyncio client of their event loop (each at most the storage's
 `timeout`). A task cancelled while it awaits one does not cancel the round trip: its reply is
 still read when it comes (a state told, a change logged), and a trial call it took is given
-back.
+back, from the thread; unless the loop ends first (then the half-open lease frees it, as for a
+process killed mid-trial).
 
 When Redis cannot be reached or fails, the attempt goes through uncounted (the breaker fails
 open: it protects the server, and refusing every call because Redis is away would make the
@@ -68,7 +69,6 @@ class RedisBreaker:
         self.url = storage.url
         self.scripts = sync_scripts(storage, ENTER, RECORD, CANCEL)
         self.loop_scripts = LoopScripts(storage, ENTER, RECORD, CANCEL)
-        self.late: set[asyncio.Task[None]] = set()  # trial calls given back after a cancel
         base = f"{{{storage.prefix}:breaker}}:{quote(model.name, safe='')}"
         if model.window_calls is not None:
             window, kind, size = f"{model.window_calls}", 0, model.window_calls
@@ -220,9 +220,9 @@ class RedisBreaker:
         elif script == ENTERED:
             generation = self._entered(done.result(), now)
             if generation is not None and int(done.result()[0]) == 2:  # a trial call taken
-                task = asyncio.ensure_future(self.async_cancel(generation))
-                self.late.add(task)
-                task.add_done_callback(self.late.discard)
+                # given back in the thread: rare, and a task for it could be cancelled in
+                # turn when the loop ends (asyncio.run cancels every task left)
+                self.cancel(generation)
 
     def _lapsed(self) -> str:
         return lapsed_reason(self.lease)

@@ -158,19 +158,24 @@ class LoopScripts:
         self.storage = storage
         self.texts = texts
         self.by_loop: dict[asyncio.AbstractEventLoop, tuple[AsyncScript, ...]] = {}
+        self.lock = threading.Lock()
         renew_after_fork(self)
 
     def after_fork(self) -> None:
         """The parent's event loops and their connections are not the child's."""
         self.by_loop = {}
+        self.lock = threading.Lock()
 
     def get(self) -> tuple[AsyncScript, ...]:
         loop = asyncio.get_running_loop()
         scripts = self.by_loop.get(loop)
         if scripts is None:
-            for old in [known for known in self.by_loop if known.is_closed()]:
-                del self.by_loop[old]
-            scripts = self.by_loop[loop] = async_scripts(self.storage, *self.texts)
+            with self.lock:  # threads, each running loops of its own
+                scripts = self.by_loop.get(loop)
+                if scripts is None:
+                    known = {k: v for k, v in self.by_loop.items() if not k.is_closed()}
+                    scripts = known[loop] = async_scripts(self.storage, *self.texts)
+                    self.by_loop = known  # replaced whole: read without the lock
         return scripts
 
 
