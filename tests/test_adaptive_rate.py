@@ -306,8 +306,10 @@ def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
     text = explain(registry.get("svc.get"))
     assert (
         "adapts its rate to HTTP 429 (x0.7 per congestion event, or 0.9 of what passed in the "
-        "last period when the rate was used to 0.8 of it, up again by a step per period while "
-        "no refusal comes and the calls use the rate), from the limit, within 5/1s..50/1s" in text
+        "last period when the rate was used to 0.8 of it, and a bucket's calls held after it "
+        "until fewer than the new rate of those that passed are left in the last period, up "
+        "again by a step per period while no refusal comes and the calls use the rate), from "
+        "the limit, within 5/1s..50/1s" in text
     )
 
 
