@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 KEY = "{callpolicy:svc.api}:learned"
 PHASE_SECONDS = 3.0
 # A fixed "20/1s" quota is refused about 30 times in the 10/s phase (it sends 20 a second
-# where 10 pass); the adaptive rate 16 to 17 there (20-21 in all): one event never cuts below
-# 0.7 of the rate (even to what passed), so halving takes two events, as in Redis below (it
-# was 9 to 11 when one cut could go straight to what passed).
+# where 10 pass); the adaptive rate 4 to 6 there (5 to 10 in all, one thread to four): one
+# event never cuts below 0.7 of the rate, but in memory a refusal once the server's window
+# drained below the new rate is a new event, so halving takes a few tenths of a second (it
+# took a period per cut, 16 to 17 refusals there, before).
 MOST_REFUSED = 25
 # Processes sharing the rate through Redis see only their own answers: they cut by 0.7 (not
 # to what passed), twice before the rate is under 10/s: measured 18 to 20.

@@ -145,7 +145,32 @@ def test_a_quota_lightly_used_is_cut_by_beta_not_by_what_passed() -> None:
     rate.answer(0.2, 200, 20, False)
     rate.answer(0.6, 200, 20, False)
     assert rate.answer(0.9, 429, 20, False) == (14, CONGESTION, False)  # not 5 (0.9 x 2)
-    assert rate.w_max == 20.0
+    # ...nor was the rate of 20 tried: the curve flattens at the cut, not back at 20
+    assert rate.w_max == 14.0
+    assert blind().answer(0.9, 429, 20, False) and blind().w_max == 20.0  # (unseen: as cut)
+
+
+def test_a_refusal_once_the_servers_window_drained_is_a_new_event() -> None:
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)
+    busy(rate, 0.0, 1.0, per_second=18)  # 18 passed in the last second
+    why = "HTTP 429: 18 passed in the last period, the rate cut to 0.9 of it"
+    assert rate.answer(1.01, 429, 20, False) == (16, why, False)
+    # no call until fewer than 16 of those 18 are left in the last period (slices of a tenth)
+    assert rate.held == pytest.approx(1.2)
+    for at in (1.05, 1.12, 1.19):  # the server still counts the calls of before the cut
+        assert rate.answer(at, 429, 16, False) is None
+    # 14 of them left: they no longer explain a refusal, the limit is lower (it fell)
+    why = "HTTP 429: 14 passed in the last period, the rate cut to 0.9 of it"
+    assert rate.answer(1.25, 429, 16, False) == (12, why, False)
+    assert rate.cuts == 2
+
+
+def test_refusals_in_flight_at_a_cut_are_its_own_even_with_nothing_passed() -> None:
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)
+    assert rate.answer(0.5, 429, 20, False) == (14, CONGESTION, False)
+    for _ in range(10):  # answered at once: sent before the cut, not an interval after it
+        assert rate.answer(0.51, 429, 14, False) is None
+    assert rate.cuts == 1
 
 
 def test_the_curve_never_flattens_below_the_floor() -> None:
@@ -281,8 +306,10 @@ def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
     text = explain(registry.get("svc.get"))
     assert (
         "adapts its rate to HTTP 429 (x0.7 per congestion event, or 0.9 of what passed in the "
-        "last period when the rate was used to 0.8 of it, up again by a step per period while "
-        "no refusal comes and the calls use the rate), from the limit, within 5/1s..50/1s" in text
+        "last period when the rate was used to 0.8 of it, and a bucket's calls held after it "
+        "until fewer than the new rate of those that passed are left in the last period, up "
+        "again by a step per period while no refusal comes and the calls use the rate), from "
+        "the limit, within 5/1s..50/1s" in text
     )
 
 
@@ -441,3 +468,22 @@ def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
         f"quota svc.api: limit 23/1s -> 16/1s (HTTP 429: {why}; 2 more change(s) since the last"
         " line)",
     ]
+
+
+def test_after_a_cut_a_bucket_holds_its_calls_while_the_servers_window_is_full(
+    registry_of: RegistryOf,
+) -> None:
+    with fake_time(FakeClock(1000.0)) as clock:  # pinned: the slices of a tenth counted
+        registry = registry_of(
+            svc=policies(more='algorithm = "leaky-bucket"').replace('"0s"', '"10s"')
+        )
+        get = answering(registry)
+        for _ in range(20):  # one every 51 ms (the bucket's pace and guard)
+            get(200)
+        get(429)  # 19 passed in the last period: cut to 17
+        before = clock.now()
+        get(200)
+        waited = clock.now() - before
+    assert registry.quota_counters()["svc.api"].learned == Rate(17, 1.0)
+    # not one interval at 17/s (59 ms) but until 3 of the 19 have left the last period
+    assert 0.15 < waited < 0.25

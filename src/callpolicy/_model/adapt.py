@@ -31,7 +31,9 @@ ADAPT_CUBIC_RETURN = 2.0
 # (or the declared limit; at least 1 call): relative to the rate, whatever the ceiling.
 ADAPT_AIMD_STEP = 0.05
 # Refusals answering calls sent within one period of a cut (times this) are the same
-# congestion event: the server still counts the calls sent at the rate before it.
+# congestion event: the server still counts the calls sent at the rate before it (in memory,
+# only while more of those that passed than the new rate are left in the last period: a
+# refusal after they left says the limit is lower still).
 ADAPT_HOLD = 1.0
 # With `learn` too: a limit announced this many periods ago still holds; adapt does not probe
 # above it (headers win when present).

@@ -7,7 +7,13 @@ rate). Every refusal restarts the probing clock, at the floor too. Refusals answ
 period of a cut (ADAPT_HOLD) belong to the same event, whatever their number: the server is
 still counting the calls sent at the rate before the cut, and 10 calls in flight must not cut
 it 10 times. So does a later refusal of a call sent before the cut, when the client says
-when it was sent (a server slower than a period). Every other answer lets the rate probe
+when it was sent (a server slower than a period). In memory (every answer seen here) the
+event ends sooner: once fewer calls than the new rate passed in the last period (the calls
+of before the cut have left the server's window), a refusal answered after the hold and an
+interval at the new rate, with the quota used to it, is a new event (the limit fell below
+the cut). A cut in memory also holds the quota's calls (a bucket's: a window holds its own)
+until fewer than the new rate of those that passed are left in the last period: the
+server's window is full, a call sent into it is refused. Every other answer lets the rate probe
 upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
 answered in the last period; a quota barely used learns nothing about the server's limit,
 and would otherwise climb to its ceiling unseen); the time between two answers counts at
@@ -16,7 +22,8 @@ is never probing time:
 
 - "cubic" (RFC 8312, as the AWS SDKs' adaptive retry mode): the rate follows
   `w_max + c * w_max * (t - K)**3`, `t` the busy periods since the cut, `w_max` the rate
-  cut from (lowered when cuts come at falling rates: fast convergence), `K` the periods it
+  cut from (lowered when cuts come at falling rates: fast convergence; no higher than the
+  calls answered in the last period: a rate not used was not tried), `K` the periods it
   takes to get back there: fast far below, flat near the rate of the last cut, then probing
   beyond it slowly, then faster.
 - "aimd": the rate grows by a step per busy period (ADAPT_AIMD_STEP of the rate at the last
@@ -72,6 +79,7 @@ class AdaptiveRate:
         self.cut_at = -math.inf
         self.announced_at = -math.inf
         self.probe_at = -math.inf  # the next time a success may probe
+        self.held = -math.inf  # after a cut: no call before then (the server's window is full)
         self._start(float(calls), now)
         self.answers = Trailing(period)  # answered, passed and refused in the last period
 
@@ -119,7 +127,7 @@ class AdaptiveRate:
     def _refused(
         self, now: float, status: int, answers: Counts, sent: float | None
     ) -> Change | None:
-        if now - self.cut_at < ADAPT_HOLD * self.period:
+        if now - self.cut_at < ADAPT_HOLD * self.period and not self._drained(now, answers):
             return None  # the same congestion event
         if sent is not None and sent <= self.cut_at:
             return None  # a call in flight at the cut (a slow server): the same event
@@ -128,10 +136,11 @@ class AdaptiveRate:
         if old <= self.low:
             return None  # nothing left to cut
         passed = answers.passed
-        if self.measures and answers.answered >= ADAPT_SATURATED * old and passed < old:
+        answered = answers.answered
+        if self.measures and answered >= ADAPT_SATURATED * old and passed < old:
             # A server counting calls over a window refuses once it holds its limit: what
-            # passed in the last period of a quota used to the rate is that limit, as near as can be
-            # told. Start below it (its window is full), the curve flat at it.
+            # passed in the last period of a quota used to the rate is that limit, as near as
+            # can be told. Start below it (its window is full), the curve flat at it.
             w_max = float(passed)
             rate = passed * ADAPT_MEASURED_BETA
             why = (
@@ -141,6 +150,8 @@ class AdaptiveRate:
             # fast convergence: cut again below the last plateau, the server's limit fell
             w_max = old if old >= self.w_max else old * (1.0 + ADAPT_BETA) / 2.0
             rate = old * ADAPT_BETA
+            if self.measures:  # the plateau no higher than what was sent (botocore's too)
+                w_max = max(min(w_max, answered), rate)
             why = f"a congestion event, the rate cut to {ADAPT_BETA:g} of itself"
         # never below BETA of the rate in one event, nor the curve's plateau below the floor
         self.w_max = max(self.low, w_max)
@@ -151,7 +162,19 @@ class AdaptiveRate:
             return None  # the same whole number: no change, no cut counted or logged
         self.cuts += 1
         self.calls = self.known = calls
+        if self.measures:
+            self.held = self.answers.below(calls)
         return calls, f"HTTP {status}: {why}", False
+
+    def _drained(self, now: float, answers: Counts) -> bool:
+        """Whether a refusal after a cut is a new congestion event all the same: in memory,
+        when the quota is used to the new rate but fewer calls than it passed in the last
+        period (the calls of before the cut have left the server's window: they no longer
+        explain it), answered after the hold and an interval at the rate (not a call in
+        flight at the cut)."""
+        after = max(self.held, self.cut_at + self.period / max(self.calls, 1))
+        used = answers.answered >= ADAPT_SATURATED * self.rate
+        return self.measures and used and answers.passed < self.rate and now >= after
 
     def _passed(self, now: float) -> Change | None:
         if now < self.probe_at:
@@ -198,6 +221,16 @@ class Trailing:
         self.passed = [0] * self.SLOTS
         self.last = 0  # the slice last counted in (its number since the epoch)
         self.totals = Counts()
+
+    def below(self, calls: int) -> float:
+        """When fewer than `calls` of the answers that passed here will be left in the last
+        period (the server's window, as far as it counts this quota's calls)."""
+        left = self.totals.passed
+        for index in range(self.last - self.SLOTS + 1, self.last + 1):
+            if left < calls:
+                return (index + self.SLOTS - 1) * self.slice
+            left -= self.passed[index % self.SLOTS]
+        return (self.last + self.SLOTS) * self.slice
 
     def add(self, now: float, refused: bool) -> Counts:
         at = int(now // self.slice)

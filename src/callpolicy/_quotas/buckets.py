@@ -109,6 +109,10 @@ class Bucket:
     def admit(self, now: float, cost: float) -> Entry | float | None:
         return admit_by_wait(self, now, cost)
 
+    def hold(self, until: float) -> None:
+        """No call before `until` (an adaptive rate's cut: the server's window is full)."""
+        self.tat = max(self.tat, until + self._slack(1.0))
+
     def refund(self, entry: Entry) -> None:
         self.adjust(entry, 0.0)
 

@@ -29,6 +29,7 @@ logger = logging.getLogger("callpolicy")
 LOG_EVERY = 10.0
 LOG_MOST = 5
 _MAX_SAID = 200  # characters of what announced a limit, in a log line or in Redis
+Hold = Callable[[str, float], None]  # (quota name, until): no call of the quota before then
 
 
 def limit_bounds(quota: Quota) -> tuple[int, int]:
@@ -51,7 +52,9 @@ class LearnedLimit:
     """What one quota learned: `current` is the quota in force (the declared one, or it with
     the learned rate); `version` counts the changes."""
 
-    def __init__(self, quota: Quota, follow: Callable[[Quota], None]) -> None:
+    def __init__(
+        self, quota: Quota, follow: Callable[[Quota], None], hold: Hold | None = None
+    ) -> None:
         assert quota.changes_limit and quota.rate is not None
         self.quota = quota
         self.learn = quota.learn
@@ -75,6 +78,7 @@ class LearnedLimit:
         self._logged: list[float] = []  # when the last lines were written (at most LOG_MOST)
         self._unlogged = 0  # changes since the last line (a flapping limit)
         self._follow = follow
+        self._hold = hold
         self._lock = threading.Lock()
         renew_after_fork(self)
 
@@ -102,7 +106,9 @@ class LearnedLimit:
             change = adaptive.answer(now, status, rate.calls, announced, sent)
             if change is not None:
                 calls, why, probe = change
-                self.offer(calls, why, quiet=probe)
+                changed = self.offer(calls, why, quiet=probe)
+                if changed and not probe and adaptive.held > now and self._hold is not None:
+                    self._hold(self.quota.name, adaptive.held)  # the server's window is full
 
     def offer(self, calls: int, said: str, shared: bool = False, quiet: bool = False) -> bool:
         """A response (or, `shared`, another process through Redis) announced `calls` per
@@ -171,8 +177,9 @@ class LearnedLimits:
     """The learned limits of one registry's quotas, by name; kept across reloads while the
     quota is unchanged. `follow(quota)` tells in-memory counters of a quota's new limit."""
 
-    def __init__(self, follow: Callable[[Quota], None]) -> None:
+    def __init__(self, follow: Callable[[Quota], None], hold: Hold | None = None) -> None:
         self._follow = follow
+        self._hold = hold
         self._limits: dict[str, LearnedLimit] = {}
         self._lock = threading.Lock()
         renew_after_fork(self)
@@ -189,7 +196,7 @@ class LearnedLimits:
             if known is not None and same_learning(known.quota, quota):
                 known.adopt(quota)
                 return known
-            fresh = self._limits[quota.name] = LearnedLimit(quota, self._follow)
+            fresh = self._limits[quota.name] = LearnedLimit(quota, self._follow, self._hold)
         if known is not None and known.learned is not None:
             self._follow(quota)  # outside the lock: follow takes the storage's
         return fresh

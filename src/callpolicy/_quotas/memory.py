@@ -67,7 +67,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._counters: dict[str, tuple[tuple[Any, ...], Counter]] = {}
-        self.learned = LearnedLimits(self.follow)  # limits quotas learned from responses
+        self.learned = LearnedLimits(self.follow, self.hold)  # limits learned from responses
         renew_after_fork(self)
 
     def after_fork(self) -> None:
@@ -108,6 +108,14 @@ class MemoryStorage:
                 for part in _LIMIT_PARTS:
                     if hasattr(fresh, part):
                         setattr(known[1], part, getattr(fresh, part))
+
+    def hold(self, name: str, until: float) -> None:
+        """Quota `name` admits no call before `until` (a bucket: a window holds its calls
+        by itself)."""
+        with self.lock:
+            known = self._counters.get(name)
+            if known is not None and isinstance(known[1], Bucket):
+                known[1].hold(until)
 
     def group(self, quotas: Sequence[Quota]) -> MemoryGroup:
         return MemoryGroup(self, quotas)
