@@ -442,12 +442,17 @@ def test_adapting_in_flight_slots_or_a_pool_member_is_a_load_error(
 # The calls below use 16 to 19 of the last period and a tenth (counted in tenths of a second, so
 # how many depends on where the clock starts within a tenth): the probe stops at 23 once they use
 # less than 0.8 of the rate; the 429 then finds the quota saturated (0.8 of 23 answered: the cut
-# to 0.9 of what passed) or not (the cut to 0.7 of the rate). Both starts are pinned.
+# to 0.9 of what passed, here below 0.7 of the rate, so to that, saying so) or not (the cut to
+# 0.7 of the rate). Both starts are pinned.
 @pytest.mark.parametrize(
     ("start", "why"),
     [
         (1000.05, "a congestion event, the rate cut to 0.7 of itself"),
-        (1000.0, "18 passed in the last period, the rate cut to 0.9 of it"),
+        (
+            1000.0,
+            "a congestion event, the rate cut to 0.7 of itself (18 passed in the last period: "
+            "never lower in one event)",
+        ),
     ],
 )
 def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
@@ -487,3 +492,29 @@ def test_after_a_cut_a_bucket_holds_its_calls_while_the_servers_window_is_full(
     assert registry.quota_counters()["svc.api"].learned == Rate(17, 1.0)
     # not one interval at 17/s (59 ms) but until 3 of the 19 have left the last period
     assert 0.15 < waited < 0.25
+
+
+def test_a_server_that_counts_its_refusals_too_is_cut_to_0_7_saying_what_passed() -> None:
+    """HAProxy's stick table counts refused requests: a client over the limit is refused all
+    the last period (1 passed). The cut is x0.7 (never lower in one event), the line says
+    so, and the curve's plateau is not what passed (the floor), so it probes back up."""
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)
+    rate.answer(0.0, 200, 20, False)
+    changes = [rate.answer(i / 20, 429, rate.calls, False) for i in range(1, 40)]
+    whys = [change[1] for change in changes if change is not None]
+    # the first cut comes before the quota is seen saturated; a later one (its window
+    # drained, refusals still coming) finds it saturated with 1 passed
+    assert whys[0] == CONGESTION, whys
+    assert (
+        f"{CONGESTION} (1 passed in the last period: never lower in one event)" in whys[1:]
+    ), whys
+    assert not any("0.9 of it" in why for why in whys), whys
+    assert rate.w_max >= rate.rate  # the plateau at the rate cut to or above, not at 1
+    cut_to = rate.calls
+    busy(rate, 2.0, 4.0, per_second=cut_to)  # no refusal since: it probes up again
+    assert rate.calls > cut_to
+
+
+def test_a_cut_stopped_by_the_floor_says_so() -> None:
+    rate = blind(Adapt(Rate(16, 1.0), Rate(50, 1.0)))
+    assert rate.answer(0.5, 429, 20, False) == (16, f"{CONGESTION}, at the floor", False)

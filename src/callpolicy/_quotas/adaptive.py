@@ -137,7 +137,8 @@ class AdaptiveRate:
             return None  # nothing left to cut
         passed = answers.passed
         answered = answers.answered
-        if self.measures and answered >= ADAPT_SATURATED * old and passed < old:
+        measured = self.measures and answered >= ADAPT_SATURATED * old and passed < old
+        if measured and passed * ADAPT_MEASURED_BETA >= old * ADAPT_BETA:
             # A server counting calls over a window refuses once it holds its limit: what
             # passed in the last period of a quota used to the rate is that limit, as near as
             # can be told. Start below it (its window is full), the curve flat at it.
@@ -153,9 +154,14 @@ class AdaptiveRate:
             if self.measures:  # the plateau no higher than what was sent (botocore's too)
                 w_max = max(min(w_max, answered), rate)
             why = f"a congestion event, the rate cut to {ADAPT_BETA:g} of itself"
-        # never below BETA of the rate in one event, nor the curve's plateau below the floor
+            if measured:  # what passed was lower still (a server that counts refusals too)
+                why += f" ({passed} passed in the last period: never lower in one event)"
+        if rate < self.low:
+            rate = self.low
+            why += ", at the floor"
+        # the curve's plateau never below the floor
         self.w_max = max(self.low, w_max)
-        self.rate = self.base = max(self.low, rate, old * ADAPT_BETA)
+        self.rate = self.base = rate
         self.step = max(1.0, ADAPT_AIMD_STEP * old)
         calls = self._calls(self.rate)
         if calls == self.calls:
