@@ -158,10 +158,11 @@ def test_a_refusal_once_the_servers_window_drained_is_a_new_event() -> None:
     # no call until fewer than 16 of those 18 are left in the last period (slices of a tenth)
     assert rate.held == pytest.approx(1.2)
     for at in (1.05, 1.12, 1.19):  # the server still counts the calls of before the cut
-        assert rate.answer(at, 429, 16, False) is None
-    # 14 of them left: they no longer explain a refusal, the limit is lower (it fell)
+        assert rate.answer(at, 429, 16, False, sent=at - 0.2) is None
+    # a call sent after the hold refused, 14 of those 18 left: they no longer explain it,
+    # the limit is lower (it fell)
     why = "HTTP 429: 14 passed in the last period, the rate cut to 0.9 of it"
-    assert rate.answer(1.25, 429, 16, False) == (12, why, False)
+    assert rate.answer(1.25, 429, 16, False, sent=1.21) == (12, why, False)
     assert rate.cuts == 2
 
 
@@ -174,10 +175,13 @@ def test_refusals_in_flight_at_a_cut_are_its_own_even_with_nothing_passed() -> N
 
 
 def test_the_curve_never_flattens_below_the_floor() -> None:
-    rate = blind(calls=6)
-    rate.rate, rate.w_max = 5.5, 20.0  # climbing back after a cut from 20, not there yet
-    rate.answer(0.0, 429, 6, False)  # fast convergence would put the plateau at 4.7
-    assert rate.calls == 5 and rate.w_max == 5.0
+    rate = AdaptiveRate(BOUNDS, 6, 1.0, 0.0)
+    busy(rate, 0.0, 1.0, per_second=6)
+    # climbing back after a cut from 20, not there yet: at 6
+    rate.w_max, rate.rate, rate.calls, rate.known = 20.0, 6.0, 6, 6
+    # fast convergence would put the plateau at 0.85 of 6, 5.1; 0.7 of 6 is below the floor
+    assert rate.answer(1.0, 429, 6, False) == (5, f"{CONGESTION}, at the floor", False)
+    assert rate.w_max >= 5.0
 
 
 def test_after_an_outage_at_the_floor_the_rate_climbs_back_slowly() -> None:
@@ -207,11 +211,17 @@ def test_no_probe_at_half_the_rate() -> None:
     assert rate.calls == 20
 
 
-def test_a_cut_to_the_same_whole_number_is_not_counted() -> None:
-    rate = blind(Adapt(Rate(1, 1.0), Rate(50, 1.0)), calls=2)
-    rate.rate = 2.9  # between whole numbers: 0.7 of it is 2.03, the limit stays 2
+def test_a_refusal_at_the_floor_is_not_counted() -> None:
+    rate = blind(Adapt(Rate(2, 1.0), Rate(50, 1.0)), calls=2)
+    rate.rate = 2.9  # a probe's fraction: the limit in force, 2, is what is cut from
     assert rate.answer(0.0, 429, 2, False) is None
     assert rate.cuts == 0  # nothing changed: neither counted nor logged
+
+
+def test_a_cut_is_from_the_limit_in_force_as_logged() -> None:
+    rate = blind(calls=14)
+    rate.rate = 14.9  # a probe's fraction, 14 in force: 0.7 of 14, not of 14.9
+    assert rate.answer(0.0, 429, 14, False) == (9, CONGESTION, False)
 
 
 def test_an_announced_limit_wins() -> None:
@@ -306,8 +316,9 @@ def test_explain_says_how_the_rate_adapts(registry_of: RegistryOf) -> None:
     text = explain(registry.get("svc.get"))
     assert (
         "adapts its rate to HTTP 429 (x0.7 per congestion event, or 0.9 of what passed in the "
-        "last period when the rate was used to 0.8 of it, and a bucket's calls held after it "
-        "until fewer than the new rate of those that passed are left in the last period, up "
+        "last period when the rate was used to 0.8 of it (never below x0.7), and a bucket's "
+        "calls held after it until fewer than the new rate of those that passed are left in "
+        "the last period, up "
         "again by a step per period while no refusal comes and the calls use the rate), from "
         "the limit, within 5/1s..50/1s" in text
     )
@@ -442,17 +453,13 @@ def test_adapting_in_flight_slots_or_a_pool_member_is_a_load_error(
 # The calls below use 16 to 19 of the last period and a tenth (counted in tenths of a second, so
 # how many depends on where the clock starts within a tenth): the probe stops at 23 once they use
 # less than 0.8 of the rate; the 429 then finds the quota saturated (0.8 of 23 answered: the cut
-# to 0.9 of what passed, here below 0.7 of the rate, so to that, saying so) or not (the cut to
-# 0.7 of the rate). Both starts are pinned.
+# to 0.9 of what passed: 16 of 18, not below 0.7 of 23) or not (the cut to 0.7 of the rate).
+# Both starts are pinned.
 @pytest.mark.parametrize(
     ("start", "why"),
     [
         (1000.05, "a congestion event, the rate cut to 0.7 of itself"),
-        (
-            1000.0,
-            "a congestion event, the rate cut to 0.7 of itself (18 passed in the last period: "
-            "never lower in one event)",
-        ),
+        (1000.0, "18 passed in the last period, the rate cut to 0.9 of it"),
     ],
 )
 def test_probes_are_logged_at_most_once_per_10_seconds_and_cuts_at_once(
@@ -517,3 +524,23 @@ def test_a_server_that_counts_its_refusals_too_is_cut_to_0_7_saying_what_passed(
 def test_a_cut_stopped_by_the_floor_says_so() -> None:
     rate = blind(Adapt(Rate(16, 1.0), Rate(50, 1.0)))
     assert rate.answer(0.5, 429, 20, False) == (16, f"{CONGESTION}, at the floor", False)
+
+
+@pytest.mark.parametrize("sent_known", [False, True])
+def test_refusals_in_flight_at_a_cut_from_a_server_faster_than_a_period_cut_once(
+    sent_known: bool,
+) -> None:
+    """A server answering in 0.6 s (under the period): every refusal below is of a call sent
+    at the old rate before the first cut. Whether the client says when (requests, httpx) or
+    not (urllib, aiohttp), they are one congestion event: one cut (it was 20 -> 8 in 0.55 s
+    when the send time was not known)."""
+    rate = AdaptiveRate(BOUNDS, 20, 1.0, 0.0)
+    for i in range(20):  # sent at 20/s in [-0.6, 0.4), all passed, answered 0.6 s later
+        rate.answer(i / 20, 200, rate.calls, False)
+    cuts = []
+    for i in range(12):  # sent in [0.4, 1.0), all refused, answered in [1.0, 1.6)
+        sent = 0.4 + i / 20 if sent_known else None
+        change = rate.answer(1.0 + i / 20, 429, rate.calls, False, sent=sent)
+        if change is not None:
+            cuts.append(change[0])
+    assert len(cuts) == 1, cuts

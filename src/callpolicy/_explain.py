@@ -162,8 +162,9 @@ def describe_adapt(adapt: Adapt, measures: bool = False) -> str:
     if measures:
         cut += (
             f", or {ADAPT_MEASURED_BETA:g} of what passed in the last period when the rate "
-            f"was used to {ADAPT_SATURATED:g} of it, and a bucket's calls held after it until "
-            "fewer than the new rate of those that passed are left in the last period"
+            f"was used to {ADAPT_SATURATED:g} of it (never below x{ADAPT_BETA:g}), and a "
+            "bucket's calls held after it until fewer than the new rate of those that passed "
+            "are left in the last period"
         )
     return (
         f"adapts its rate to HTTP {statuses} ({cut}, up again by {probe} while no refusal "

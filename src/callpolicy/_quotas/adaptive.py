@@ -127,12 +127,16 @@ class AdaptiveRate:
     def _refused(
         self, now: float, status: int, answers: Counts, sent: float | None
     ) -> Change | None:
-        if now - self.cut_at < ADAPT_HOLD * self.period and not self._drained(now, answers):
-            return None  # the same congestion event
         if sent is not None and sent <= self.cut_at:
             return None  # a call in flight at the cut (a slow server): the same event
+        if now - self.cut_at < ADAPT_HOLD * self.period and not (
+            sent is not None and self._drained(now, answers)
+        ):
+            # the same congestion event; only a call known sent after the cut can tell
+            # the limit fell meanwhile (one in flight at it is answered any time)
+            return None
         self.cut_at = now
-        old = self.rate
+        old = float(self.calls)  # the limit in force, as logged (not a probe's fraction)
         if old <= self.low:
             return None  # nothing left to cut
         passed = answers.passed
