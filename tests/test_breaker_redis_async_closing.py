@@ -13,55 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+from test_breaker_redis_async import breaker_of, down, policy
 
 from callpolicy import Registry
-from callpolicy._engine.redis_breaker import RedisBreaker
 
 if TYPE_CHECKING:
     from conftest import WritePolicies
     from local_redis import RedisServer
 
-POLICY = """
-[breakers.api]
-window = 4
-min_calls = 4
-open_for = "{open_for}"
-probes = {probes}
-storage = "{url}?timeout=2s"
 
-[endpoints.get]
-breaker = "api"
-retry.on_exceptions = ["ConnectionError"]
-stop.attempts = 1
-"""
-
-
-def policy(url: str, open_for: str = "30s", probes: int = 1) -> str:
-    return POLICY.format(url=url, open_for=open_for, probes=probes)
-
-
-def down() -> None:
-    raise ConnectionError("refused")
-
-
-def breaker_of(registry: Registry) -> RedisBreaker:
-    circuit = registry.runner("svc.get").breaker
-    assert circuit is not None and isinstance(circuit.breaker, RedisBreaker)
-    return circuit.breaker
-
-
-def open_it(registry: Registry) -> None:
+def half_open(write_policies: WritePolicies, redis_server: RedisServer) -> Registry:
+    """A registry whose breaker (one trial call) is open, and may probe now."""
+    registry = Registry(write_policies(svc=policy(redis_server.url, "300ms", probes=1)))
     for _ in range(4):
         with pytest.raises(ConnectionError):
             registry.policy("svc.get")(down)()
-
-
-def test_a_coroutine_closed_in_its_first_attempt_gives_its_trial_call_back(
-    write_policies: WritePolicies, redis_server: RedisServer
-) -> None:
-    registry = Registry(write_policies(svc=policy(redis_server.url, open_for="300ms")))
-    open_it(registry)
     time.sleep(0.35)
+    return registry
+
+
+async def in_trial(registry: Registry) -> Any:
+    """A call's coroutine, driven by hand until the user's function runs (its trial call
+    taken) and suspended there for ever."""
     entered = []
 
     async def hang() -> str:
@@ -69,20 +42,24 @@ def test_a_coroutine_closed_in_its_first_attempt_gives_its_trial_call_back(
         await asyncio.Future()  # never done
         return "never"
 
-    async def start() -> Any:
-        coro = registry.policy("svc.get")(hang)()
-        while not entered:  # drive it by hand until the user's function runs
-            yielded = coro.send(None)
-            if entered:
-                break
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await yielded
-        return coro
+    coro = registry.policy("svc.get")(hang)()
+    while not entered:
+        yielded = coro.send(None)
+        if entered:
+            break
+        if yielded is None:
+            await asyncio.sleep(0)
+        else:
+            yielded._asyncio_future_blocking = False
+            await yielded
+    return coro
 
-    coro = asyncio.run(start())  # a trial call taken, the function suspended, loop gone
+
+def test_a_coroutine_closed_in_its_first_attempt_gives_its_trial_call_back(
+    write_policies: WritePolicies, redis_server: RedisServer
+) -> None:
+    registry = half_open(write_policies, redis_server)
+    coro = asyncio.run(in_trial(registry))  # a trial call taken, the call suspended, loop gone
     error = None
     try:
         coro.close()  # as when a pending task is garbage-collected after its loop ended
@@ -128,27 +105,10 @@ def test_loop_scripts_from_many_threads(
 def test_a_coroutine_closed_in_a_running_loop_closes_cleanly(
     write_policies: WritePolicies, redis_server: RedisServer
 ) -> None:
-    registry = Registry(write_policies(svc=policy(redis_server.url, open_for="300ms")))
-    open_it(registry)
-    time.sleep(0.35)
-    entered = []
-
-    async def hang() -> str:
-        entered.append(1)
-        await asyncio.Future()
-        return "never"
+    registry = half_open(write_policies, redis_server)
 
     async def main() -> BaseException | None:
-        coro = registry.policy("svc.get")(hang)()
-        while True:
-            yielded = coro.send(None)
-            if entered:
-                break
-            if yielded is None:
-                await asyncio.sleep(0)
-            else:
-                yielded._asyncio_future_blocking = False
-                await yielded
+        coro = await in_trial(registry)
         try:
             coro.close()
         except BaseException as exc:
