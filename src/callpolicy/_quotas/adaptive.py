@@ -9,9 +9,9 @@ still counting the calls sent at the rate before the cut, and 10 calls in flight
 it 10 times. So does a later refusal of a call sent before the cut, when the client says
 when it was sent (a server slower than a period). In memory (every answer seen here) the
 event ends sooner: once fewer calls than the new rate passed in the last period (the calls
-of before the cut have left the server's window), a refusal answered after the hold and an
-interval at the new rate, with the quota used to it, is a new event (the limit fell below
-the cut). A cut in memory also holds the quota's calls (a bucket's: a window holds its own)
+of before the cut have left the server's window), a refusal of a call the client says it
+sent after the cut, answered after the hold and an interval at the new rate, with the quota
+used to it, is a new event (the limit fell below the cut). A cut in memory also holds the quota's calls (a bucket's: a window holds its own)
 until fewer than the new rate of those that passed are left in the last period: the
 server's window is full, a call sent into it is refused. Every other answer lets the rate probe
 upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
