@@ -6,19 +6,19 @@ saturated, to ADAPT_MEASURED_BETA of what passed in the last period, never below
 rate). Every refusal restarts the probing clock, at the floor too. Refusals answered within one
 period of a cut (ADAPT_HOLD) belong to the same event, whatever their number: the server is
 still counting the calls sent at the rate before the cut, and 10 calls in flight must not cut
-it 10 times. So does a later refusal of a call sent before the cut, when the client says
-when it was sent (a server slower than a period). In memory (every answer seen here) the
-event ends sooner: once fewer calls than the new rate passed in the last period (the calls
-of before the cut have left the server's window), a refusal of a call the client says it
-sent after the cut, answered after the hold and an interval at the new rate, with the quota
-used to it, is a new event (the limit fell below the cut). A cut in memory also holds the quota's calls (a bucket's: a window holds its own)
-until fewer than the new rate of those that passed are left in the last period: the
-server's window is full, a call sent into it is refused. Every other answer lets the rate probe
-upward (never above the ceiling), while the calls use it (ADAPT_BUSY of it, and 2 calls,
-answered in the last period; a quota barely used learns nothing about the server's limit,
-and would otherwise climb to its ceiling unseen); the time between two answers counts at
-most a period, and only when the last period's answers show the rate used, so an idle hour
-is never probing time:
+it 10 times. So does a later refusal of a call sent before the cut, when the client says when
+it was sent (a server slower than a period). In memory (every answer seen here) the event ends
+sooner: once fewer calls than the new rate passed in the last period (the calls of before the
+cut have left the server's window), a refusal of a call the client says it sent after the cut,
+answered after the hold and an interval at the new rate, with the quota used to it, is a new
+event (the limit fell below the cut). A cut in memory also holds the quota's calls (a bucket's:
+a sliding window holds its own) until fewer than the new rate of those that passed are left in
+the last period: the server's window is full, a call sent into it is refused. Every other
+answer lets the rate probe upward (never above the ceiling), while the calls use it (ADAPT_BUSY
+of it, and 2 calls, answered in the last period; a quota barely used learns nothing about the
+server's limit, and would otherwise climb to its ceiling unseen); the time between two answers
+counts at most a period, and only when the last period's answers show the rate used, so an idle
+hour is never probing time:
 
 - "cubic" (RFC 8312, as the AWS SDKs' adaptive retry mode): the rate follows
   `w_max + c * w_max * (t - K)**3`, `t` the busy periods since the cut, `w_max` the rate
