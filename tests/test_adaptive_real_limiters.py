@@ -25,7 +25,9 @@ from callpolicy import Registry
 if TYPE_CHECKING:
     from conftest import WritePolicies
 
-SECONDS = 8.0  # of calls, from 4 threads
+# Settled over 8 seconds, not 4: a probe past HAProxy's limit is refused for about a second
+# (it counts the refused calls too), 5 refusals, 17% of 4 seconds' calls (CI met one)
+SECONDS = 12.0  # of calls, from 4 threads
 SETTLED = 4.0  # seconds after the first request from which the rate must have settled
 SERVER_RATE = 10  # requests a second either server lets through
 
