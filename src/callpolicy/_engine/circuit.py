@@ -27,7 +27,7 @@ from callpolicy._engine.http import status_of
 from callpolicy._engine.windows import FAILED, SLOW
 from callpolicy._errors import CircuitOpen, RetryExhausted
 from callpolicy._model import Breaker
-from callpolicy._steps import Method, Steps
+from callpolicy._steps import Method, Steps, async_run
 
 # An attempt's ticket: [the generation it counts in, when it started]; once its outcome is
 # recorded (or it is given back), the generation is DONE, so nothing is counted twice.
@@ -186,21 +186,11 @@ class Circuit:
     async def async_ended(self, ticket: Ticket, error: BaseException | None, result: Any) -> None:
         """`failed` or `returned`, a remote breaker's round trip awaited; in a coroutine
         being closed (`error`: GeneratorExit, maybe with no loop running), in the thread."""
-        told = self.told(ticket, error, result)
-        if told is not None:
-            if isinstance(error, GeneratorExit):
-                told.sync()
-            else:
-                await told.async_()
+        await async_run(self.ending(ticket, error, result))
 
     async def async_cancel(self, ticket: Ticket, why: BaseException) -> None:
         """`cancel`, awaited; in a coroutine being closed (`why`: GeneratorExit), not."""
-        given_back = self.given_back(ticket)
-        if given_back is not None:
-            if isinstance(why, GeneratorExit):
-                given_back.sync()
-            else:
-                await given_back.async_()
+        await async_run(self.giving_back(ticket, why))
 
     def ending(self, ticket: Ticket, error: BaseException | None, result: Any) -> Steps[None]:
         """An attempt's end told (see `told`), as steps: the retries'; in steps being closed
